@@ -1,0 +1,31 @@
+# Set-up and everyday commands. Everything installs into .venv (created on first use).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXAMPLE ?= data/example_stereo.wav
+
+.PHONY: install run test bench examples clean
+
+# The project (editable) with its test extras. Re-runs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m conv_pipeline input=$(EXAMPLE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py
+
+examples: $(STAMP)
+	$(PY) scripts/make_examples.py
+
+clean:
+	rm -rf feats multirun outputs build dist *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,208 @@
+"""One file through the pipeline: load -> conv stack -> write. Plain Python; Hydra stays in
+``__main__.py`` (``run`` takes an already composed config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .audio import Audio, load_audio
+from .config import (
+    Config,
+    Device,
+    ModelConfig,
+    OutputFormat,
+    policy_channel_count,
+    resolve_in_channels,
+    validate_audio,
+    validate_model,
+)
+from .errors import ConfigError, InputError, OutputError
+from .geometry import StackGeometry
+from .model import ConvStack, build_stack, checkpoint_in_channels, same_weights, save_weights
+from .writer import feature_path, write_features
+
+log = logging.getLogger("conv_pipeline")
+
+__all__ = ["Result", "run", "extract", "compose_config", "to_config", "resolve_device", "summary_table"]
+
+DEFAULT_OUTPUT_DIR = "feats"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class Result:
+    """What one run wrote."""
+
+    output: Path
+    shape: tuple[int, int]
+    weights: Path
+    sample_rate: int
+    stack: ConvStack
+
+
+def to_config(cfg: Any) -> Config:
+    """A typed ``Config`` from a Hydra/OmegaConf config (or a ``Config``, returned as is)."""
+    if isinstance(cfg, Config):
+        return cfg
+    from omegaconf import OmegaConf
+
+    obj = OmegaConf.to_object(cfg)
+    if not isinstance(obj, Config):  # composed without the schema
+        obj = Config(**{k: v for k, v in obj.items() if k in {f.name for f in dataclasses.fields(Config)}})
+    return obj
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -> Config:
+    """Compose the packaged configs with Hydra-style overrides, outside any Hydra app."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import register_configs
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conv_pipeline.configs", version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    cfg_dict = {k: v for k, v in cfg.items() if k != "hydra"}
+    from omegaconf import OmegaConf
+
+    return to_config(OmegaConf.merge(OmegaConf.structured(Config), cfg_dict))
+
+
+def resolve_device(device: Device | str) -> torch.device:
+    name = device.value if isinstance(device, Device) else str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device=cuda but no CUDA device is available; use runtime.device=cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"runtime.device must be one of cpu, cuda, auto, got {name!r}")
+    return torch.device(name)
+
+
+def plain_config(cfg: Config) -> dict[str, Any]:
+    """The config as JSON-able plain data (enums as their values)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        if hasattr(v, "value") and not isinstance(v, (int, float, str)):
+            return v.value
+        return v
+
+    return conv(cfg)
+
+
+def stack_in_channels(model: ModelConfig, audio_channels: int) -> int:
+    """The stack's input channels for audio with ``audio_channels`` (after the channel policy)."""
+    ckpt = checkpoint_in_channels(model.checkpoint, model) if model.checkpoint else None
+    return resolve_in_channels(model, audio_channels, ckpt)
+
+
+def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Features ``(out_channels, frames)`` for one decoded file (float32, on the CPU)."""
+    geometry = stack.geometry
+    expected = geometry.check_input_length(audio.frames, what=audio.info.path)
+    with torch.inference_mode():
+        x = audio.waveform.to(device)[None]  # (C, T) -> (1, C, T)
+        y = stack(x)[0].float().cpu()  # (1, C_out, F) -> (C_out, F)
+    if y.shape[-1] != expected:  # the geometry module is the contract; never write a wrong shape
+        raise RuntimeError(f"internal error: stack gave {y.shape[-1]} frames, geometry predicts {expected}")
+    return y
+
+
+def summary_table(stack: ConvStack, frames: Optional[int], sample_rate: Optional[int]) -> str:
+    """Per layer: kernel, stride, padding, dilation, channels, output frames, receptive field and hop."""
+    geometry = stack.geometry
+    chans = [(l.conv.in_channels, l.conv.out_channels) for l in stack.layers]
+    rows = geometry.summary_rows(frames, chans)
+
+    def ms(samples: int) -> str:
+        return f"{1000 * samples / sample_rate:.2f}" if sample_rate else "-"
+
+    header = ["layer", "kernel", "stride", "pad", "dil", "channels", "frames", "RF", "RF ms", "hop", "hop ms"]
+    body = [
+        [
+            str(r["layer"]),
+            str(r["kernel"]),
+            str(r["stride"]),
+            str(r["padding"]),
+            str(r["dilation"]),
+            f"{r['in_channels']}->{r['out_channels']}",
+            "-" if r["frames"] is None else str(r["frames"]),
+            str(r["receptive_field"]),
+            ms(r["receptive_field"]),
+            str(r["hop"]),
+            ms(r["hop"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool) -> Path:
+    """Create ``out_dir`` and write the weights there (refusing to mix models unless ``overwrite``)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output.dir={str(out_dir)!r}: {err.strerror or err}") from None
+    weights = out_dir / WEIGHTS_NAME
+    if weights.exists() and not overwrite and not same_weights(stack, weights):
+        raise OutputError(
+            f"{weights} holds a different model's weights; its features would no longer match them. "
+            "Use another output.dir or overwrite=true"
+        )
+    if not weights.exists() or not same_weights(stack, weights):
+        save_weights(stack, weights)
+    return weights
+
+
+def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
+    """Process ``cfg.input`` (one file) and write its features. Returns what was written.
+
+    ``output_dir`` is used when ``cfg.output.dir`` is null (the CLI passes the multirun job's folder).
+    """
+    cfg = to_config(cfg)
+    if not cfg.input:
+        raise ConfigError("no input given: add input=path/to/audio.wav")
+    # Config problems surface before any audio is read.
+    validate_model(cfg.model)
+    validate_audio(cfg.audio)
+    device = resolve_device(cfg.runtime.device)
+    fmt = cfg.output.format.value if isinstance(cfg.output.format, OutputFormat) else str(cfg.output.format)
+    out_dir = Path(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR)
+    if cfg.model.checkpoint:
+        checkpoint_in_channels(cfg.model.checkpoint, cfg.model)  # readable, safe, right kind
+
+    audio = load_audio(cfg.input, cfg.audio)
+    in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0])
+    stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
+    log.info(
+        "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
+        audio.info.path, in_channels, audio.frames, audio.sample_rate, audio.frames / audio.sample_rate,
+    )
+    log.info("model %s\n%s", cfg.model.name, summary_table(stack, audio.frames, audio.sample_rate))
+    features = extract(audio, stack, device)  # (C_out, F)
+
+    weights = prepare_output_dir(out_dir, stack, cfg.overwrite)
+    out_path = feature_path(out_dir, Path(cfg.input).stem, fmt)
+    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, plain_config(cfg))
+    return Result(out_path, tuple(features.shape), weights, audio.sample_rate, stack)
