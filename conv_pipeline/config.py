@@ -93,7 +93,15 @@ class OutputConfig:
 
 @dataclass
 class RuntimeConfig:
+    """Execution. ``device``: cpu, cuda or auto. ``chunk_seconds``: null runs each file whole.
+
+    ``batch_size`` and ``num_workers`` are used by the batch job (files per stack call, decode workers).
+    """
+
     device: Device = Device.cpu
+    chunk_seconds: Optional[float] = None
+    batch_size: int = 8
+    num_workers: int = 2
 
 
 @dataclass
@@ -102,6 +110,9 @@ class Config:
     seed: int = 0
     overwrite: bool = False
     debug: bool = False
+    plot: bool = False
+    summary: bool = False
+    input_seconds: Optional[float] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
