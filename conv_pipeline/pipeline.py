@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,7 +29,8 @@ from .config import (
 from .errors import ConfigError, InputError, OutputError
 from .geometry import StackGeometry
 from .model import ConvStack, build_stack, checkpoint_in_channels, same_weights, save_weights
-from .writer import feature_path, write_features
+from .manifest import ManifestRecord, append_record
+from .writer import feature_path, write_features, write_text
 
 log = logging.getLogger("conv_pipeline")
 
@@ -36,6 +38,7 @@ __all__ = ["Result", "run", "extract", "compose_config", "to_config", "resolve_d
 
 DEFAULT_OUTPUT_DIR = "feats"
 WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
 
 
 @dataclass
@@ -156,8 +159,9 @@ def summary_table(stack: ConvStack, frames: Optional[int], sample_rate: Optional
     return "\n".join(lines)
 
 
-def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool) -> Path:
-    """Create ``out_dir`` and write the weights there (refusing to mix models unless ``overwrite``)."""
+def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config: Optional[dict] = None) -> Path:
+    """Create ``out_dir``; write the weights and the resolved config there (refusing to mix
+    models unless ``overwrite``). Returns the weights' path."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
     try:
@@ -172,6 +176,10 @@ def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool) -> Path
         )
     if not weights.exists() or not same_weights(stack, weights):
         save_weights(stack, weights)
+    if config is not None:
+        from omegaconf import OmegaConf
+
+        write_text(out_dir / CONFIG_NAME, OmegaConf.to_yaml(OmegaConf.create(config)))
     return weights
 
 
@@ -180,6 +188,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
 
     ``output_dir`` is used when ``cfg.output.dir`` is null (the CLI passes the multirun job's folder).
     """
+    t0 = time.perf_counter()
     cfg = to_config(cfg)
     if not cfg.input:
         raise ConfigError("no input given: add input=path/to/audio.wav")
@@ -202,7 +211,22 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     log.info("model %s\n%s", cfg.model.name, summary_table(stack, audio.frames, audio.sample_rate))
     features = extract(audio, stack, device)  # (C_out, F)
 
-    weights = prepare_output_dir(out_dir, stack, cfg.overwrite)
+    config = plain_config(cfg)
+    config["model"]["in_channels"] = in_channels
+    weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
     out_path = feature_path(out_dir, Path(cfg.input).stem, fmt)
-    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, plain_config(cfg))
+    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
+    append_record(
+        out_dir,
+        ManifestRecord(
+            input=str(cfg.input),
+            status="ok",
+            output=out_path.name,
+            sample_rate=audio.sample_rate,
+            num_samples=audio.frames,
+            duration_s=audio.frames / audio.sample_rate,
+            shape=list(features.shape),
+            seconds=round(time.perf_counter() - t0, 4),
+        ),
+    )
     return Result(out_path, tuple(features.shape), weights, audio.sample_rate, stack)
