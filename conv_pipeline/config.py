@@ -23,6 +23,8 @@ __all__ = [
     "OutputConfig",
     "RuntimeConfig",
     "Config",
+    "BatchOptions",
+    "BatchConfig",
     "OutputFormat",
     "Device",
     "ACTIVATIONS",
@@ -119,12 +121,41 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
+# Audio files a folder or glob input picks up (by extension, case-insensitive).
+AUDIO_EXTENSIONS = ["wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd", "caf", "w64", "rf64"]
+
+
+@dataclass
+class BatchOptions:
+    """Keys only ``scripts/batch_process.py`` uses (``batch.*``).
+
+    ``extensions``: audio files a folder or glob input picks up. ``workers``: ``thread`` (decode
+    in threads, fastest) or ``process`` (decode in worker processes; a decoder crash then costs
+    one failed file, not the job). ``progress``: ``auto`` (a bar on a terminal, log lines
+    otherwise), ``bar``, ``log`` or ``none``. ``log_every_s``: seconds between progress lines.
+    """
+
+    extensions: List[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
+    workers: str = "thread"
+    progress: str = "auto"
+    log_every_s: float = 10.0
+
+
+@dataclass
+class BatchConfig(Config):
+    """Root schema of the batch job: every ``Config`` key plus ``batch.*``."""
+
+    batch: BatchOptions = field(default_factory=BatchOptions)
+
+
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (``base_config`` is the root schema)."""
+    """Register the schemas with Hydra's ConfigStore (``base_config`` is the root schema,
+    ``base_batch_config`` the batch job's)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(name="base_batch_config", node=BatchConfig)
 
 
 # ---------------------------------------------------------------- validation
