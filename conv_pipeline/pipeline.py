@@ -198,22 +198,25 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     device = resolve_device(cfg.runtime.device)
     fmt = cfg.output.format.value if isinstance(cfg.output.format, OutputFormat) else str(cfg.output.format)
     out_dir = Path(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
     if cfg.model.checkpoint:
         checkpoint_in_channels(cfg.model.checkpoint, cfg.model)  # readable, safe, right kind
 
     audio = load_audio(cfg.input, cfg.audio)
     in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0])
     stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
-    log.info(
-        "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
-        audio.info.path, in_channels, audio.frames, audio.sample_rate, audio.frames / audio.sample_rate,
-    )
-    log.info("model %s\n%s", cfg.model.name, summary_table(stack, audio.frames, audio.sample_rate))
     features = extract(audio, stack, device)  # (C_out, F)
 
     config = plain_config(cfg)
     config["model"]["in_channels"] = in_channels
     weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
+    # Logged once every check has passed, so an error is the only line a failed run prints.
+    log.info(
+        "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
+        audio.info.path, in_channels, audio.frames, audio.sample_rate, audio.frames / audio.sample_rate,
+    )
+    log.info("model %s\n%s", cfg.model.name, summary_table(stack, audio.frames, audio.sample_rate))
     out_path = feature_path(out_dir, Path(cfg.input).stem, fmt)
     write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
     append_record(
