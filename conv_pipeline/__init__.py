@@ -1,0 +1,40 @@
+"""conv_pipeline: audio feature extraction with configurable Conv1d stacks.
+
+    from conv_pipeline import load_features, FeatureDataset, ConvStack, StackGeometry, PipelineError
+
+Names are imported on first use (PEP 562), so ``import conv_pipeline`` and
+``python -m conv_pipeline.inspect`` do not pay for torch unless they need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["load_features", "FeatureDataset", "ConvStack", "StackGeometry", "PipelineError"]
+
+_LAZY = {
+    "load_features": ".features",
+    "FeatureDataset": ".features",
+    "ConvStack": ".model",
+    "StackGeometry": ".geometry",
+    "PipelineError": ".errors",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .errors import PipelineError
+    from .features import FeatureDataset, load_features
+    from .geometry import StackGeometry
+    from .model import ConvStack
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,14 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["LayerGeometry", "StackGeometry"]
+__all__ = [
+    "LayerGeometry",
+    "StackGeometry",
+    "conv_parameters",
+    "conv_macs_per_frame",
+    "conv_flops_per_frame",
+    "frames_per_second",
+]
 
 
 @dataclass(frozen=True)
@@ -191,3 +198,44 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+# ---------------------------------------------------------------- cost of a layer
+# Channels enter here only as counts. FLOP convention (stated wherever these numbers are shown):
+# one multiply-accumulate (MAC) is 2 FLOPs, each bias add is 1 FLOP; activations and norms are not
+# counted. Stride and dilation change how many frames a layer outputs, not the cost of one frame.
+
+
+def conv_parameters(in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, bias: bool = True) -> int:
+    """Weights and biases of one ``Conv1d``: ``out * (in / groups) * kernel`` (+ ``out`` with a bias)."""
+    _check_int("in_channels", in_channels, minimum=1)
+    _check_int("out_channels", out_channels, minimum=1)
+    _check_int("kernel_size", kernel_size, minimum=1)
+    _check_int("groups", groups, minimum=1)
+    return out_channels * (in_channels // groups) * kernel_size + (out_channels if bias else 0)
+
+
+def conv_macs_per_frame(in_channels: int, out_channels: int, kernel_size: int, groups: int = 1) -> int:
+    """Multiply-accumulates for one output frame (all output channels): ``out * (in / groups) * kernel``."""
+    return conv_parameters(in_channels, out_channels, kernel_size, groups, bias=False)
+
+
+def conv_flops_per_frame(in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, bias: bool = True) -> int:
+    """FLOPs for one output frame: ``2 * MACs`` plus ``out_channels`` bias adds when ``bias``.
+
+    ``Conv1d(2, 3, 5)`` (the tutorial layer): 2 * 30 + 3 = 63 FLOPs per frame.
+    """
+    macs = conv_macs_per_frame(in_channels, out_channels, kernel_size, groups)
+    return 2 * macs + (out_channels if bias else 0)
+
+
+def frames_per_second(geometry: StackGeometry, i: int, sample_rate: float) -> float:
+    """Steady-state output frames per second of audio of layer ``i`` (1-based): ``sample_rate / J_i``.
+
+    Edges aside (a finite input of ``T`` samples gives ``L_i``, about ``T / J_i`` frames), this is the
+    rate at which layer ``i`` produces frames, so ``flops_per_frame * frames_per_second`` is its cost
+    per second of audio.
+    """
+    if sample_rate <= 0:
+        raise ConfigError(f"sample_rate must be > 0, got {sample_rate}")
+    return sample_rate / geometry.hop_at(i)
