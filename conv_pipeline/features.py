@@ -26,6 +26,7 @@ from .errors import InputError
 from .manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import ModelConfig
     from .geometry import StackGeometry
     from .manifest import ManifestRecord
 
@@ -84,12 +85,7 @@ class OutputRoot:
 
     def geometry(self) -> "Optional[StackGeometry]":
         """The stack's geometry from the model config, or None when unknown."""
-        layers = _layers(self.model)
-        if layers is None:
-            return None
-        from .geometry import StackGeometry
-
-        return StackGeometry(layers)
+        return model_geometry(self.model)
 
 
 def find_output_root(path: PathLike) -> Optional[Path]:
@@ -137,6 +133,49 @@ def _layers(model: Optional[dict]) -> Optional[list]:
     try:
         return [LayerConfig(**{k: v for k, v in layer.items() if k in names}) for layer in model["layers"]]
     except (TypeError, AttributeError):
+        return None
+
+
+def model_config(model: Optional[dict]) -> "Optional[ModelConfig]":
+    """A ``ModelConfig`` from its plain-data form (config.yaml, the weights' metadata, a .npz's
+    config), keeping the keys this version knows; None when it has no layers."""
+    from . import config as schema
+
+    if not isinstance(model, dict):
+        return None
+    layers = _layers(model) or []
+    kwargs: dict = {"layers": layers}
+    known = {f.name for f in fields(schema.ModelConfig)}
+    for key in ("name", "in_channels", "checkpoint"):
+        if key in model and key in known:
+            kwargs[key] = model[key]
+    frontend = model.get("frontend")
+    frontend_type = getattr(schema, "FrontendConfig", None)
+    if isinstance(frontend, dict) and frontend_type is not None and "frontend" in known:
+        names = {f.name for f in fields(frontend_type)}
+        kwargs["frontend"] = frontend_type(**{k: v for k, v in frontend.items() if k in names})
+    elif frontend is not None:  # a front-end this version cannot describe: the geometry would be wrong
+        return None
+    if not layers and kwargs.get("frontend") is None:
+        return None
+    try:
+        return schema.ModelConfig(**kwargs)
+    except TypeError:
+        return None
+
+
+def model_geometry(model: Optional[dict]) -> "Optional[StackGeometry]":
+    """The whole stack's geometry (front-end included) from a model config dict; None when unknown
+    or invalid. ``config.validate_model`` is the one place that knows which layers make the stack."""
+    from .config import validate_model
+    from .errors import PipelineError
+
+    mc = model_config(model)
+    if mc is None:
+        return None
+    try:
+        return validate_model(mc)
+    except (PipelineError, TypeError, ValueError):
         return None
 
 
@@ -235,13 +274,12 @@ def _read_features(path: PathLike, root: Optional[OutputRoot] = None, record: An
         config = root.config
     if model is None and root is not None:
         model = root.model
-    geometry = None
+    geometry = model_geometry(model)
     layers = _layers(model)
-    if layers is not None:
-        from .geometry import StackGeometry
-
-        geometry = StackGeometry(layers)
-        if layers[-1].out_channels != n_channels:
+    if model is not None and geometry is None:
+        warnings.append("the model config is not one this version can read: hop and receptive field unknown")
+    if geometry is not None:
+        if layers and layers[-1].out_channels != n_channels:
             warnings.append(
                 f"the model outputs {layers[-1].out_channels} channels but the file has {n_channels}: "
                 "it was written by another model (output.dir reused with overwrite=true?)"

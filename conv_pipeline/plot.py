@@ -1,0 +1,297 @@
+"""Drawing a feature file: the waveform on top, the feature map below, on one time axis.
+
+One PNG per file (matplotlib's Agg canvas: no display, no pyplot state):
+
+- top: the source audio, seconds on the x axis, one colour per channel (the channels the model
+  saw: ``audio.channels`` of the run is applied). Long files are drawn as a min/max envelope read
+  in blocks with soundfile, so a file is never loaded whole just to be drawn. The receptive field
+  of the middle frame is shaded (and shown zoomed in an inset when it is too narrow to see).
+- bottom: the features as a heatmap, channels by frames, each frame drawn at its centre time
+  from the geometry (``frame_times``), with a colour bar (1st..99th percentile).
+- title: file name, model preset, output shape, hop and receptive field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .features import _read_features
+from .writer import atomic_write
+
+__all__ = ["PlotResult", "plot_features", "waveform_envelope", "Envelope"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+ENVELOPE_COLUMNS = 2400  # min/max pairs drawn across the width; more than the pixels of the axes
+BLOCK_FRAMES = 1 << 18  # audio frames read per block when building an envelope
+MAX_HEATMAP_FRAMES = 4000  # at most this many columns; never more than the heatmap's pixel width
+
+
+@dataclass
+class Envelope:
+    """A waveform ready to draw. ``times`` (n,) in seconds; ``low``/``high`` (channels, n): the min
+    and max of each group of ``samples_per_column`` samples (equal when that is 1: the samples)."""
+
+    times: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    sample_rate: int
+    frames: int
+    samples_per_column: int
+
+
+@dataclass
+class PlotResult:
+    """What ``plot_features`` drew. Boxes are pixel ``(left, top, right, bottom)`` in the PNG
+    (origin top-left); ``xlim`` is the shared time axis, in seconds (frames if no sample rate)."""
+
+    path: Path
+    size: tuple[int, int]
+    waveform_box: tuple[int, int, int, int]
+    heatmap_box: tuple[int, int, int, int]
+    xlim: tuple[float, float]
+    audio: Optional[str]
+
+
+def _apply_channels(block: np.ndarray, channels: Any) -> np.ndarray:
+    """``(n, file_channels)`` -> ``(n, channels')`` with the run's ``audio.channels`` policy."""
+    if channels == "mono":
+        return block.mean(axis=1, keepdims=True)
+    if isinstance(channels, (list, tuple)) and channels and all(isinstance(c, int) and 0 <= c < block.shape[1] for c in channels):
+        return block[:, list(channels)]
+    return block
+
+
+def waveform_envelope(
+    path: PathLike,
+    columns: int = ENVELOPE_COLUMNS,
+    channels: Any = "keep",
+    block_frames: int = BLOCK_FRAMES,
+) -> Envelope:
+    """Min/max envelope of an audio file in about ``columns`` columns, read block by block.
+
+    Memory stays at one block (``block_frames`` frames) whatever the file's length. Raises
+    ``soundfile``'s errors for unreadable files.
+    """
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        sr, total = int(f.samplerate), int(f.frames)
+        per = max(1, math.ceil(total / max(columns, 1)))
+        block = max(per, (max(block_frames, 1) // per) * per)  # whole columns per block
+        lows, highs, read = [], [], 0
+        for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):  # (n, C)
+            data = _apply_channels(data, channels)
+            n = data.shape[0]
+            full = (n // per) * per
+            if full:
+                grouped = data[:full].reshape(full // per, per, data.shape[1])  # (cols, per, C)
+                lows.append(grouped.min(axis=1))
+                highs.append(grouped.max(axis=1))
+            if n > full:  # the file's last, partial column
+                lows.append(data[full:].min(axis=0, keepdims=True))
+                highs.append(data[full:].max(axis=0, keepdims=True))
+            read += n
+    if not lows:
+        empty = np.zeros((1, 0), dtype=np.float32)
+        return Envelope(np.zeros(0), empty, empty, sr, 0, per)
+    low = np.concatenate(lows).T  # (C, cols)
+    high = np.concatenate(highs).T
+    starts = np.arange(low.shape[1]) * per
+    ends = np.minimum(starts + per, read)
+    times = (starts + ends - 1) / 2 / sr if per > 1 else starts / sr
+    return Envelope(times, low, high, sr, read, per)
+
+
+def _resolve_audio(audio_path: Optional[PathLike], meta: dict) -> Optional[Path]:
+    """The audio to draw: ``audio_path``, else the recorded input (as given, then relative to the
+    output folder and its parent)."""
+    if audio_path is not None:
+        return Path(audio_path)
+    src = meta.get("input")
+    if not src or "://" in str(src):
+        return None
+    candidates = [Path(src)]
+    if meta.get("root") and not Path(src).is_absolute():
+        root = Path(meta["root"])
+        candidates += [root / src, root.parent / src]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _downsample_frames(features: np.ndarray, times: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average groups of frames so at most ``limit`` columns are drawn: ``(C, F)`` -> ``(C, F')``."""
+    c, f = features.shape
+    if f <= limit:
+        return features, times
+    per = math.ceil(f / limit)
+    pad = (-f) % per
+    data = np.pad(features.astype(np.float64), ((0, 0), (0, pad)), constant_values=np.nan)
+    t = np.pad(times, (0, pad), constant_values=np.nan).reshape(-1, per)
+    with warnings.catch_warnings():  # an all-NaN group stays NaN (drawn blank), silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(data.reshape(c, -1, per), axis=2), np.nanmean(t, axis=1)
+
+
+def _box(fig: Any, ax: Any) -> tuple[int, int, int, int]:
+    bb = ax.get_window_extent()
+    height = fig.bbox.height
+    return (int(round(bb.x0)), int(round(height - bb.y1)), int(round(bb.x1)), int(round(height - bb.y0)))
+
+
+def plot_features(
+    feature_path: PathLike,
+    out_path: PathLike,
+    audio_path: Optional[PathLike] = None,
+    size: Sequence[float] = (12.0, 6.5),
+    dpi: int = 100,
+) -> PlotResult:
+    """Draw ``feature_path`` (and its source audio) to the PNG ``out_path``, written atomically.
+
+    The audio is ``audio_path``, else the input recorded in the manifest/config; without it the
+    figure has the heatmap only and says so. The PNG is ``size`` inches at ``dpi``
+    (1200 x 650 pixels by default). Raises ``InputError`` for a broken feature file.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    features, meta = _read_features(feature_path)
+    n_ch, n_fr = meta["shape"]
+    sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
+    frame_times = meta["frame_times"]
+    timed = frame_times is not None
+    times = frame_times if timed else np.arange(n_fr, dtype=np.float64)
+    step = hop / sr if timed and hop else 1.0
+
+    fig = Figure(figsize=tuple(size), dpi=dpi)
+    FigureCanvasAgg(fig)
+    gs = fig.add_gridspec(2, 2, width_ratios=[60, 1], height_ratios=[1, 1.4], hspace=0.12, wspace=0.02,
+                          left=0.06, right=0.94, top=0.88, bottom=0.09)
+    ax_w = fig.add_subplot(gs[0, 0])
+    ax_f = fig.add_subplot(gs[1, 0], sharex=ax_w if timed else None)
+    cax = fig.add_subplot(gs[1, 1])
+
+    # ---- heatmap (channels x frames on the frame-time axis)
+    # More frames than pixels: average groups of frames (drawing them all would alias).
+    columns = min(MAX_HEATMAP_FRAMES, max(100, int(ax_f.get_window_extent().width)))
+    data, t = _downsample_frames(features, times, columns)
+    finite = data[np.isfinite(data)]
+    if finite.size:
+        vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99]))
+        if not vmax > vmin:
+            vmin, vmax = float(finite.min()), float(finite.max())
+        if not vmax > vmin:
+            vmin, vmax = vmin - 0.5, vmax + 0.5
+    else:
+        vmin, vmax = 0.0, 1.0
+    col = (t[1] - t[0]) if len(t) > 1 else step
+    extent = (t[0] - col / 2, t[-1] + col / 2, -0.5, n_ch - 0.5)
+    im = ax_f.imshow(np.ma.masked_invalid(data), aspect="auto", origin="lower", interpolation="nearest",
+                     extent=extent, cmap="magma", vmin=vmin, vmax=vmax)
+    fig.colorbar(im, cax=cax, label="feature value (1st-99th pct)")
+    ax_f.set_ylabel("feature channel")
+    ax_f.yaxis.set_major_locator(MaxNLocator(integer=True))
+    xlabel = "time (s), frames at their centres" if timed else "frame (no sample rate known)"
+    if data.shape[1] < n_fr:
+        xlabel += f"; each column is the mean of {math.ceil(n_fr / data.shape[1])} frames"
+    ax_f.set_xlabel(xlabel)
+
+    # ---- waveform
+    audio = _resolve_audio(audio_path, meta)
+    channels_policy = ((meta.get("config") or {}).get("audio") or {}).get("channels", "keep")
+    env, why_none = None, None
+    if audio is None:
+        why_none = f"source audio not found ({meta.get('input') or 'not recorded'}); pass --audio" if meta.get("input") else "source audio not recorded"
+    else:
+        try:
+            env = waveform_envelope(audio, channels=channels_policy)
+        except Exception as err:  # soundfile raises several types for unreadable files
+            why_none = f"cannot read {audio} ({type(err).__name__})"
+    xmax = extent[1]
+    if env is not None and env.frames and timed:
+        for c in range(env.low.shape[0]):
+            colour = f"C{c % 10}"
+            label = f"channel {c}"
+            if env.samples_per_column > 1:
+                # the outline keeps quiet or slowly varying stretches (min close to max) visible
+                ax_w.fill_between(env.times, env.low[c], env.high[c], facecolor=colour, edgecolor=colour,
+                                  alpha=0.55, lw=0.6, label=label)
+            else:
+                ax_w.plot(env.times, env.low[c], color=colour, lw=0.8, alpha=0.85, label=label)
+        xmax = max(xmax, env.frames / env.sample_rate)
+        ax_w.set_title(f"waveform: {audio.name} ({env.low.shape[0]} ch, {env.sample_rate} Hz"
+                       + (", min/max envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
+        if n_fr and rf and sr and meta["frame_starts"] is not None:
+            _draw_receptive_field(ax_w, audio, meta, channels_policy, n_fr // 2, xmax)
+        ax_w.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    elif env is not None and not timed:
+        why_none = "features have no sample rate: waveform and frames cannot share a time axis"
+    ax_w.set_ylabel("amplitude")
+    if why_none:
+        ax_w.text(0.5, 0.5, why_none, transform=ax_w.transAxes, ha="center", va="center", fontsize=10)
+        ax_w.set_yticks([])
+    if timed:
+        ax_w.set_xlim(min(0.0, extent[0]), xmax)
+    ax_w.tick_params(labelbottom=False)
+
+    preset = meta.get("preset") or "unknown model"
+    fig.suptitle(f"{Path(meta['path']).name}  ·  model {preset}  ·  features {n_ch} × {n_fr} (channels × frames)",
+                 fontsize=12, y=0.975)
+    if timed and hop and rf:
+        fig.text(0.5, 0.925, f"{sr} Hz · hop {hop} samples ({1000 * hop / sr:.2f} ms, {sr / hop:.1f} frames/s) · "
+                 f"receptive field {rf} samples ({1000 * rf / sr:.2f} ms)", ha="center", fontsize=9, color="0.3")
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    xlim = ax_f.get_xlim()
+    return PlotResult(
+        out,
+        (int(round(fig.bbox.width)), int(round(fig.bbox.height))),
+        _box(fig, ax_w),
+        _box(fig, ax_f),
+        (float(xlim[0]), float(xlim[1])),
+        str(audio) if env is not None else None,
+    )
+
+
+def _draw_receptive_field(ax: Any, audio: Path, meta: dict, channels: Any, frame: int, xmax: float) -> None:
+    """Shade the input span frame ``frame`` reads; zoom in an inset when it is under 2% of the axis."""
+    sr, rf = meta["sample_rate"], meta["receptive_field"]
+    first = int(meta["frame_starts"][frame])
+    t0, t1 = first / sr, (first + rf) / sr
+    label = f"receptive field of frame {frame}: {rf} samples ({1000 * rf / sr:.2f} ms)"
+    ax.axvspan(t0, t1, color="red", alpha=0.3, lw=0, label=label)
+    ax.axvline((t0 + t1) / 2, color="red", lw=0.8, alpha=0.9)
+    if (t1 - t0) >= 0.02 * max(xmax, 1e-9):
+        return
+    import soundfile as sf
+
+    try:  # the few samples around the span, at the file's own rate
+        with sf.SoundFile(str(audio)) as f:
+            fsr = f.samplerate
+            pad = max(t1 - t0, 8 / fsr)
+            start = max(0, int(math.floor((t0 - pad) * fsr)))
+            stop = min(f.frames, int(math.ceil((t1 + pad) * fsr)) + 1)
+            f.seek(start)
+            seg = _apply_channels(f.read(stop - start, dtype="float32", always_2d=True), channels)
+    except Exception:
+        return
+    if not len(seg):
+        return
+    ins = ax.inset_axes([0.07, 0.42, 0.2, 0.53])
+    ms = ((start + np.arange(len(seg))) / fsr - t0) * 1000  # ms from the frame's first sample
+    for c in range(seg.shape[1]):
+        ins.plot(ms, seg[:, c], color=f"C{c % 10}", lw=0.9, marker="." if len(seg) <= 80 else None, ms=3)
+    ins.axvspan(0, (t1 - t0) * 1000, color="red", alpha=0.3, lw=0)
+    ins.text(0.02, 0.95, f"frame {frame} zoomed (ms)", transform=ins.transAxes, fontsize=7, va="top",
+             bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+    ins.tick_params(labelsize=6)
+    ins.ticklabel_format(useOffset=False)
+    ins.set_facecolor("white")
