@@ -44,8 +44,9 @@ PROG = "conv_pipeline.inspect"
 ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
 ASSUMED_IN_CHANNELS = 1  # summary without audio when model.in_channels is auto and nothing else tells
 FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate + 1 per bias add; activations and norms not counted"
-# Learned parameters of each norm for ``channels`` channels (model.py: LayerNorm over channels).
-_NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels}
+# Parameters of each norm for ``channels`` channels (model.py): LayerNorm over channels and
+# GroupNorm with a group per channel both have an affine weight and bias per channel.
+_NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels, "group_norm": lambda channels: 2 * channels}
 
 
 # ---------------------------------------------------------------- small formatting helpers
@@ -75,12 +76,22 @@ def _layer_text(layer: LayerConfig, in_channels: Any) -> str:
     return text
 
 
+def _frontend_text(fe: dict) -> str:
+    keys = {"stft": ("n_fft", "hop_length", "power", "log"), "mel": ("n_fft", "hop_length", "n_mels", "log"),
+            "sinc": ("n_filters", "kernel_size", "hop_length", "log")}.get(fe.get("type"), ())
+    return f"{fe.get('type')} front-end (" + ", ".join(f"{k} {fe.get(k)}" for k in keys) + ")"
+
+
 def _model_line(model: Optional[dict]) -> str:
-    layers = _layers(model)
-    if layers is None:
+    layers = _layers(model) or []
+    fe = model.get("frontend") if isinstance(model, dict) else None
+    if not layers and not isinstance(fe, dict):
         return "unknown (no model config found)"
     chans = [model.get("in_channels", "?")] + [l.out_channels for l in layers]
-    body = " | ".join(_layer_text(l, chans[i]) for i, l in enumerate(layers))
+    if isinstance(fe, dict):
+        chans[0] = "?"  # the front-end's output channels: see the model summary
+    parts = [_frontend_text(fe)] if isinstance(fe, dict) else []
+    body = " | ".join(parts + [_layer_text(l, chans[i]) for i, l in enumerate(layers)])
     ckpt = model.get("checkpoint")
     return f"{model.get('name', '?')}: {body}" + (f" (checkpoint {ckpt})" if ckpt else "")
 
@@ -216,17 +227,27 @@ def describe_dir(path: os.PathLike | str) -> str:
 
 # ---------------------------------------------------------------- model summary
 def model_summary_rows(
-    layers: Sequence[LayerConfig], in_channels: int, sample_rate: float, num_samples: Optional[int] = None
+    layers: Sequence[LayerConfig],
+    in_channels: "int | Sequence[tuple[int, int]]",
+    sample_rate: float,
+    num_samples: Optional[int] = None,
 ) -> list[dict]:
-    """One dict per layer: the geometry's ``summary_rows`` (kernel, stride, padding, dilation,
+    """One dict per conv layer: the geometry's ``summary_rows`` (kernel, stride, padding, dilation,
     channels, frames for ``num_samples`` input samples, receptive_field, hop) plus ``params``
     (conv weights, bias and norm), ``flops_per_frame``, ``mflops_per_s`` (per second of audio at
-    ``sample_rate``) and ``flops`` (for ``num_samples``, from the exact output frames; None without)."""
+    ``sample_rate``) and ``flops`` (for ``num_samples``, from the exact output frames; None without).
+
+    ``in_channels``: the stack's input channels (each layer then reads the previous one's output),
+    or each layer's ``(in, out)`` channels when something between layers changes them (a front-end).
+    """
     geometry = StackGeometry(layers)
-    chans, c = [], in_channels
-    for layer in layers:
-        chans.append((c, layer.out_channels))
-        c = layer.out_channels
+    if isinstance(in_channels, int):
+        chans, c = [], in_channels
+        for layer in layers:
+            chans.append((c, layer.out_channels))
+            c = layer.out_channels
+    else:
+        chans = [(int(a), int(b)) for a, b in in_channels]
     rows = geometry.summary_rows(num_samples, chans)
     for i, (row, layer) in enumerate(zip(rows, layers), start=1):
         cin, cout = chans[i - 1]
@@ -257,17 +278,25 @@ def model_summary(
     ``notes`` are printed under the title (say there where ``in_channels`` / ``sample_rate`` came from).
     """
     num_samples = None if input_seconds is None else int(round(input_seconds * sample_rate))
-    layers = list(model.layers)
-    rows = model_summary_rows(layers, in_channels, sample_rate, num_samples)
+    layers, chans, n_frontend = _stack_layers(model, in_channels)
+    rows = model_summary_rows(layers, chans, sample_rate, num_samples)
     geometry = StackGeometry(layers)
     total_params = sum(r["params"] for r in rows)
     total_mflops = sum(r["mflops_per_s"] for r in rows)
-    out_channels = layers[-1].out_channels
+    out_channels = chans[-1][1] if not model.layers else layers[-1].out_channels
+    if n_frontend and not model.layers:
+        out_channels = _frontend_out_channels(model)
     title = (
-        f"model {model.name}: {len(layers)} layer{'s' if len(layers) != 1 else ''}, "
+        f"model {model.name}: {len(layers)} conv layer{'s' if len(layers) != 1 else ''}, "
         f"{in_channels} -> {out_channels} channels, {total_params:,} parameters"
     )
     lines = [title, *(f"  {n}" for n in notes)]
+    if n_frontend:
+        which = "layer 1" if n_frontend == 1 else f"layers 1-{n_frontend}"
+        lines.append(
+            f"  {which}: the {model.frontend.type} front-end (fixed kernels, counted in params; an STFT conv "
+            "outputs (re, im) pairs that its magnitude halves; magnitude and log are not counted in FLOPs)"
+        )
     if num_samples is not None:
         lines.append(f"  input: {input_seconds:g} s = {num_samples} samples at {sample_rate:g} Hz")
     body = [
@@ -309,6 +338,35 @@ def model_summary(
         total_flops = sum(r["flops"] for r in rows)
         lines.append(f"{input_seconds:g} s of audio: {total_flops / 1e6:.3f} MFLOPs (each layer's output frames x FLOPs per frame)")
     return "\n".join(lines)
+
+
+def _frontend_out_channels(model: ModelConfig) -> int:
+    from . import config as schema
+
+    return schema.frontend_out_channels(model.frontend)
+
+
+def _stack_layers(model: ModelConfig, in_channels: int) -> tuple[list, "int | list[tuple[int, int]]", int]:
+    """``(conv layer specs, channels, front-end layer count)`` of the whole stack, front-end first.
+
+    Without a front-end each layer reads the previous one's output (``channels`` is ``in_channels``);
+    a front-end changes channels between its convs (an STFT's (re, im) pairs become one magnitude
+    each), so the built stack's own convs say what each layer reads.
+    """
+    frontend = getattr(model, "frontend", None)
+    if frontend is None:
+        return list(model.layers), in_channels, 0
+    from . import config as schema
+    from .model import ConvStack
+
+    specs = schema.model_layer_specs(model)
+    stack = ConvStack.from_config(model, in_channels=in_channels)
+    from torch import nn
+
+    convs = [m for m in stack.modules() if isinstance(m, nn.Conv1d)]
+    if len(convs) != len(specs):
+        raise RuntimeError(f"internal error: {len(convs)} Conv1d modules for {len(specs)} layer specs")
+    return specs, [(c.in_channels, c.out_channels) for c in convs], len(specs) - len(model.layers)
 
 
 def summary_for_config(cfg: Config) -> str:

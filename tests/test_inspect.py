@@ -158,7 +158,7 @@ def test_tutorial_summary_hand_count():
     assert row["mflops_per_s"] == pytest.approx(63 * 16000 / 1e6) == pytest.approx(1.008)
     assert row["flops"] == 63 * frames
     text = model_summary(model, 2, 16000, 10.0)
-    assert "model tutorial: 1 layer, 2 -> 3 channels, 33 parameters" in text
+    assert "model tutorial: 1 conv layer, 2 -> 3 channels, 33 parameters" in text
     assert re.search(r"^\s+1\s+5\s+1\s+0\s+1\s+2->3\s+33\s+159996\s+5\s+0\.31\s+1\s+0\.06\s+1\.008$", text, re.M)
     assert re.search(r"^total\s+2->3\s+33\s+159996\s+5\s+0\.31\s+1\s+0\.06\s+1\.008$", text, re.M)
     assert f"10 s of audio: {63 * frames / 1e6:.3f} MFLOPs" in text
@@ -196,6 +196,41 @@ def test_summary_numbers_against_torch_and_geometry():
         assert sum(r["params"] for r in rows) == sum(p.numel() for p in stack.parameters())
 
 
+PRESETS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_summary_against_its_torch_stack(preset):
+    """The README shows the summary per preset: check each one's totals on the stack it builds."""
+    import torch
+
+    from conv_pipeline.inspect import summary_for_config
+    from conv_pipeline.model import ConvStack
+    from conv_pipeline.pipeline import compose_config
+
+    cfg = compose_config([f"model={preset}", "input_seconds=1"])
+    text = summary_for_config(cfg)
+    in_channels = int(re.search(r"^  in_channels: (\d+) ", text, re.M).group(1))
+    sample_rate = int(re.search(r"^  sample rate: (\d+) Hz", text, re.M).group(1))
+    stack = ConvStack.from_config(cfg.model, in_channels=in_channels)
+    convs = [m for m in stack.modules() if isinstance(m, torch.nn.Conv1d)]
+    rows = re.findall(r"^\s+(\d+)\s+\d+\s+\d+\s+\d+\s+\d+\s+(\d+)->(\d+)\s", text, re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, len(convs) + 1))
+    assert [(int(a), int(b)) for _, a, b in rows] == [(c.in_channels, c.out_channels) for c in convs]
+    total = re.search(r"^total\s+(\d+)->(\d+)\s+([\d,]+)\s+(\d+)\s", text, re.M)
+    with torch.inference_mode():
+        out = stack(torch.zeros(1, in_channels, sample_rate))
+    assert int(total.group(1)) == in_channels and int(total.group(2)) == out.shape[1]
+    assert int(total.group(3).replace(",", "")) == sum(p.numel() for p in stack.parameters())
+    assert int(total.group(4)) == out.shape[-1]
+    # MFLOP/s: 2 per MAC (one per weight per output frame) + bias adds, at each conv's frame rate
+    mflops = float(text.split("\ntotal")[1].splitlines()[0].split()[-1])
+    hops = re.findall(r"^\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+\S+\s+[\d,]+\s+\d+\s+\d+\s+[\d.]+\s+(\d+)\s", text, re.M)
+    expect = sum((2 * c.weight.numel() + (c.bias.numel() if c.bias is not None else 0)) * sample_rate / int(h)
+                 for c, h in zip(convs, hops)) / 1e6
+    assert len(hops) == len(convs) and mflops == pytest.approx(expect, abs=0.0011)
+
+
 def test_summary_for_config_states_its_assumptions():
     from conv_pipeline.errors import ConfigError
     from conv_pipeline.inspect import summary_for_config
@@ -231,6 +266,6 @@ def test_cli_summary_writes_nothing(tmp_path):
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("model tutorial: 1 layer, 2 -> 3 channels, 33 parameters")
+    assert proc.stdout.startswith("model tutorial: 1 conv layer, 2 -> 3 channels, 33 parameters")
     assert re.search(r"^total\s+2->3\s+33\s+159996\s+5\s+0\.31\s+1\s+0\.06\s+1\.008$", proc.stdout, re.M)
     assert list(tmp_path.iterdir()) == []  # no feats/, no outputs/

@@ -14,15 +14,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 MONO = ROOT / "data" / "example_mono.flac"
 
-# A synthetic run: 2 s of a stereo tone at 8 kHz through one layer (k80, s40, p20):
-# R = 80, J = 40, P = 20; 16000 samples -> (16000 + 40 - 80) // 40 + 1 = 400 frames, frame t
-# centred at (40 t - 20 + 39.5) / 8000 s.
-SR, SECONDS, CHANNELS, FRAMES = 8000, 2.0, 8, 400
-BAND = (150, 200)  # frames drawn at the top of the colour scale
+# A synthetic run: 2 s of a stereo tone at 8 kHz through one layer (k120, s200, p20):
+# R = 120, J = 200, P = 20; 16000 samples -> (16000 + 40 - 120) // 200 + 1 = 80 frames, frame t
+# centred at (200 t - 20 + 59.5) / 8000 s. A frame is ~13 px wide, so half a frame is visible.
+SR, SECONDS, CHANNELS, FRAMES, HOP = 8000, 2.0, 8, 80, 200
+BAND = (30, 40)  # frames drawn at the top of the colour scale
 
 
 def frame_time(t: float) -> float:
-    return (40 * t - 20 + 39.5) / SR
+    return (HOP * t - 20 + 59.5) / SR
 
 
 def rgb(path: Path) -> np.ndarray:
@@ -46,7 +46,7 @@ def synthetic(tmp_path_factory):
     wave = np.stack([0.5 * np.sin(2 * np.pi * 5 * t), 0.2 * np.sin(2 * np.pi * 11 * t)], axis=1)
     audio = base / "tone.wav"
     sf.write(audio, wave.astype(np.float32), SR)
-    layers = [LayerConfig(out_channels=CHANNELS, kernel_size=80, stride=40, padding=20)]
+    layers = [LayerConfig(out_channels=CHANNELS, kernel_size=120, stride=HOP, padding=20)]
     geometry = StackGeometry(layers)
     assert geometry.output_length(len(t)) == FRAMES
     # channel c holds c / 7 everywhere (brighter upwards), except a band of frames at the maximum
@@ -78,31 +78,33 @@ def test_plot_pixels(synthetic, tmp_path):
 
     inner = img[top + 3: bottom - 3]  # inside the spines
     # outside the band: constant along time, brightness rising with the channel (row 0 is the top)
-    out_band = inner[:, col(frame_time(60))]
+    out_band = inner[:, col(frame_time(15))]
     rows = np.linspace(0, len(out_band) - 1, CHANNELS * 2 + 1)[1::2].astype(int)  # one row per channel, top first
     lum = luminance(out_band[rows])
     assert np.all(np.diff(lum) < -5), lum  # strictly darker going down
-    np.testing.assert_array_equal(inner[:, col(frame_time(40))], inner[:, col(frame_time(90))])
+    np.testing.assert_array_equal(inner[:, col(frame_time(10))], inner[:, col(frame_time(60))])
     # inside the band: every channel at the top colour, brighter than any channel outside it
     band = inner[:, col(frame_time(sum(BAND) / 2))]
     assert luminance(band).min() > lum.max() - 1 and len({tuple(p) for p in band[rows]}) == 1
     # the band sits where the frame times say, to within two pixels
     row = inner[len(inner) // 2]
-    brightest = luminance(row[left + 3: right - 3]) > luminance(row[col(frame_time(60))]) + 40
+    brightest = luminance(row[left + 3: right - 3]) > luminance(row[col(frame_time(15))]) + 40
     xs = np.flatnonzero(brightest) + left + 3
-    half = 40 / SR / 2
+    half = HOP / SR / 2
     assert abs(xs.min() - col(frame_time(BAND[0]) - half)) <= 2
     assert abs(xs.max() - col(frame_time(BAND[1] - 1) + half)) <= 2
 
-    # waveform panel: both channel colours drawn, and the red receptive-field shading of frame 200
+    # waveform panel: both channel colours drawn, and frame 40's receptive field shaded light red
     wl, wt, wr, wb = res.waveform_box
     wave = img[wt + 3: wb - 3, wl + 3: wr - 3]
     blue = (wave[..., 2] > 150) & (wave[..., 0] < 120)  # matplotlib C0 (31, 119, 180) and its blend
     orange = (wave[..., 0] > 200) & (wave[..., 1] > 100) & (wave[..., 1] < 200) & (wave[..., 2] < 120)
     assert blue.sum() > 2000 and orange.sum() > 500
-    red_cols = np.flatnonzero(((wave[..., 0] > 200) & (wave[..., 1] < 120) & (wave[..., 2] < 120)).sum(axis=0) > 20) + wl + 3
-    start = 200 * 40 - 20  # frame 200 reads samples [7980, 8059]
-    assert red_cols.size and abs(red_cols.min() - col(start / SR)) <= 3 and abs(red_cols.max() - col((start + 80) / SR)) <= 3
+    pink = (wave[..., 0] > 240) & (wave[..., 1] > 150) & (wave[..., 1] < 200) & (abs(wave[..., 1] - wave[..., 2]) < 15)
+    pink[:, : int(0.3 * (wr - wl))] = False  # the zoomed inset (left) shades the same span
+    span = np.flatnonzero(pink.sum(axis=0) > 20) + wl + 3
+    start = 40 * HOP - 20  # frame 40 reads samples [7980, 8099]
+    assert span.size and abs(span.min() - col(start / SR)) <= 2 and abs(span.max() - col((start + 120) / SR)) <= 2
 
 
 def test_plot_without_audio_still_draws_the_features(synthetic, tmp_path):
