@@ -124,6 +124,18 @@ def resampled_length(frames: int, orig: int, new: int) -> int:
     return -(-(new // g) * frames // (orig // g))
 
 
+NORMALIZE_EPS = 1e-7
+
+
+def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the whole file (all channels): ``(x - mean) / sqrt(var + 1e-7)``,
+    the input convention of wav2vec2/HuBERT models (Hugging Face ``do_normalize``). Statistics in float64."""
+    x = waveform.double()
+    mean = x.mean()
+    var = x.var(unbiased=False)
+    return ((x - mean) / torch.sqrt(var + NORMALIZE_EPS)).to(waveform.dtype)
+
+
 def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) -> Audio:
     """Decode ``path`` and apply ``audio.channels`` then ``audio.sample_rate``.
 
@@ -146,6 +158,8 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     wave = apply_channel_policy(wave, audio.channels, info.path)
     target = audio.sample_rate or int(sr)
     wave = resample(wave, int(sr), target)
+    if audio.normalize:
+        wave = normalize_waveform(wave)
     if data.shape[0] != info.frames:  # header lied (truncated file): say what was decoded
         info = AudioInfo(info.path, info.sample_rate, info.channels, int(data.shape[0]), info.format, info.subtype)
     return Audio(wave.contiguous(), target, info)

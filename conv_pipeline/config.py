@@ -18,6 +18,7 @@ from .geometry import StackGeometry
 
 __all__ = [
     "LayerConfig",
+    "FrontendConfig",
     "ModelConfig",
     "AudioConfig",
     "OutputConfig",
@@ -38,7 +39,12 @@ __all__ = [
 # Names that config values may use; each resolves to code only through these fixed tables
 # (see model.py). Nothing from the command line is ever imported or instantiated by path.
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu", "softplus")
-NORMS = ("layer_norm",)
+NORMS = ("layer_norm", "group_norm")
+# layer_norm: over channels at every frame (never mixes time steps).
+# group_norm: one group per channel, statistics over the item's whole time axis (wav2vec2 base).
+TIME_NORMS = ("group_norm",)
+FRONTENDS = ("stft", "mel", "sinc")
+WINDOWS = ("hann", "hamming", "blackman", "rectangular")
 
 
 class OutputFormat(Enum):
@@ -68,21 +74,53 @@ class LayerConfig:
 
 
 @dataclass
+class FrontendConfig:
+    """An analytic front-end (kernels computed, not learned) run before ``model.layers``.
+
+    ``type``: stft, mel or sinc. Defaults follow torchaudio's
+    ``MelSpectrogram(sample_rate=16000, n_fft=400, hop_length=160, n_mels=80, center=False)``.
+    """
+
+    type: str = "stft"
+    sample_rate: Optional[int] = None  # Hz the stack runs at (presets: ${audio.sample_rate})
+    n_fft: int = 400
+    win_length: Optional[int] = None  # null = n_fft
+    hop_length: int = 160
+    window: str = "hann"
+    power: Optional[float] = None  # null: 1 (magnitude) for stft, 2 (power) for mel
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: Optional[float] = None  # null: sample_rate / 2
+    log: bool = False
+    log_offset: float = 1e-6
+    n_filters: int = 80  # sinc
+    kernel_size: int = 251  # sinc, odd
+    min_low_hz: float = 30.0  # sinc
+    min_band_hz: float = 50.0  # sinc
+
+
+@dataclass
 class ModelConfig:
-    """The conv stack. ``in_channels``: ``auto`` (channels of the loaded audio) or a number."""
+    """The conv stack. ``in_channels``: ``auto`` (channels of the loaded audio) or a number.
+
+    ``frontend`` (optional) runs first; ``layers`` follow it.
+    """
 
     name: str = "custom"
     in_channels: Any = "auto"
+    frontend: Optional[FrontendConfig] = None
     layers: List[LayerConfig] = field(default_factory=list)
     checkpoint: Optional[str] = None
 
 
 @dataclass
 class AudioConfig:
-    """Loading. ``sample_rate``: null keeps the file's rate. ``channels``: keep, mono or a list of indices."""
+    """Loading. ``sample_rate``: null keeps the file's rate. ``channels``: keep, mono or a list of
+    indices. ``normalize``: ``(x - mean) / sqrt(var + 1e-7)`` over the whole file, after resampling."""
 
     sample_rate: Optional[int] = None
     channels: Any = "keep"
+    normalize: bool = False  # zero mean, unit variance per file (wav2vec2/HuBERT input convention)
 
 
 @dataclass
@@ -167,15 +205,81 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def frontend_specs(fe: FrontendConfig) -> list[LayerConfig]:
+    """The front-end's conv layers as plain layer specs (their kernels are set in frontends.py)."""
+    n_freq = fe.n_fft // 2 + 1
+    if fe.type == "stft":
+        return [LayerConfig(out_channels=2 * n_freq, kernel_size=fe.n_fft, stride=fe.hop_length, bias=False)]
+    if fe.type == "mel":
+        return [
+            LayerConfig(out_channels=2 * n_freq, kernel_size=fe.n_fft, stride=fe.hop_length, bias=False),
+            LayerConfig(out_channels=fe.n_mels, kernel_size=1, bias=False),
+        ]
+    pool = fe.win_length or fe.n_fft
+    return [
+        LayerConfig(out_channels=fe.n_filters, kernel_size=fe.kernel_size, padding=fe.kernel_size // 2, bias=False),
+        LayerConfig(out_channels=fe.n_filters, kernel_size=pool, stride=fe.hop_length, groups=fe.n_filters, bias=False),
+    ]
+
+
+def frontend_out_channels(fe: FrontendConfig) -> int:
+    return {"stft": fe.n_fft // 2 + 1, "mel": fe.n_mels, "sinc": fe.n_filters}[fe.type]
+
+
+def validate_frontend(fe: FrontendConfig) -> None:
+    key = "model.frontend"
+    if fe.type not in FRONTENDS:
+        raise _fail(f"{key}.type", f"one of {', '.join(FRONTENDS)}", fe.type)
+    if fe.window not in WINDOWS:
+        raise _fail(f"{key}.window", f"one of {', '.join(WINDOWS)}", fe.window)
+    for name in ("n_fft", "hop_length", "n_mels", "n_filters", "kernel_size"):
+        value = getattr(fe, name)
+        if not _is_int(value) or value < 1:
+            raise _fail(f"{key}.{name}", "an integer >= 1", value)
+    if fe.win_length is not None and (not _is_int(fe.win_length) or not 1 <= fe.win_length <= fe.n_fft):
+        raise _fail(f"{key}.win_length", f"null or an integer in 1..n_fft ({fe.n_fft})", fe.win_length)
+    if fe.power is not None and fe.power <= 0:
+        raise _fail(f"{key}.power", "null or > 0", fe.power)
+    if fe.type == "sinc" and fe.kernel_size % 2 == 0:
+        raise _fail(f"{key}.kernel_size", "odd (a symmetric band-pass kernel)", fe.kernel_size)
+    if fe.type in ("mel", "sinc"):
+        if fe.sample_rate is None:
+            raise ConfigError(
+                f"model.frontend={fe.type} needs the sample rate: set audio.sample_rate (e.g. 16000)"
+            )
+        nyquist = fe.sample_rate / 2
+        f_max = fe.f_max if fe.f_max is not None else nyquist
+        if not 0 <= fe.f_min < f_max <= nyquist:
+            raise ConfigError(
+                f"{key}: need 0 <= f_min < f_max <= sample_rate/2 ({nyquist:g} Hz), "
+                f"got f_min={fe.f_min}, f_max={fe.f_max}"
+            )
+    if fe.log_offset <= 0:
+        raise _fail(f"{key}.log_offset", "> 0", fe.log_offset)
+
+
+def model_layer_specs(model: ModelConfig) -> list[LayerConfig]:
+    """Every conv layer of the stack, front-end first: what the geometry is computed from."""
+    return (frontend_specs(model.frontend) if model.frontend is not None else []) + list(model.layers)
+
+
 def validate_model(model: ModelConfig) -> StackGeometry:
-    """Check every layer spec and the channel chain; return the stack's geometry.
+    """Check the front-end, every layer spec and the channel chain; return the stack's geometry.
 
     The first layer's input channels are checked later, once known (see ``resolve_in_channels``).
     """
-    if not model.layers:
+    if not model.layers and model.frontend is None:
         raise ConfigError("model.layers is empty: give at least one layer or pick a preset (model=default)")
     if not (model.in_channels == "auto" or (_is_int(model.in_channels) and model.in_channels >= 1)):
         raise _fail("model.in_channels", "'auto' or an integer >= 1", model.in_channels)
+    if model.frontend is not None:
+        validate_frontend(model.frontend)
+        if _is_int(model.in_channels) and model.in_channels != 1:
+            raise ConfigError(
+                f"model.frontend={model.frontend.type} works on one channel but model.in_channels="
+                f"{model.in_channels}; use model.in_channels=1 audio.channels=mono"
+            )
+    prev_out = frontend_out_channels(model.frontend) if model.frontend is not None else None
     for i, layer in enumerate(model.layers):
         key = f"model.layers[{i}]"
         for name, minimum in (
@@ -197,16 +301,17 @@ def validate_model(model: ModelConfig) -> StackGeometry:
             raise ConfigError(
                 f"{key}.groups={layer.groups} must divide out_channels={layer.out_channels}"
             )
-        if i > 0:
-            _check_groups_divide_input(i, layer, model.layers[i - 1].out_channels)
-    if _is_int(model.in_channels):
+        if prev_out is not None:
+            _check_groups_divide_input(i, layer, prev_out, "model.frontend" if i == 0 else None)
+        prev_out = layer.out_channels
+    if _is_int(model.in_channels) and model.frontend is None:
         _check_groups_divide_input(0, model.layers[0], model.in_channels)
-    return StackGeometry(model.layers)
+    return StackGeometry(model_layer_specs(model))
 
 
-def _check_groups_divide_input(i: int, layer: LayerConfig, in_channels: int) -> None:
+def _check_groups_divide_input(i: int, layer: LayerConfig, in_channels: int, source: Optional[str] = None) -> None:
     if in_channels % layer.groups:
-        source = "model.in_channels" if i == 0 else f"model.layers[{i - 1}].out_channels"
+        source = source or ("model.in_channels" if i == 0 else f"model.layers[{i - 1}].out_channels")
         raise ConfigError(
             f"model.layers[{i}].groups={layer.groups} must divide its input channels "
             f"({source}={in_channels})"
@@ -267,5 +372,6 @@ def resolve_in_channels(model: ModelConfig, audio_channels: int, checkpoint_chan
             f"audio has {audio_channels} channel(s) but {source} {expected}; "
             f"fix with {' or '.join(fixes)}"
         )
-    _check_groups_divide_input(0, model.layers[0], expected)
+    if model.frontend is None:
+        _check_groups_divide_input(0, model.layers[0], expected)
     return expected

@@ -9,13 +9,14 @@ never leaks into valid frames.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from .config import ACTIVATIONS, NORMS, LayerConfig, ModelConfig, validate_model
+from .config import ACTIVATIONS, NORMS, FrontendConfig, LayerConfig, ModelConfig, validate_model
 from .errors import ConfigError, InputError
 
 __all__ = ["ConvStack", "build_stack", "load_checkpoint", "save_weights", "checkpoint_in_channels"]
@@ -44,7 +45,39 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B, C, T) -> (B, T, C) -> (B, C, T)
 
 
-_NORM_TYPES = {"layer_norm": ChannelLayerNorm}
+class TimeGroupNorm(nn.Module):
+    """GroupNorm with one group per channel: each channel normalised over the item's whole
+    time axis (``nn.GroupNorm(C, C)``, as in the wav2vec2 base feature encoder).
+
+    ``forward(x, valid)``: with ``valid`` (frames per item, ``(batch,)``), statistics use only each
+    item's first ``valid[b]`` frames, so a padded batch gives each item's single-file result.
+    ``normalize(x, mean, var)`` applies known statistics (``(batch, C)`` each): the second pass of
+    chunked execution.
+    """
+
+    mixes_time = True
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(channels, channels, affine=True)
+
+    def normalize(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        inv = torch.rsqrt(var.to(x.dtype) + self.norm.eps)[..., None]  # (B, C, 1)
+        y = (x - mean.to(x.dtype)[..., None]) * inv  # (B, C, T)
+        return y * self.norm.weight[:, None] + self.norm.bias[:, None]
+
+    def forward(self, x: torch.Tensor, valid: Optional[Sequence[int]] = None) -> torch.Tensor:
+        if valid is None or all(v >= x.shape[-1] for v in valid):
+            return self.norm(x)
+        idx = torch.arange(x.shape[-1], device=x.device)
+        n = torch.tensor(valid, device=x.device, dtype=x.dtype).clamp(min=1)  # (B,)
+        mask = (idx[None, :] < n[:, None]).to(x.dtype)[:, None, :]  # (B, 1, T)
+        mean = (x * mask).sum(-1) / n[:, None]  # (B, C)
+        var = (((x - mean[..., None]) * mask) ** 2).sum(-1) / n[:, None]  # (B, C)
+        return self.normalize(x, mean, var)
+
+
+_NORM_TYPES = {"layer_norm": ChannelLayerNorm, "group_norm": TimeGroupNorm}
 assert set(_NORM_TYPES) == set(NORMS)
 
 
@@ -66,10 +99,16 @@ class ConvLayer(nn.Module):
         self.norm = _NORM_TYPES[spec.norm](spec.out_channels) if spec.norm else None
         self.act = _ACTIVATION_TYPES[spec.activation]() if spec.activation else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def mixes_time(self) -> bool:
+        """True when the norm pools over time (its output depends on the whole item)."""
+        return bool(getattr(self.norm, "mixes_time", False))
+
+    def forward(self, x: torch.Tensor, valid: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``(B, C_in, T) -> (B, C_out, T')``; ``valid``: each item's valid output frames (time norms)."""
         x = self.conv(x)  # (B, C_in, T) -> (B, C_out, T')
         if self.norm is not None:
-            x = self.norm(x)
+            x = self.norm(x, valid) if self.mixes_time else self.norm(x)
         if self.act is not None:
             x = self.act(x)
         return x
@@ -86,14 +125,28 @@ class ConvStack(nn.Module):
     ``(batch, out_channels, geometry.output_length(frames))``.
     """
 
-    def __init__(self, in_channels: int, layers: Sequence[LayerConfig]) -> None:
+    def __init__(
+        self, in_channels: int, layers: Sequence[LayerConfig], frontend: Optional[FrontendConfig] = None
+    ) -> None:
         super().__init__()
-        self.model_config = ModelConfig(in_channels=in_channels, layers=list(layers))
+        from .config import frontend_out_channels
+        from .frontends import build_frontend
+
+        self.model_config = ModelConfig(in_channels=in_channels, layers=list(layers), frontend=frontend)
         self.geometry = validate_model(self.model_config)
         self.in_channels = in_channels
-        self.out_channels = layers[-1].out_channels
-        chans = [in_channels] + [layer.out_channels for layer in layers]
-        self.layers = nn.ModuleList(ConvLayer(chans[i], spec) for i, spec in enumerate(layers))
+        modules: list[nn.Module] = build_frontend(frontend, in_channels) if frontend is not None else []
+        chans = frontend_out_channels(frontend) if frontend is not None else in_channels
+        for spec in layers:
+            modules.append(ConvLayer(chans, spec))
+            chans = spec.out_channels
+        self.out_channels = chans
+        self.layers = nn.ModuleList(modules)
+
+    @property
+    def mixes_time(self) -> bool:
+        """True when some layer normalises over time (chunked execution then needs two passes)."""
+        return any(layer.mixes_time for layer in self.layers)
 
     @classmethod
     def from_config(cls, model: ModelConfig, in_channels: Optional[int] = None, seed: int = 0) -> "ConvStack":
@@ -103,7 +156,7 @@ class ConvStack(nn.Module):
             raise ConfigError("model.in_channels is 'auto': pass in_channels (the audio's channel count)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            stack = cls(int(channels), model.layers)
+            stack = cls(int(channels), model.layers, model.frontend)
         stack.model_config.name = model.name
         return stack
 
@@ -137,7 +190,7 @@ class ConvStack(nn.Module):
         per_layer = [self.geometry.lengths(int(n)) for n in lengths]  # per item: [L_0, ..., L_n]
         for i, layer in enumerate(self.layers):
             x = _zero_past(x, [lens[i] for lens in per_layer])
-            x = layer(x)
+            x = layer(x, [lens[i + 1] for lens in per_layer])
         return x
 
 
@@ -179,28 +232,73 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(
             f"model.checkpoint={str(path)!r} cannot be loaded safely (weights_only=True): {first}"
         ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    for wrapper in ("state_dict", "model"):  # lightning-style and fairseq-style wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict):
         raise ConfigError(f"model.checkpoint={str(path)!r} does not hold a state_dict of tensors")
-    return obj
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+# Feature-encoder keys of wav2vec2-family checkpoints -> this stack's keys. Any prefix before
+# "feature_extractor." is accepted (wav2vec2., hubert., wavlm., w2v_encoder.w2v_model., ...).
+_FOREIGN_KEYS = [
+    # torchaudio and Hugging Face transformers: conv_layers.{i}.conv / .layer_norm
+    (re.compile(r"^(.*?)feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)$"), "conv"),
+    (re.compile(r"^(.*?)feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$"), "norm.norm"),
+    # fairseq: conv_layers.{i} = Sequential(conv, dropout, norm or Sequential(transpose, norm, transpose), gelu)
+    (re.compile(r"^(.*?)feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)$"), "conv"),
+    (re.compile(r"^(.*?)feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)$"), "norm.norm"),
+    (re.compile(r"^(.*?)feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$"), "norm.norm"),
+]
+_OWN_KEY = re.compile(r"^layers\.\d+\.")
+
+
+def stack_state_dict(state: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """This stack's keys from a checkpoint: our own layout as is; a torchaudio, Hugging Face or
+    fairseq wav2vec2/HuBERT model's feature-encoder weights renamed (everything else ignored)."""
+    if any(_OWN_KEY.match(k) for k in state):
+        return {k: v for k, v in state.items() if _OWN_KEY.match(k)}
+    mapped: dict[str, torch.Tensor] = {}
+    prefixes = set()
+    for key, value in state.items():
+        for pattern, target in _FOREIGN_KEYS:
+            m = pattern.match(key)
+            if m:
+                prefixes.add(m.group(1))
+                mapped[f"layers.{m.group(2)}.{target}.{m.group(3)}"] = value
+                break
+    if len(prefixes) > 1:
+        raise ConfigError(
+            f"model.checkpoint={str(path)!r} holds several feature encoders (prefixes {sorted(prefixes)}); "
+            "save the one you want on its own"
+        )
+    if not mapped:
+        sample = ", ".join(sorted(state)[:4]) or "no tensors"
+        raise ConfigError(
+            f"model.checkpoint={str(path)!r} has no feature-encoder weights (looked for 'layers.N.conv.weight' "
+            f"or '[prefix.]feature_extractor.conv_layers.N...'; found {sample})"
+        )
+    return mapped
 
 
 def checkpoint_in_channels(path: str | Path, model: ModelConfig) -> int:
     """Input channels a checkpoint's first conv expects (``weight.shape[1] * groups``)."""
-    state = _read_state_dict(path)
+    from .config import model_layer_specs
+
+    state = stack_state_dict(_read_state_dict(path), path)
     weight = state.get("layers.0.conv.weight")
     if weight is None or weight.dim() != 3:
         raise ConfigError(
-            f"model.checkpoint={str(path)!r} has no 3-D 'layers.0.conv.weight'; "
-            "it was not written by conv_pipeline for this kind of stack"
+            f"model.checkpoint={str(path)!r} has no 3-D 'layers.0.conv.weight' (the first conv layer); "
+            "it does not fit this kind of stack"
         )
-    return int(weight.shape[1]) * model.layers[0].groups
+    return int(weight.shape[1]) * model_layer_specs(model)[0].groups
 
 
 def load_checkpoint(stack: ConvStack, path: str | Path) -> None:
     """Load weights into ``stack``; refuse with the missing, unexpected or mismatched keys named."""
-    state = _read_state_dict(path)
+    state = stack_state_dict(_read_state_dict(path), path)
     own = stack.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -1,0 +1,156 @@
+"""Analytic front-ends as Conv1d layers: kernels computed, not learned.
+
+* ``stft``: a ``Conv1d(1, 2F, n_fft, stride=hop)`` whose rows are ``window * cos`` and
+  ``-window * sin`` (F = n_fft // 2 + 1), then ``|.|`` of each (re, im) pair: equal to
+  ``torch.stft(..., center=False).abs()``. With ``power=2`` the squared magnitude.
+* ``mel``: the STFT power (``power=2``), then the mel matrix as a 1x1 conv (torchaudio's
+  ``melscale_fbanks``, HTK scale, no norm): equal to ``torchaudio.transforms.MelSpectrogram``
+  with ``center=False``. Optional ``log`` (``log(x + log_offset)``).
+* ``sinc``: SincNet-style band-pass filters (``n_filters`` windowed-sinc kernels of odd length
+  ``kernel_size``, mel-spaced cut-offs, "same" padding), rectified (``|.|``), then each band's
+  envelope pooled by a depthwise Hann window of ``win_length or n_fft`` samples every
+  ``hop_length`` samples; optional log. User layers (``model.layers``) follow.
+
+Each front-end is a list of ``ConvLayer`` modules like any other layer, so padded batches,
+chunked execution and checkpoints treat them the same way. They expect one input channel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import FrontendConfig, LayerConfig, frontend_out_channels, frontend_specs
+from .errors import ConfigError
+
+__all__ = ["build_frontend", "stft_kernels", "sinc_kernels", "mel_matrix", "window"]
+
+_WINDOWS: dict[str, Callable[[int], torch.Tensor]] = {
+    "hann": lambda n: torch.hann_window(n, periodic=True, dtype=torch.float64),
+    "hamming": lambda n: torch.hamming_window(n, periodic=True, dtype=torch.float64),
+    "blackman": lambda n: torch.blackman_window(n, periodic=True, dtype=torch.float64),
+    "rectangular": lambda n: torch.ones(n, dtype=torch.float64),
+}
+
+
+def window(name: str, win_length: int, n_fft: int) -> torch.Tensor:
+    """``(n_fft,)`` float64 window of ``win_length`` samples, zero-padded to ``n_fft`` at the centre
+    (as ``torch.stft`` does)."""
+    w = _WINDOWS[name](win_length)
+    left = (n_fft - win_length) // 2
+    return torch.nn.functional.pad(w, (left, n_fft - win_length - left))
+
+
+def stft_kernels(n_fft: int, win: torch.Tensor) -> torch.Tensor:
+    """``(2F, 1, n_fft)`` conv weight: rows ``0..F-1`` real parts, ``F..2F-1`` imaginary parts."""
+    n_freq = n_fft // 2 + 1
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_freq, dtype=torch.float64)
+    angle = 2 * math.pi * torch.outer(k, n) / n_fft  # (F, n_fft)
+    real = win * torch.cos(angle)
+    imag = -win * torch.sin(angle)
+    return torch.cat([real, imag])[:, None, :]  # (2F, 1, n_fft)
+
+
+def mel_matrix(n_freq: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """``(n_mels, n_freq)`` mel filterbank (torchaudio's ``melscale_fbanks``, HTK, no norm)."""
+    import torchaudio.functional as AF
+
+    fb = AF.melscale_fbanks(n_freq, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk")
+    return fb.T.to(torch.float64)  # (n_freq, n_mels) -> (n_mels, n_freq)
+
+
+def sinc_cutoffs(n_filters: int, sample_rate: int, min_low_hz: float, min_band_hz: float, f_max: float):
+    """Mel-spaced ``(low, high)`` cut-offs in Hz, ``n_filters`` bands from ``min_low_hz`` to ``f_max``."""
+
+    def to_mel(f):
+        return 2595 * math.log10(1 + f / 700)
+
+    def to_hz(m):
+        return 700 * (10 ** (m / 2595) - 1)
+
+    lo_mel, hi_mel = to_mel(min_low_hz), to_mel(f_max)
+    edges = [to_hz(lo_mel + (hi_mel - lo_mel) * i / n_filters) for i in range(n_filters + 1)]
+    return [(edges[i], max(edges[i + 1], edges[i] + min_band_hz)) for i in range(n_filters)]
+
+
+def sinc_kernels(cutoffs, kernel_size: int, sample_rate: int) -> torch.Tensor:
+    """``(n_filters, 1, kernel_size)`` Hamming-windowed band-pass kernels with unit gain at the
+    band centre: ``h[n] = 2 f2 sinc(2 f2 n) - 2 f1 sinc(2 f1 n)`` (f in cycles per sample)."""
+    half = (kernel_size - 1) / 2
+    n = torch.arange(kernel_size, dtype=torch.float64) - half
+    ham = torch.hamming_window(kernel_size, periodic=False, dtype=torch.float64)
+    rows = []
+    for low, high in cutoffs:
+        f1, f2 = low / sample_rate, high / sample_rate
+        h = (2 * f2 * torch.sinc(2 * f2 * n) - 2 * f1 * torch.sinc(2 * f1 * n)) * ham
+        centre = (f1 + f2) / 2
+        gain = torch.abs(torch.sum(h * torch.exp(-2j * math.pi * centre * n)))
+        rows.append(h / gain)
+    return torch.stack(rows)[:, None, :]
+
+
+class PairMagnitude(nn.Module):
+    """``(B, 2F, T)`` holding real parts then imaginary parts -> ``(B, F, T)`` magnitude ** power."""
+
+    def __init__(self, power: float) -> None:
+        super().__init__()
+        self.power = power
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        re, im = x.chunk(2, dim=1)  # (B, F, T) each
+        p = re * re + im * im
+        return p if self.power == 2 else p.sqrt() if self.power == 1 else p.pow(self.power / 2)
+
+
+class Log(nn.Module):
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x + self.offset)
+
+
+class Abs(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
+def build_frontend(fe: FrontendConfig, in_channels: int) -> list[nn.Module]:
+    """The front-end's layers, ``ConvLayer`` modules with fixed kernels, first layer first."""
+    from .model import ConvLayer
+
+    if in_channels != 1:
+        raise ConfigError(
+            f"model.frontend={fe.type} works on one channel but the audio has {in_channels}; add audio.channels=mono"
+        )
+    specs = frontend_specs(fe)
+    # channels into each layer: the STFT's (re, im) pairs become one magnitude channel each
+    n_freq = fe.n_fft // 2 + 1
+    inputs = {"stft": [1], "mel": [1, n_freq], "sinc": [1, fe.n_filters]}[fe.type]
+    layers = [ConvLayer(chans, spec) for chans, spec in zip(inputs, specs)]
+    n_fft = fe.n_fft
+    if fe.type in ("stft", "mel"):
+        win = window(fe.window, fe.win_length or n_fft, n_fft)
+        layers[0].conv.weight.data.copy_(stft_kernels(n_fft, win))
+        power = fe.power if fe.power is not None else (1.0 if fe.type == "stft" else 2.0)
+        layers[0].act = PairMagnitude(power)
+        if fe.type == "mel":
+            f_max = fe.f_max if fe.f_max is not None else fe.sample_rate / 2
+            fb = mel_matrix(n_fft // 2 + 1, fe.f_min, f_max, fe.n_mels, fe.sample_rate)
+            layers[1].conv.weight.data.copy_(fb[:, :, None])  # (n_mels, F, 1)
+    else:  # sinc
+        f_max = fe.f_max if fe.f_max is not None else fe.sample_rate / 2 - fe.min_band_hz
+        cutoffs = sinc_cutoffs(fe.n_filters, fe.sample_rate, max(fe.f_min, fe.min_low_hz), fe.min_band_hz, f_max)
+        layers[0].conv.weight.data.copy_(sinc_kernels(cutoffs, fe.kernel_size, fe.sample_rate))
+        layers[0].act = Abs()
+        pool = _WINDOWS["hann"](fe.win_length or n_fft)
+        layers[1].conv.weight.data.copy_((pool / pool.sum()).expand(fe.n_filters, 1, -1))
+    if fe.log:
+        last = layers[-1]
+        last.act = Log(fe.log_offset) if last.act is None else nn.Sequential(last.act, Log(fe.log_offset))
+    return layers
