@@ -163,11 +163,15 @@ class ConvStack(nn.Module):
     @classmethod
     def from_preset(cls, name: str, overrides: Sequence[str] = (), in_channels: Optional[int] = None, seed: int = 0):
         """Build from a preset under ``configs/model`` plus Hydra-style overrides, e.g.
-        ``ConvStack.from_preset("default", ["model.layers.0.out_channels=32"], in_channels=1)``."""
+        ``ConvStack.from_preset("default", ["model.layers.0.out_channels=32"], in_channels=1)``;
+        ``model.checkpoint=PATH`` among the overrides loads those weights."""
         from .pipeline import compose_config
 
         cfg = compose_config([f"model={name}", *overrides])
-        return cls.from_config(cfg.model, in_channels=in_channels, seed=seed)
+        stack = cls.from_config(cfg.model, in_channels=in_channels, seed=seed)
+        if cfg.model.checkpoint:
+            load_checkpoint(stack, cfg.model.checkpoint)
+        return stack
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid output frames for each item's valid input ``lengths`` (shape ``(batch,)``)."""

@@ -217,3 +217,13 @@ def test_frontend_config_errors():
         ConvStack.from_config(compose_config(["model=stft", "model.in_channels=auto"]).model, 2)
     with pytest.raises(ConfigError, match=r"f_max"):
         ConvStack.from_config(compose_config(["model=mel", "model.frontend.f_max=9000"]).model, 1)
+
+
+def test_from_preset_loads_a_checkpoint(tmp_path):
+    ref = reference_extractor("wav2vec2_large", seed=2)
+    path = tmp_path / "large.pt"
+    torch.save({f"feature_extractor.{k}": v for k, v in ref.state_dict().items()}, path)
+    stack = ConvStack.from_preset("wav2vec2_large", [f"model.checkpoint={path}"], in_channels=1).eval()
+    x = speech(0.5)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x[:, None]), ref(x, None)[0].transpose(1, 2), atol=1e-4, rtol=1e-4)
