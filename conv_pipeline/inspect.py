@@ -180,7 +180,7 @@ def describe_dir(path: os.PathLike | str) -> str:
     root = OutputRoot.read(folder)
     if not (folder / "manifest.jsonl").is_file():
         raise InputError(f"{folder}: no manifest.jsonl; not a conv_pipeline output folder (inspect a feature file instead)")
-    rows, notes = [], []
+    rows, errors = [], {}
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     audio_s, frames, missing = 0.0, 0, 0
     listed = set()
@@ -197,9 +197,9 @@ def describe_dir(path: os.PathLike | str) -> str:
             frames += rec.shape[1] if rec.shape and len(rec.shape) == 2 else 0
         shape = f"{rec.shape[0]} x {rec.shape[1]}" if rec.shape and len(rec.shape) == 2 else "-"
         dur = f"{rec.duration_s:.2f}" if rec.duration_s is not None else "-"
-        rows.append([rec.output or "-", status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
         if rec.error:
-            rows.append(["", "", "", "", "", f"  error: {rec.error}"])
+            errors[len(rows)] = rec.error
+        rows.append([rec.output or "-", status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
     unlisted = sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
@@ -214,7 +214,12 @@ def describe_dir(path: os.PathLike | str) -> str:
         geometry_line = f"; hop {geometry.hop}, receptive field {geometry.receptive_field} samples"
     lines = [f"{folder}  model {_model_line(root.model)}{geometry_line}"]
     lines += [f"  note: {p}" for p in root.problems]
-    lines += _table(["output", "status", "shape", "audio s", "Hz", "input"], rows, left=(0, 1, 5))
+    table = _table(["output", "status", "shape", "audio s", "Hz", "input"], rows, left=(0, 1, 5))
+    lines.append(table[0])
+    for i, line in enumerate(table[1:]):
+        lines.append(line)
+        if i in errors:
+            lines.append(f"    error: {errors[i]}")
     total = sum(counts.values())
     lines.append(
         f"{total} input(s): {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
@@ -433,9 +438,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     from .cli import report_errors
 
-    args = _parser().parse_args(argv)
     with report_errors(prog=PROG):
         path = Path(args.path)
         if path.is_dir():
@@ -449,7 +464,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
                 result = plot_features(path, args.plot, audio_path=args.audio)
                 print(f"wrote {result.path}")
-    return 0
 
 
 if __name__ == "__main__":
