@@ -1,0 +1,1034 @@
+"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+
+Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
+
+1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
+   recursively, a glob, a text file with one path per line, or one audio file) and plans one
+   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
+2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
+   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
+   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
+   different model or different audio settings unless ``overwrite=true``);
+3. removes temporary files left by a killed run, records every input whose output already
+   exists as ``skipped`` (outputs are written atomically, so existing means complete);
+4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
+   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
+   files at a time (padded batch of files of similar length, each output trimmed to its own
+   length, ``extract_batch``), and one writer thread writes each file's features atomically,
+   then appends its manifest record.
+
+Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
+(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
+decoder) gets a ``failed`` record with a one-line message and the job goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
+import glob
+import logging
+import multiprocessing
+import os
+import posixpath
+import re
+import sys
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import torch
+
+from .audio import Audio, load_audio, probe
+from .config import (
+    AUDIO_EXTENSIONS,
+    AudioConfig,
+    BatchOptions,
+    Config,
+    OutputFormat,
+    policy_channel_count,
+    resolve_in_channels,
+    validate_audio,
+    validate_model,
+)
+from .errors import ConfigError, InputError, OutputError, PipelineError
+from .manifest import MANIFEST_NAME, ManifestRecord, append_record, read_manifest
+from .model import ConvStack, build_stack, checkpoint_in_channels
+from .pipeline import (
+    CONFIG_NAME,
+    DEFAULT_OUTPUT_DIR,
+    extract,
+    plain_config,
+    prepare_output_dir,
+    resolve_device,
+    to_config,
+)
+from .writer import TMP_MARKER, write_features
+
+log = logging.getLogger("conv_pipeline.batch")
+
+__all__ = [
+    "InputSet",
+    "BatchSummary",
+    "find_inputs",
+    "plan_outputs",
+    "extract_batch",
+    "process_long_file",
+    "clean_temp_files",
+    "run_batch",
+]
+
+GLOB_CHARS = frozenset("*?[")
+# Decoded files wait in a pool of up to SORT_WINDOW batches; each batch takes the shortest
+# files of the pool, so files of similar length share a batch and little padding is computed.
+SORT_WINDOW = 4
+# ... and the pool never holds more than this many samples (bounded memory with long files).
+POOL_MAX_SAMPLES = 64 * 2**20
+TEMP_RE = re.compile(r"^\..+" + re.escape(TMP_MARKER) + r"[0-9a-f]{8}$")
+
+
+# ---------------------------------------------------------------- finding inputs
+@dataclass
+class InputSet:
+    """The job's inputs.
+
+    ``kind``: ``folder``, ``glob``, ``list`` or ``file``. ``root``: the folder the output tree
+    mirrors. ``paths``: each input as it is opened and recorded in the manifest (``input``).
+    ``rels``: each input's path relative to ``root`` (POSIX), never starting with ``..``.
+    """
+
+    kind: str
+    root: str
+    paths: list[str]
+    rels: list[str]
+
+
+def _has_ext(name: str, exts: frozenset[str]) -> bool:
+    return os.path.splitext(name)[1][1:].lower() in exts
+
+
+def _posix_rel(path: str, root: str) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(root)).replace(os.sep, "/")
+
+
+def _walk_folder(folder: str, exts: frozenset[str]) -> list[str]:
+    """Audio files under ``folder`` (recursively, symlinks followed once, hidden names skipped)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop or a second link to a folder already searched
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and _has_ext(name, exts):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def _glob_root(pattern: str) -> str:
+    """The literal folder before the first component with a wildcard (``corpus/**/*.wav`` -> ``corpus``)."""
+    parts = pattern.replace(os.sep, "/").split("/")
+    literal: list[str] = []
+    for part in parts[:-1]:
+        if GLOB_CHARS & set(part):
+            break
+        literal.append(part)
+    if not literal:
+        return "."
+    root = "/".join(literal)
+    return root or "/"
+
+
+def _read_list(list_path: str) -> list[str]:
+    try:
+        with open(list_path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise InputError(f"input={list_path!r}: cannot read the list file ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise InputError(
+            f"input={list_path!r} is neither a folder, a glob nor a text list; give a folder, a glob "
+            "like 'corpus/**/*.wav' or a text file with one audio path per line"
+        )
+    base = os.path.dirname(list_path)
+    entries = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        entries.append(entry if os.path.isabs(entry) else os.path.normpath(os.path.join(base, entry)))
+    return entries
+
+
+def find_inputs(spec: str, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> InputSet:
+    """The inputs that ``input=spec`` names.
+
+    * a folder: every audio file below it (by extension, case-insensitive; hidden names
+      skipped), relative to the folder;
+    * a glob (``*``, ``?``, ``[``; ``**`` spans folders): the matching audio files, relative
+      to the pattern's literal leading folder;
+    * a text file: one path per line (blank lines and ``#`` comments ignored; relative paths
+      are relative to the list file's folder; taken whatever their extension), relative to
+      the entries' common folder, so ``../x.wav`` still gets an output inside ``output.dir``;
+    * one audio file (an audio extension): that file.
+
+    Duplicates (the same file named twice) are dropped. Raises ``InputError`` when nothing is
+    found.
+    """
+    exts = frozenset(e.lower().lstrip(".") for e in extensions)
+    spec = str(spec)
+    if os.path.isdir(spec):
+        kind, root, paths = "folder", spec, _walk_folder(spec, exts)
+    elif os.path.isfile(spec):
+        if _has_ext(spec, exts):
+            kind, root, paths = "file", os.path.dirname(spec) or ".", [spec]
+        else:
+            kind, paths = "list", _read_list(spec)
+            root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else "."
+    elif GLOB_CHARS & set(spec):
+        kind, root = "glob", _glob_root(spec)
+        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and _has_ext(p, exts)]
+    else:
+        raise InputError(
+            f"input={spec!r}: no such file or folder; give a folder, a glob like 'corpus/**/*.wav' "
+            "or a text file with one audio path per line"
+        )
+    unique: dict[str, str] = {}
+    for p in paths:
+        unique.setdefault(os.path.normcase(os.path.abspath(p)), p)
+    paths = list(unique.values())
+    rels = [_posix_rel(p, root) for p in paths]
+    if any(r == ".." or r.startswith("../") for r in rels):  # cannot happen by construction; be sure
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+        rels = [_posix_rel(p, root) for p in paths]
+    order = sorted(range(len(paths)), key=lambda i: rels[i]) if kind != "list" else list(range(len(paths)))
+    paths, rels = [paths[i] for i in order], [rels[i] for i in order]
+    if not paths:
+        what = "lists no files" if kind == "list" else f"has no audio files (extensions: {', '.join(sorted(exts))})"
+        raise InputError(f"input={spec!r} {what}; check the path, or set batch.extensions")
+    return InputSet(kind, root, paths, rels)
+
+
+def plan_outputs(rels: Sequence[str], fmt: str) -> list[str]:
+    """Output path (POSIX, relative to ``output.dir``) of each input's relative path.
+
+    ``a/b/x.wav`` -> ``a/b/x.npy``. Inputs that would share an output (``x.wav`` and
+    ``x.flac`` in one folder; compared case-insensitively) keep their extension instead:
+    ``x.wav.npy``, ``x.flac.npy``. Deterministic: the same inputs always give the same names.
+    """
+    keep = [False] * len(rels)
+
+    def name(rel: str, keep_ext: bool) -> str:
+        folder, base = posixpath.split(rel)
+        stem = base if keep_ext else (posixpath.splitext(base)[0] or base)
+        return posixpath.join(folder, f"{stem}.{fmt}")
+
+    while True:
+        outs = [name(r, k) for r, k in zip(rels, keep)]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, out in enumerate(outs):
+            groups[out.casefold()].append(i)
+        clash = [i for members in groups.values() if len(members) > 1 for i in members if not keep[i]]
+        if not clash:
+            break
+        for i in clash:
+            keep[i] = True
+    for members in groups.values():
+        if len(members) > 1:
+            names = " and ".join(rels[i] for i in members[:2])
+            raise InputError(f"{names} would write the same output {outs[members[0]]}; rename one of them")
+    for rel, out in zip(rels, outs):
+        parts = out.split("/")
+        if out.startswith("/") or ".." in parts or "" in parts[:-1]:
+            raise InputError(f"{rel}: would write outside output.dir ({out}); list paths inside one folder")
+    return outs
+
+
+# ---------------------------------------------------------------- computing features
+def extract_batch(
+    waveforms: Sequence[torch.Tensor], stack: ConvStack, device: torch.device = torch.device("cpu")
+) -> list[torch.Tensor]:
+    """Features of several files in one stack call: ``(C, T_i)`` each -> ``(C_out, F_i)`` each.
+
+    The files are zero-padded to the longest into ``(B, C, T_max)``; the stack zeroes every
+    item's positions past its own valid length between layers, so each result equals
+    ``pipeline.extract`` on that file alone; each is trimmed to
+    ``stack.geometry.output_length(T_i)``. Float32, on the CPU.
+    """
+    if len(waveforms) == 1:
+        with torch.inference_mode():
+            y = stack(waveforms[0].to(device)[None])  # (C, T) -> (1, C, T) -> (1, C_out, F)
+        outs = [y[0].float().cpu()]
+    else:
+        lengths = [int(w.shape[-1]) for w in waveforms]
+        x = torch.zeros(len(waveforms), int(waveforms[0].shape[0]), max(lengths))  # (B, C, T_max)
+        for i, w in enumerate(waveforms):
+            x[i, :, : lengths[i]] = w
+        with torch.inference_mode():
+            y = stack(x.to(device), torch.tensor(lengths)).float().cpu()  # (B, C_out, F_max)
+        outs = [y[i, :, : stack.geometry.output_length(n)] for i, n in enumerate(lengths)]
+    for w, out in zip(waveforms, outs):  # the geometry module is the contract
+        expected = stack.geometry.output_length(int(w.shape[-1]))
+        if out.shape[-1] != expected:
+            raise RuntimeError(f"internal error: stack gave {out.shape[-1]} frames, geometry predicts {expected}")
+    return outs
+
+
+def process_long_file(
+    path: str,
+    out_path: Path,
+    stack: ConvStack,
+    audio: AudioConfig,
+    device: torch.device,
+    config: dict[str, Any],
+    chunk_seconds: float,
+) -> tuple[int, int, list[int]]:
+    """One file longer than ``runtime.chunk_seconds``, alone, in the main thread: decode,
+    stack, write. Returns ``(sample_rate, num_samples, shape)``.
+
+    This is the single place that decides how a long file is computed: it runs the whole file
+    (the single-file path) today; the chunked executor (``conv_pipeline.streaming``, bounded
+    memory) replaces this body without touching the rest of the job.
+    """
+    del chunk_seconds  # used by the chunked executor
+    decoded = load_audio(path, audio)
+    features = extract(decoded, stack, device)  # checks the length; the stack checks channels
+    write_features(out_path, features.numpy(), stack.geometry, decoded.sample_rate, config)
+    return decoded.sample_rate, decoded.frames, list(features.shape)
+
+
+# ---------------------------------------------------------------- the job's pieces
+@dataclass(frozen=True)
+class _ChannelSource:
+    count: int
+    source: str  # what fixed it, for messages
+
+
+def _check_channels(path: str, have: int, channels: _ChannelSource) -> None:
+    """Raise ``InputError`` naming the fix unless a file's channel count (after the policy) is the job's."""
+    if have == channels.count:
+        return
+    if channels.count == 1:
+        fix = "audio.channels=mono (or audio.channels=[0] to keep the first channel)"
+    else:
+        pick = ",".join(str(i % have) for i in range(channels.count))
+        fix = f"audio.channels=mono for a mono job, or audio.channels=[{pick}] to make {channels.count} channels"
+    raise InputError(
+        f"{path}: has {have} channel(s) after the channel policy but this job's stack takes "
+        f"{channels.count} (fixed by {channels.source}); rerun with {fix}"
+    )
+
+
+def _check_item(audio: Audio, stack: ConvStack, channels: _ChannelSource, path: str) -> None:
+    """Raise ``InputError`` unless the decoded file fits the job's stack (channels, length)."""
+    _check_channels(path, int(audio.waveform.shape[0]), channels)
+    stack.geometry.check_input_length(audio.frames, what=path)
+
+
+@dataclass
+class _Decoded:
+    audio: Optional[Audio]  # None: a long file, for process_long_file
+    seconds: float
+
+
+def _decode(path: str, audio: AudioConfig, long_after_s: Optional[float], decode: Callable) -> _Decoded:
+    """Runs in a decode worker (thread or process)."""
+    t0 = time.perf_counter()
+    if long_after_s is not None:
+        info = probe(path)
+        if info.duration_s > long_after_s:
+            return _Decoded(None, time.perf_counter() - t0)
+    return _Decoded(decode(path, audio), time.perf_counter() - t0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_message(path: str, err: BaseException, stage: str, debug: bool) -> str:
+    if isinstance(err, PipelineError):
+        return str(err)
+    if debug:
+        log.error("%s: %s failed:\n%s", path, stage, "".join(traceback.format_exception(err)))
+    detail = _one_line(str(err)) or type(err).__name__
+    return f"{path}: unexpected error while {stage} ({type(err).__name__}: {detail}); rerun with debug=true for a traceback"
+
+
+class _InlineExecutor(cf.Executor):
+    """``runtime.num_workers=0``: decode in the main thread."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller like a worker's error
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            fut.set_exception(err)
+        return fut
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Worker processes start from a clean interpreter (never ``fork`` a process using torch)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["conv_pipeline.audio"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _Decoders:
+    """The decode workers: threads (default), processes, or inline.
+
+    With processes, a worker that dies (a decoder crash) breaks the pool: the files it had in
+    flight are decoded again one at a time in a fresh pool, and the one that kills its worker
+    again gets a ``failed`` record; the job goes on.
+    """
+
+    def __init__(self, kind: str, workers: int) -> None:
+        self.kind = kind if workers > 0 else "inline"
+        self.workers = workers
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.Executor:
+        if self.kind == "inline":
+            return _InlineExecutor()
+        if self.kind == "process":
+            return cf.ProcessPoolExecutor(self.workers, mp_context=_process_context())
+        return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+
+    def submit(self, *args: Any) -> cf.Future:
+        return self.pool.submit(_decode, *args)
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
+
+    def run_alone(self, *args: Any) -> cf.Future:
+        """Decode one file alone and wait; a dead worker gives a ``BrokenProcessPool`` result
+        (and a fresh pool for what follows)."""
+        fut = self.submit(*args)
+        cf.wait([fut])
+        if isinstance(fut.exception(), BrokenProcessPool):
+            self.restart()
+        return fut
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Item:
+    index: int
+    path: str
+    out_rel: str
+    decoded: Optional[_Decoded] = None
+    compute_s: float = 0.0
+
+
+def clean_temp_files(out_dir: Path) -> int:
+    """Remove ``.<name>.tmp-xxxxxxxx`` files (``writer.atomic_write``'s) left under ``out_dir``
+    by a killed run. Returns how many were removed."""
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(out_dir):
+        for name in filenames:
+            if TEMP_RE.match(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _repair_manifest_tail(out_dir: Path) -> None:
+    """A run killed mid-append can leave a last line without its newline; end it, so the next
+    record starts on a line of its own (the torn line is skipped by ``read_manifest``)."""
+    path = out_dir / MANIFEST_NAME
+    try:
+        with open(path, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+    except FileNotFoundError:
+        pass
+
+
+def _append_records(out_dir: Path, records: Sequence[ManifestRecord]) -> None:
+    """Many records in one write and one fsync (``manifest.append_record``'s format)."""
+    if not records:
+        return
+    data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+    fd = os.open(out_dir / MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _OutputLock:
+    """One batch job per ``output.dir`` at a time (an advisory ``flock`` on the folder; the
+    kernel releases it when the process dies, even by SIGKILL)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.fd: Optional[int] = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        fd = os.open(out_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(
+                f"output.dir={str(out_dir)!r} is in use by another batch job; wait for it to finish "
+                "or choose another output.dir"
+            ) from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _make_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output.dir={str(out_dir)!r}: {err.strerror or err}") from None
+
+
+def _check_same_audio(out_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to add features computed with other audio settings to an existing job's folder."""
+    path = out_dir / CONFIG_NAME
+    if overwrite or not path.exists():
+        return
+    from omegaconf import OmegaConf
+
+    try:
+        old = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # noqa: BLE001 - an unreadable config.yaml is rewritten below
+        return
+    if not isinstance(old, dict) or not isinstance(old.get("audio"), dict):
+        return
+    diffs = [
+        f"audio.{key}={old['audio'][key]!r} (now {value!r})"
+        for key, value in config["audio"].items()
+        if key in old["audio"] and old["audio"][key] != value
+    ]
+    if diffs:
+        raise OutputError(
+            f"output.dir={str(out_dir)!r} holds features computed with {', '.join(diffs)}; "
+            "use another output.dir or overwrite=true"
+        )
+
+
+def _job_channels(cfg: Config, paths: Sequence[str], ckpt: Optional[int]) -> tuple[Optional[_ChannelSource], dict[str, str]]:
+    """The stack's input channels for the whole job, and the probe errors met on the way."""
+    errors: dict[str, str] = {}
+    policy = cfg.audio.channels
+    if ckpt is not None:
+        count, source = ckpt, f"model.checkpoint={cfg.model.checkpoint}"
+    elif cfg.model.in_channels != "auto":
+        count, source = int(cfg.model.in_channels), f"model.in_channels={cfg.model.in_channels}"
+    elif policy != "keep":
+        count, source = policy_channel_count(policy, 0), f"audio.channels={policy}"
+    else:
+        count = None
+        for p in paths:
+            try:
+                count, source = probe(p).channels, f"the first input, {p}"
+                break
+            except PipelineError as err:
+                errors[p] = str(err)
+        if count is None:
+            return None, errors
+    if policy != "keep":  # a fixed count after the policy: a mismatch is a config error
+        resolve_in_channels(cfg.model, policy_channel_count(policy, 0), ckpt)
+    else:
+        resolve_in_channels(cfg.model, count, ckpt)  # groups must divide it
+    return _ChannelSource(int(count), source), errors
+
+
+class _Progress:
+    """A tqdm bar on a terminal, else a log line every ``every_s`` seconds."""
+
+    def __init__(self, total: int, mode: str, every_s: float) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self.mode, self.total, self.every_s = mode, total, every_s
+        self.done = self.failed = 0
+        self.audio_s = 0.0
+        self.t0 = self.last = time.perf_counter()
+        self.bar = None
+        if mode == "bar" and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+    def update(self, record: ManifestRecord) -> None:
+        self.done += 1
+        if record.status == "failed":
+            self.failed += 1
+        elif record.duration_s:
+            self.audio_s += record.duration_s
+        now = time.perf_counter()
+        speed = self.audio_s / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{speed:.0f} audio s/s, {self.failed} failed", refresh=False)
+            self.bar.update(1)
+        elif self.mode == "log" and (now - self.last >= self.every_s or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info(
+                "batch: %d/%d files (%.0f%%), %d failed, %.0f audio s/s, ETA %s",
+                self.done, self.total, 100 * self.done / self.total, self.failed, speed, _hms(eta),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hms(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ---------------------------------------------------------------- the job
+@dataclass
+class BatchSummary:
+    """What a batch job did. ``exit_code``: 1 if any input failed, else 0."""
+
+    output_dir: Path
+    total: int = 0
+    ok: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0  # audio processed by this run (ok files)
+    wall_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error)
+    in_channels: Optional[int] = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds per wall-clock second (times real time)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def format(self, max_failures: int = 50) -> str:
+        lines = [
+            f"batch: {self.total} input(s): {self.ok} ok, {self.skipped} skipped, {self.failed} failed; "
+            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
+            f"({self.speed:.0f}x real time); manifest: {self.output_dir / MANIFEST_NAME}"
+        ]
+        if self.failures:
+            lines.append("failed:")
+            lines += [f"  {err}" for _, err in self.failures[:max_failures]]
+            if len(self.failures) > max_failures:
+                lines.append(f"  ... and {len(self.failures) - max_failures} more (status \"failed\" in the manifest)")
+        return "\n".join(lines)
+
+
+def _batch_options(cfg: Config) -> BatchOptions:
+    opts = getattr(cfg, "batch", None)
+    if opts is None:
+        return BatchOptions()
+    if isinstance(opts, dict):
+        return BatchOptions(**opts)
+    return opts
+
+
+def _validate_runtime(cfg: Config, opts: BatchOptions) -> None:
+    rt = cfg.runtime
+
+    def bad(key: str, allowed: str, got: object) -> ConfigError:
+        return ConfigError(f"{key} must be {allowed}, got {got!r}")
+
+    if not isinstance(rt.batch_size, int) or isinstance(rt.batch_size, bool) or rt.batch_size < 1:
+        raise bad("runtime.batch_size", "an integer >= 1", rt.batch_size)
+    if not isinstance(rt.num_workers, int) or isinstance(rt.num_workers, bool) or rt.num_workers < 0:
+        raise bad("runtime.num_workers", "an integer >= 0 (0 decodes in the main thread)", rt.num_workers)
+    if rt.chunk_seconds is not None and not rt.chunk_seconds > 0:
+        raise bad("runtime.chunk_seconds", "null or a number of seconds > 0", rt.chunk_seconds)
+    if opts.workers not in ("thread", "process"):
+        raise bad("batch.workers", "'thread' or 'process'", opts.workers)
+    if opts.progress not in ("auto", "bar", "log", "none"):
+        raise bad("batch.progress", "one of auto, bar, log, none", opts.progress)
+    if not opts.extensions:
+        raise bad("batch.extensions", "a non-empty list like [wav, flac]", list(opts.extensions))
+    if not opts.log_every_s > 0:
+        raise bad("batch.log_every_s", "a number of seconds > 0", opts.log_every_s)
+
+
+def compute_threads(num_workers: int, device: torch.device) -> int:
+    """Torch intra-op threads while the job runs: the cores shared out between the decode
+    workers (their resampling calls torch too) and the main thread's stack.
+
+    Never more threads than cores in total: torch's OpenMP threads wait for each other at
+    every parallel region, so an oversubscribed (or shared, busy) machine makes each region
+    wait for a descheduled thread. Measured on the 2-core machine with another process
+    busy: one 6 s resample took 160 ms with 2 threads and 3 ms with 1 (BENCHMARKS.md).
+    """
+    del device  # the same on GPU: the CPU work left is decoding and resampling
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // (num_workers + 1))
+
+
+def run_batch(
+    cfg: Any,
+    output_dir: Optional[str] = None,
+    decode: Callable[[str, AudioConfig], Audio] = load_audio,
+) -> BatchSummary:
+    """Process every input of ``cfg.input`` (see ``find_inputs``) into ``output.dir``.
+
+    ``cfg``: a ``BatchConfig``/``Config`` or a composed Hydra config. ``output_dir`` is used
+    when ``cfg.output.dir`` is null (a multirun job's folder), else ``feats``. ``decode``:
+    ``path, AudioConfig -> Audio`` (``load_audio``; a module-level function with
+    ``batch.workers=process``). Raises ``PipelineError`` (exit 2) for config and setup
+    problems, before any audio is decoded; per-file problems become ``failed`` records.
+    """
+    t_start = time.perf_counter()
+    cfg = to_config(cfg)
+    opts = _batch_options(cfg)
+    if not cfg.input:
+        raise ConfigError("no input given: add input=corpus/ (a folder, a glob like 'corpus/**/*.wav' or a list file)")
+    validate_model(cfg.model)
+    validate_audio(cfg.audio)
+    _validate_runtime(cfg, opts)
+    device = resolve_device(cfg.runtime.device)
+    fmt = cfg.output.format.value if isinstance(cfg.output.format, OutputFormat) else str(cfg.output.format)
+    ckpt = checkpoint_in_channels(cfg.model.checkpoint, cfg.model) if cfg.model.checkpoint else None
+    out_dir = Path(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR)
+
+    inputs = find_inputs(cfg.input, opts.extensions)
+    outputs = plan_outputs(inputs.rels, fmt)
+    channels, probe_errors = _job_channels(cfg, inputs.paths, ckpt)
+    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out_dir)
+
+    _make_dir(out_dir)
+    lock = _OutputLock(out_dir)
+    try:
+        return _run_locked(cfg, opts, inputs, outputs, channels, probe_errors, out_dir, device, decode, t_start)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    cfg: Config,
+    opts: BatchOptions,
+    inputs: InputSet,
+    outputs: list[str],
+    channels: Optional[_ChannelSource],
+    probe_errors: dict[str, str],
+    out_dir: Path,
+    device: torch.device,
+    decode: Callable,
+    t_start: float,
+) -> BatchSummary:
+    summary = BatchSummary(output_dir=out_dir, total=len(inputs.paths))
+    config = plain_config(cfg)
+    stack: Optional[ConvStack] = None
+    if channels is not None:
+        config["model"]["in_channels"] = channels.count
+        summary.in_channels = channels.count
+        stack = build_stack(cfg.model, channels.count, seed=cfg.seed).to(device).eval()
+        _check_same_audio(out_dir, config, cfg.overwrite)
+        prepare_output_dir(out_dir, stack, cfg.overwrite, config)
+        log.info("batch: stack takes %d channel(s) (fixed by %s)", channels.count, channels.source)
+
+    removed = clean_temp_files(out_dir)
+    if removed:
+        log.info("batch: removed %d temporary file(s) left by an interrupted run", removed)
+    _repair_manifest_tail(out_dir)
+
+    # Resume: an output under its final name is complete (atomic writes); skip it.
+    previous = {r.output: r for r in read_manifest(out_dir).values() if r.status in ("ok", "skipped") and r.output}
+    todo: list[_Item] = []
+    early: list[ManifestRecord] = []
+    for i, (path, rel) in enumerate(zip(inputs.paths, outputs)):
+        if stack is None:  # no input could even be probed: nothing to build a stack for
+            early.append(ManifestRecord(input=path, status="failed", error=probe_errors.get(path) or f"{path}: not probed"))
+        elif not cfg.overwrite and (out_dir / rel).is_file():
+            prev = previous.get(rel)
+            early.append(
+                ManifestRecord(
+                    input=path, status="skipped", output=rel,
+                    sample_rate=prev.sample_rate if prev else None,
+                    num_samples=prev.num_samples if prev else None,
+                    duration_s=prev.duration_s if prev else None,
+                    shape=prev.shape if prev else None,
+                    seconds=0.0,
+                )
+            )
+        else:
+            todo.append(_Item(i, path, rel))
+    _append_records(out_dir, early)
+    for rec in early:
+        _count(summary, rec)
+    if early:
+        log.info("batch: %d input(s) already done (skipped), %d to process", summary.skipped, len(todo))
+
+    if todo and stack is not None and channels is not None:
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(compute_threads(cfg.runtime.num_workers, device))
+        try:
+            _Engine(cfg, opts, stack, channels, out_dir, device, config, decode, summary).run(todo)
+        finally:
+            torch.set_num_threads(threads_before)
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _count(summary: BatchSummary, rec: ManifestRecord) -> None:
+    if rec.status == "ok":
+        summary.ok += 1
+        summary.audio_seconds += rec.duration_s or 0.0
+    elif rec.status == "skipped":
+        summary.skipped += 1
+    else:
+        summary.failed += 1
+        summary.failures.append((rec.input, rec.error or ""))
+
+
+class _Engine:
+    """Decode workers -> length-sorted pool -> padded batches in the main thread -> writer thread."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        opts: BatchOptions,
+        stack: ConvStack,
+        channels: _ChannelSource,
+        out_dir: Path,
+        device: torch.device,
+        config: dict[str, Any],
+        decode: Callable,
+        summary: BatchSummary,
+    ) -> None:
+        self.cfg, self.opts, self.stack, self.channels = cfg, opts, stack, channels
+        self.out_dir, self.device, self.config, self.decode, self.summary = out_dir, device, config, decode, summary
+        self.batch_size = cfg.runtime.batch_size
+        self.chunk_seconds = cfg.runtime.chunk_seconds
+        self.debug = bool(cfg.debug)
+        self.writer = cf.ThreadPoolExecutor(1, thread_name_prefix="write")
+        self.writes: list[cf.Future] = []
+        self.max_writes = 2 * self.batch_size + 4
+
+    # -- records: every record goes through the single writer thread, in order
+    def _record_failed(self, item: _Item, error: str, audio: Optional[Audio] = None) -> None:
+        rec = ManifestRecord(
+            input=item.path,
+            status="failed",
+            error=_one_line(error),
+            sample_rate=audio.sample_rate if audio else None,
+            num_samples=audio.frames if audio else None,
+            duration_s=audio.frames / audio.sample_rate if audio else None,
+            seconds=round(self._item_seconds(item), 4),
+        )
+        self._submit_write(lambda: (append_record(self.out_dir, rec), rec)[1])
+
+    @staticmethod
+    def _item_seconds(item: _Item) -> float:
+        return (item.decoded.seconds if item.decoded else 0.0) + item.compute_s
+
+    def _write_ok(self, item: _Item, features: torch.Tensor) -> ManifestRecord:
+        """Runs in the writer thread: write the features atomically, then append the record."""
+        assert item.decoded is not None and item.decoded.audio is not None
+        audio = item.decoded.audio
+        t0 = time.perf_counter()
+        out_path = self.out_dir / item.out_rel
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            write_features(out_path, features.numpy(), self.stack.geometry, audio.sample_rate, self.config)
+        except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
+            msg = str(err) if isinstance(err, PipelineError) else f"cannot write {out_path}: {_one_line(str(err)) or type(err).__name__}"
+            rec = ManifestRecord(input=item.path, status="failed", error=_one_line(msg))
+        else:
+            rec = ManifestRecord(
+                input=item.path,
+                status="ok",
+                output=item.out_rel,
+                sample_rate=audio.sample_rate,
+                num_samples=audio.frames,
+                duration_s=audio.frames / audio.sample_rate,
+                shape=list(features.shape),
+                seconds=round(self._item_seconds(item) + time.perf_counter() - t0, 4),
+            )
+        append_record(self.out_dir, rec)
+        return rec
+
+    def _submit_write(self, fn: Callable[[], ManifestRecord]) -> None:
+        self.writes.append(self.writer.submit(fn))
+        if len(self.writes) > self.max_writes:  # bounded backlog: wait for the oldest
+            cf.wait([self.writes[0]])
+        self._harvest_writes()
+
+    def _harvest_writes(self, wait: bool = False) -> None:
+        if wait:
+            cf.wait(self.writes)
+        pending = []
+        for fut in self.writes:
+            if not fut.done():
+                pending.append(fut)
+                continue
+            err = fut.exception()
+            if err is not None:  # append_record itself failed: the manifest cannot be written
+                raise OutputError(f"cannot append to {self.out_dir / MANIFEST_NAME}: {_one_line(str(err))}")
+            rec = fut.result()
+            _count(self.summary, rec)
+            self.progress.update(rec)
+        self.writes = pending
+
+    # -- compute
+    def _compute(self, batch: list[_Item]) -> None:
+        t0 = time.perf_counter()
+        waves = [it.decoded.audio.waveform for it in batch]  # type: ignore[union-attr]
+        try:
+            feats = extract_batch(waves, self.stack, self.device)
+        except Exception as err:  # noqa: BLE001
+            if len(batch) > 1:  # find the file that breaks the stack; the others go on
+                for it in batch:
+                    self._compute([it])
+                return
+            self._record_failed(batch[0], _error_message(batch[0].path, err, "running the stack", self.debug), batch[0].decoded.audio)  # type: ignore[union-attr]
+            return
+        share = (time.perf_counter() - t0) / len(batch)
+        for it, f in zip(batch, feats):
+            it.compute_s = share
+            self._submit_write(lambda it=it, f=f: self._write_ok(it, f))
+
+    def _long_file(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        out_path = self.out_dir / item.out_rel
+        try:
+            info = probe(item.path)
+            _check_channels(item.path, policy_channel_count(self.cfg.audio.channels, info.channels), self.channels)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            sr, n, shape = process_long_file(
+                item.path, out_path, self.stack, self.cfg.audio, self.device, self.config, float(self.chunk_seconds or 0)
+            )
+        except Exception as err:  # noqa: BLE001
+            item.compute_s = time.perf_counter() - t0
+            self._record_failed(item, _error_message(item.path, err, "processing a long file", self.debug))
+            return
+        rec = ManifestRecord(
+            input=item.path, status="ok", output=item.out_rel, sample_rate=sr, num_samples=n,
+            duration_s=n / sr, shape=shape, seconds=round(self._item_seconds(item) + time.perf_counter() - t0, 4),
+        )
+        self._submit_write(lambda: (append_record(self.out_dir, rec), rec)[1])
+
+    def _accept(self, item: _Item, fut: cf.Future, pool: list[_Item]) -> None:
+        """A decode finished: into the pool, to the long-file path, or a failed record."""
+        err = fut.exception()
+        if err is not None:
+            if isinstance(err, BrokenProcessPool):
+                raise err
+            self._record_failed(item, _error_message(item.path, err, "decoding", self.debug))
+            return
+        item.decoded = fut.result()
+        audio = item.decoded.audio
+        if audio is None:
+            self._long_file(item)
+            return
+        try:
+            _check_item(audio, self.stack, self.channels, item.path)
+        except PipelineError as e:
+            self._record_failed(item, str(e), audio)
+            return
+        pool.append(item)
+
+    def run(self, todo: list[_Item]) -> None:
+        self.progress = _Progress(len(todo), self.opts.progress, self.opts.log_every_s)
+        decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
+        args = (self.cfg.audio, self.chunk_seconds, self.decode)
+        max_inflight = max(1, 2 * self.cfg.runtime.num_workers + self.batch_size)
+        window = SORT_WINDOW * self.batch_size
+        queue: Iterator[_Item] = iter(todo)
+        inflight: dict[cf.Future, _Item] = {}
+        pool: list[_Item] = []
+        pool_samples = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(inflight) < max_inflight:
+                    item = next(queue, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    inflight[decoders.submit(item.path, *args)] = item
+                # harvest finished decodes
+                done = [f for f in inflight if f.done()]
+                if not done and inflight and len(pool) < (self.batch_size if exhausted else window) and pool_samples < POOL_MAX_SAMPLES:
+                    done = list(cf.wait(inflight, return_when=cf.FIRST_COMPLETED).done)
+                broken = False
+                for f in done:
+                    if isinstance(f.exception(), BrokenProcessPool):
+                        broken = True
+                    else:
+                        self._accept(inflight.pop(f), f, pool)
+                if broken:  # a worker process died: its files are retried one at a time
+                    self._recover(decoders, inflight, pool, args)
+                pool_samples = sum(it.decoded.audio.waveform.numel() for it in pool)  # type: ignore[union-attr]
+                drain = exhausted and not inflight
+                # once every file is submitted, a full batch need not wait for a full window:
+                # the stack then overlaps the last decodes
+                target = self.batch_size if exhausted else window
+                while pool and (len(pool) >= target or pool_samples >= POOL_MAX_SAMPLES or drain):
+                    pool.sort(key=lambda it: it.decoded.audio.frames)  # type: ignore[union-attr]
+                    batch, pool[:] = pool[: self.batch_size], pool[self.batch_size :]
+                    pool_samples -= sum(it.decoded.audio.waveform.numel() for it in batch)  # type: ignore[union-attr]
+                    self._compute(batch)
+                    if not drain:
+                        break
+                self._harvest_writes()
+                if drain and not pool:
+                    break
+            self._harvest_writes(wait=True)
+        finally:
+            decoders.close()
+            self.writer.shutdown(wait=True)
+            self.progress.close()
+
+    def _recover(self, decoders: _Decoders, inflight: dict[cf.Future, _Item], pool: list[_Item], args: tuple) -> None:
+        """A worker process died: decode each file it may have held alone, in a fresh pool."""
+        suspects = list(inflight.values())
+        inflight.clear()
+        log.warning("batch: a decode worker died; retrying its %d file(s) one at a time", len(suspects))
+        decoders.restart()
+        for item in suspects:
+            fut = decoders.run_alone(item.path, *args)
+            if isinstance(fut.exception(), BrokenProcessPool):
+                self._record_failed(
+                    item,
+                    f"{item.path}: the decoder crashed on this file (its worker process died); "
+                    "the file is probably corrupt: check or re-encode it",
+                )
+            else:
+                self._accept(item, fut, pool)

@@ -1,0 +1,38 @@
+"""Batch feature extraction for whole collections (see conv_pipeline/batch.py).
+
+    python scripts/batch_process.py input=corpus/ output.dir=feats/
+    python scripts/batch_process.py input='corpus/**/*.flac' output.dir=feats/ runtime.batch_size=16
+    python scripts/batch_process.py input=list.txt output.dir=feats/ audio.channels=mono
+
+Exit status: 0 when every input is ok or skipped, 1 when any failed, 2 for a config or setup
+error (one line on stderr, before any audio is read).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from conv_pipeline.batch import run_batch
+from conv_pipeline.cli import hydra_output_dir, report_errors
+from conv_pipeline.config import register_configs
+
+
+@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
+def _main(cfg: DictConfig) -> None:
+    with report_errors(cfg, prog="batch_process"):
+        summary = run_batch(cfg, output_dir=hydra_output_dir())
+    print(summary.format(), flush=True)
+    if summary.exit_code:
+        sys.exit(summary.exit_code)
+
+
+def main() -> None:
+    register_configs()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,590 @@
+"""The batch job (issue 3): ``conv_pipeline.batch`` and ``scripts/batch_process.py``.
+
+Every feature array is checked against the single-file path (``pipeline.run``, which is what
+``python -m conv_pipeline`` runs, and once the CLI itself) with the batch job's weights
+(``model.checkpoint=output.dir/model.safetensors``): an independent computation, one file at a
+time, no padding. Audio is generated with soundfile in ``tmp_path``; stacks are tiny.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from conv_pipeline import pipeline
+from conv_pipeline.batch import (
+    _OutputLock,
+    clean_temp_files,
+    extract_batch,
+    find_inputs,
+    plan_outputs,
+    run_batch,
+)
+from conv_pipeline.audio import load_audio
+from conv_pipeline.config import (
+    ACTIVATIONS,
+    NORMS,
+    AudioConfig,
+    BatchConfig,
+    BatchOptions,
+    Config,
+    LayerConfig,
+    ModelConfig,
+    OutputConfig,
+    RuntimeConfig,
+)
+from conv_pipeline.errors import ConfigError, InputError, OutputError
+from conv_pipeline.manifest import MANIFEST_NAME, iter_records, read_manifest
+from conv_pipeline.model import ConvStack
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "batch_process.py"
+
+# A small stack with stride, padding, dilation, a norm and activations.
+LAYERS = [
+    LayerConfig(out_channels=4, kernel_size=5, stride=2, padding=2, activation="relu"),
+    LayerConfig(out_channels=3, kernel_size=3, padding=1, dilation=2, norm="layer_norm", activation="tanh"),
+]
+LAYERS_CLI = (
+    "model.layers=[{out_channels:4,kernel_size:5,stride:2,padding:2,activation:relu},"
+    "{out_channels:3,kernel_size:3,padding:1,dilation:2,norm:layer_norm,activation:tanh}]"
+)
+SR = 8000  # the jobs below resample everything to 8 kHz
+
+
+def write_audio(path: Path, seconds: float = 0.3, sr: int = 16000, channels: int = 1, seed: int = 0, **kw) -> Path:
+    rng = np.random.default_rng(seed)
+    frames = max(1, int(round(seconds * sr)))
+    t = np.arange(frames) / sr
+    data = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t)[:, None] + 0.1 * rng.standard_normal((frames, channels))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(data, -0.99, 0.99).astype(np.float32), sr, **kw)
+    return path
+
+
+def batch_cfg(input, out, layers=LAYERS, audio=None, batch_size=3, num_workers=2, batch=None, **kw) -> BatchConfig:
+    return BatchConfig(
+        input=str(input),
+        model=ModelConfig(name="custom", layers=list(layers)),
+        audio=audio or AudioConfig(sample_rate=SR),
+        output=OutputConfig(dir=str(out)),
+        runtime=RuntimeConfig(batch_size=batch_size, num_workers=num_workers),
+        batch=BatchOptions(**{"progress": "none", **(batch or {})}),
+        **kw,
+    )
+
+
+def single_file(path: Path, out_dir: Path, weights: Path, audio=None, layers=LAYERS) -> np.ndarray:
+    """What the single-file pipeline writes for ``path`` with the given weights."""
+    cfg = Config(
+        input=str(path),
+        model=ModelConfig(layers=list(layers), checkpoint=str(weights)),
+        audio=audio or AudioConfig(sample_rate=SR),
+        output=OutputConfig(dir=str(out_dir)),
+    )
+    return np.load(pipeline.run(cfg).output)
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def current(out: Path) -> dict:
+    """The manifest's current record per input."""
+    return read_manifest(out)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------- padded batches
+@st.composite
+def stacks(draw):
+    """(in_channels, layers): 1-3 layers with every kind of layer option the config allows."""
+    in_channels = chans = draw(st.integers(1, 4))
+    layers = []
+    for _ in range(draw(st.integers(1, 3))):
+        groups = draw(st.sampled_from([g for g in (1, 2) if chans % g == 0]))
+        layers.append(
+            LayerConfig(
+                out_channels=groups * draw(st.integers(1, 3)),
+                kernel_size=draw(st.integers(1, 5)),
+                stride=draw(st.integers(1, 3)),
+                padding=draw(st.integers(0, 3)),
+                dilation=draw(st.integers(1, 3)),
+                groups=groups,
+                bias=draw(st.booleans()),
+                activation=draw(st.sampled_from([None, *ACTIVATIONS])),
+                norm=draw(st.sampled_from([None, *NORMS])),
+            )
+        )
+        chans = layers[-1].out_channels
+    return in_channels, layers
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=stacks(), extra=st.lists(st.integers(0, 60), min_size=1, max_size=5), seed=st.integers(0, 2**16))
+def test_padded_batch_equals_each_file_alone(spec, extra, seed):
+    in_channels, layers = spec
+    stack = ConvStack.from_config(ModelConfig(layers=layers), in_channels=in_channels, seed=seed).eval()
+    need = stack.geometry.min_input_length
+    gen = torch.Generator().manual_seed(seed)
+    waves = [torch.randn(in_channels, need + n, generator=gen) for n in extra]
+    for w in waves:  # torch's GroupNorm refuses a single frame per channel (alone or batched)
+        lengths = stack.geometry.lengths(w.shape[-1])
+        assume(all(lengths[i + 1] > 1 for i, layer in enumerate(layers) if layer.norm == "group_norm"))
+    got = extract_batch(waves, stack)
+    assert len(got) == len(waves)
+    for w, y in zip(waves, got):
+        with torch.inference_mode():
+            alone = stack(w[None])[0]  # the single-file computation: no padding, no lengths
+        assert tuple(y.shape) == (stack.out_channels, stack.geometry.output_length(w.shape[-1]))
+        assert y.shape == alone.shape
+        assert float((y - alone).abs().max()) <= 1e-5
+
+
+# ---------------------------------------------------------------- the job end to end (CLI)
+def _mixed_corpus(root: Path) -> dict[str, str]:
+    """Good files in nested folders plus broken ones; returns {relative path: expected status}."""
+    write_audio(root / "a/b/two.flac", 0.3, sr=8000, seed=1)  # first in order: fixes 1 channel
+    write_audio(root / "a/one.wav", 0.5, sr=16000, seed=2)
+    write_audio(root / "c/three.wav", 0.7, sr=22050, seed=3)
+    write_audio(root / "c/d/e/four.flac", 1.1, sr=16000, seed=4)
+    write_audio(root / "c/d/five.wav", 0.05, sr=16000, seed=5)
+    (root / "bad").mkdir()
+    (root / "bad/corrupt.wav").write_bytes(b"RIFF\x00\x01garbage" + os.urandom(300))
+    (root / "bad/empty.wav").write_bytes(b"")
+    write_audio(root / "bad/short.wav", 3 / 8000, sr=8000)  # 3 samples
+    write_audio(root / "bad/stereo.wav", 0.3, sr=16000, channels=2, seed=6)
+    nan = np.full((800, 1), 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(str(root / "bad/nan.wav"), nan, 8000, subtype="FLOAT")
+    (root / "notes.txt").write_text("not audio, not picked up")
+    return {
+        "a/b/two.flac": "ok",
+        "a/one.wav": "ok",
+        "c/three.wav": "ok",
+        "c/d/e/four.flac": "ok",
+        "c/d/five.wav": "ok",
+        "bad/corrupt.wav": "not a readable audio file",
+        "bad/empty.wav": "empty file",
+        "bad/short.wav": "needs at least",
+        "bad/stereo.wav": "audio.channels=mono",
+        "bad/nan.wav": "NaN",
+    }
+
+
+def test_cli_job_on_a_broken_corpus(tmp_path):
+    corpus = tmp_path / "corpus"
+    expected = _mixed_corpus(corpus)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    proc = run_script(f"input={corpus}", "output.dir=../feats", LAYERS_CLI, f"audio.sample_rate={SR}",
+                      "runtime.batch_size=2", cwd=elsewhere)
+    out = tmp_path / "feats"  # relative to the cwd the script ran in
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "10 input(s): 5 ok, 0 skipped, 5 failed" in proc.stdout
+    assert "batch: 10/10 files" in proc.stderr  # not a terminal: plain progress lines
+
+    records = current(out)
+    assert set(records) == {str(corpus / rel) for rel in expected}
+    for rel, want in expected.items():
+        rec = records[str(corpus / rel)]
+        if want == "ok":
+            assert rec.status == "ok" and rec.error is None
+            assert rec.output == str(Path(rel).with_suffix(".npy").as_posix())
+        else:
+            assert rec.status == "failed", rec
+            assert rec.output is None
+            assert want in rec.error and "\n" not in rec.error
+            assert rec.error in proc.stdout  # listed in the summary
+    # the tree is mirrored; nothing else was written
+    outputs = {r.output for r in records.values() if r.output}
+    assert files_under(out) == outputs | {MANIFEST_NAME, "model.safetensors", "config.yaml"}
+    assert not temp_files(out)
+
+    # each good file equals the single-file result with the job's weights; manifest fields agree
+    weights = out / "model.safetensors"
+    for i, rel in enumerate(r for r, w in expected.items() if w == "ok"):
+        rec = records[str(corpus / rel)]
+        got = np.load(out / rec.output)
+        want = single_file(corpus / rel, tmp_path / f"single{i}", weights)
+        assert got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-5
+        info = sf.info(str(corpus / rel))
+        assert rec.sample_rate == SR
+        assert rec.num_samples == math.ceil(info.frames * SR / info.samplerate)
+        assert rec.duration_s == pytest.approx(rec.num_samples / SR)
+        assert rec.shape == list(got.shape) and rec.seconds >= 0
+    # the channel count was fixed once and recorded with the weights
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["in_channels"] == 1
+
+    # and literally the CLI, for one file
+    single = tmp_path / "cli_single"
+    cli = subprocess.run(
+        [sys.executable, "-m", "conv_pipeline", f"input={corpus / 'c/three.wav'}", f"output.dir={single}",
+         LAYERS_CLI, f"audio.sample_rate={SR}", f"model.checkpoint={weights}"],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert float(np.abs(np.load(single / "three.npy") - np.load(out / "c/three.npy")).max()) <= 1e-5
+
+
+def test_config_error_exits_2_before_reading_audio(tmp_path):
+    write_audio(tmp_path / "corpus/x.wav")
+    proc = run_script("input=corpus", "output.dir=feats", "model.layers=[{out_channels:2,kernel_size:0}]", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "kernel_size" in lines[0], proc.stderr
+    assert not (tmp_path / "feats").exists()
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(input="nowhere/"), "no such file or folder"),
+        (dict(batch_size=0), "runtime.batch_size"),
+        (dict(num_workers=-1), "runtime.num_workers"),
+        (dict(batch={"workers": "fibers"}), "batch.workers"),
+        (dict(batch={"progress": "loud"}), "batch.progress"),
+        (dict(layers=[LayerConfig(out_channels=2, kernel_size=3, groups=2)]), "groups"),
+        (dict(audio=AudioConfig(sample_rate=0)), "audio.sample_rate"),
+    ],
+)
+def test_setup_errors_raise_before_any_output(tmp_path, change, needle):
+    write_audio(tmp_path / "corpus/x.wav")
+    change = dict(change)
+    source = tmp_path / change.pop("input", "corpus")
+    with pytest.raises((ConfigError, InputError)) as err:
+        run_batch(batch_cfg(source, tmp_path / "feats", **change))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "feats").exists()
+
+
+# ---------------------------------------------------------------- inputs and layout
+def test_folder_input_mirrors_the_tree_and_skips_non_audio(tmp_path):
+    corpus = tmp_path / "corpus"
+    for rel in ["x.wav", "sub/Y.WAV", "sub/deeper/z.flac", ".hidden.wav", ".git/h.wav", "readme.md", "sub/data.npy"]:
+        if rel.endswith((".md", ".npy")):
+            (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+            (corpus / rel).write_text("x")
+        else:
+            write_audio(corpus / rel)
+    found = find_inputs(str(corpus))
+    assert found.kind == "folder"
+    assert found.rels == ["sub/Y.WAV", "sub/deeper/z.flac", "x.wav"]
+    assert plan_outputs(found.rels, "npy") == ["sub/Y.npy", "sub/deeper/z.npy", "x.npy"]
+
+
+def test_two_inputs_never_share_an_output():
+    rels = ["a/x.wav", "a/x.flac", "a/y.wav", "b/x.wav", "a/X.ogg", "a/x.wav.flac"]
+    outs = plan_outputs(rels, "npz")
+    assert len(set(o.casefold() for o in outs)) == len(outs)
+    assert outs[:4] == ["a/x.wav.npz", "a/x.flac.npz", "a/y.npz", "b/x.npz"]
+    assert outs[4] == "a/X.ogg.npz"
+    assert outs[5] == "a/x.wav.flac.npz"  # would have collided with x.wav's disambiguated name
+    assert plan_outputs(rels, "npz") == outs  # deterministic
+
+
+def test_same_stem_in_one_folder_gets_distinct_outputs(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "x.wav", 0.3, seed=1)
+    write_audio(corpus / "x.flac", 0.4, seed=2)
+    out = tmp_path / "feats"
+    summary = run_batch(batch_cfg(corpus, out))
+    assert summary.ok == 2
+    weights = out / "model.safetensors"
+    for name, src in [("x.wav.npy", "x.wav"), ("x.flac.npy", "x.flac")]:
+        want = single_file(corpus / src, tmp_path / f"s_{src}", weights)
+        assert float(np.abs(np.load(out / name) - want).max()) <= 1e-5
+
+
+def test_glob_list_and_single_file_inputs(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "s1/a.flac", seed=1)
+    write_audio(corpus / "s1/deep/b.flac", seed=2)
+    write_audio(corpus / "s2/c.wav", seed=3)
+    write_audio(tmp_path / "outside/o.wav", seed=4)
+
+    # glob: paths relative to the pattern's literal folder; only matching files
+    out = tmp_path / "g"
+    s = run_batch(batch_cfg(f"{corpus}/**/*.flac", out))
+    assert s.ok == 2 and s.total == 2
+    assert {r.output for r in current(out).values()} == {"s1/a.npy", "s1/deep/b.npy"}
+
+    # list file: relative entries are relative to the list's folder; ../ entries stay inside
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "files.txt").write_text(
+        "# comment\n\n../corpus/s2/c.wav\n" f"{corpus / 's1/a.flac'}\n" "../outside/o.wav\n../corpus/missing.wav\n"
+    )
+    out = tmp_path / "l"
+    s = run_batch(batch_cfg(lists / "files.txt", out))
+    assert (s.ok, s.failed) == (3, 1)
+    recs = current(out)
+    assert {r.output for r in recs.values() if r.status == "ok"} == {
+        "corpus/s2/c.npy", "corpus/s1/a.npy", "outside/o.npy"
+    }
+    missing = recs[str(tmp_path / "corpus/missing.wav")]
+    assert missing.status == "failed" and "no such file" in missing.error
+    for p in out.rglob("*"):
+        assert p.resolve().is_relative_to(out.resolve())
+
+    # one audio file
+    out = tmp_path / "one"
+    s = run_batch(batch_cfg(corpus / "s2/c.wav", out))
+    assert s.ok == 1 and (out / "c.npy").is_file()
+
+    # a list naming nothing, a glob matching nothing: one-line errors
+    (lists / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(InputError, match="lists no files"):
+        run_batch(batch_cfg(lists / "empty.txt", tmp_path / "e1"))
+    with pytest.raises(InputError, match="no audio files"):
+        run_batch(batch_cfg(f"{corpus}/**/*.opus", tmp_path / "e2"))
+
+
+# ---------------------------------------------------------------- channels
+def test_auto_channels_fixed_by_first_input_and_recorded(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "a_stereo.wav", 0.3, channels=2, seed=1)
+    write_audio(corpus / "b_stereo.flac", 0.4, channels=2, seed=2)
+    write_audio(corpus / "c_mono.wav", 0.3, channels=1, seed=3)
+    out = tmp_path / "feats"
+    s = run_batch(batch_cfg(corpus, out))
+    assert (s.ok, s.failed, s.in_channels, s.exit_code) == (2, 1, 2, 1)
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["in_channels"] == 2
+    from safetensors.torch import load_file
+
+    assert load_file(str(out / "model.safetensors"))["layers.0.conv.weight"].shape[1] == 2
+    err = current(out)[str(corpus / "c_mono.wav")].error
+    assert "1 channel(s)" in err and "takes 2" in err and "audio.channels=mono" in err
+    # the fix it names works: every file goes through as mono
+    s = run_batch(batch_cfg(corpus, tmp_path / "mono", audio=AudioConfig(sample_rate=SR, channels="mono")))
+    assert (s.ok, s.failed, s.in_channels) == (3, 0, 1)
+
+
+# ---------------------------------------------------------------- resume, overwrite, refusal
+def test_resume_skips_done_redoes_failed_and_overwrite_redoes_all(tmp_path):
+    corpus = tmp_path / "corpus"
+    for i in range(4):
+        write_audio(corpus / f"d{i % 2}/f{i}.wav", 0.2 + 0.1 * i, seed=i)
+    (corpus / "d0/broken.wav").write_bytes(b"not audio at all" * 10)
+    out = tmp_path / "feats"
+    s1 = run_batch(batch_cfg(corpus, out))
+    assert (s1.ok, s1.skipped, s1.failed) == (4, 0, 1)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.npy")}
+    shape_f3 = current(out)[str(corpus / "d1/f3.wav")].shape
+
+    # a killed run's leftovers, the file repaired, one output deleted
+    (out / "d0/.f0.npy.tmp-0a1b2c3d").write_bytes(b"partial")
+    (out / ".model.safetensors.tmp-deadbeef").write_bytes(b"partial")
+    (out / "d0/.keep").write_text("not ours")
+    write_audio(corpus / "d0/broken.wav", 0.3, seed=9)
+    (out / "d1/f1.npy").unlink()
+    s2 = run_batch(batch_cfg(corpus, out))
+    assert (s2.ok, s2.skipped, s2.failed, s2.exit_code) == (2, 3, 0, 0)
+    recs = current(out)
+    assert recs[str(corpus / "d0/broken.wav")].status == "ok"
+    assert recs[str(corpus / "d1/f1.wav")].status == "ok"
+    assert recs[str(corpus / "d1/f3.wav")].status == "skipped"
+    assert recs[str(corpus / "d1/f3.wav")].shape == shape_f3  # skipped records keep what is known
+    for p, (ino, mtime, data) in before.items():
+        if p.name != "f1.npy":  # untouched: same file, same bytes
+            assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == (ino, mtime, data)
+    assert not temp_files(out) and (out / "d0/.keep").exists()
+
+    s3 = run_batch(batch_cfg(corpus, out, overwrite=True))
+    assert (s3.ok, s3.skipped, s3.failed) == (5, 0, 0)
+    for p, (ino, _, _) in before.items():
+        assert p.stat().st_ino != ino  # rewritten (atomic rename: a new file)
+    # the manifest holds one line per record written, the last one per input wins
+    assert len(list(iter_records(out))) == 5 + 5 + 5
+
+
+def test_rerun_with_other_model_or_audio_is_refused_unless_overwrite(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "x.wav")
+    out = tmp_path / "feats"
+    run_batch(batch_cfg(corpus, out))
+    other = [LayerConfig(out_channels=2, kernel_size=3)]
+    with pytest.raises(OutputError, match="different model"):
+        run_batch(batch_cfg(corpus, out, layers=other))
+    with pytest.raises(OutputError, match="audio.sample_rate=8000"):
+        run_batch(batch_cfg(corpus, out, audio=AudioConfig(sample_rate=16000)))
+    s = run_batch(batch_cfg(corpus, out, layers=other, overwrite=True))
+    assert s.ok == 1 and np.load(out / "x.npy").shape[0] == 2
+
+
+def test_one_job_per_output_dir(tmp_path):
+    write_audio(tmp_path / "corpus/x.wav")
+    out = tmp_path / "feats"
+    out.mkdir()
+    lock = _OutputLock(out)
+    try:
+        with pytest.raises(OutputError, match="in use by another batch job"):
+            run_batch(batch_cfg(tmp_path / "corpus", out))
+    finally:
+        lock.release()
+    assert run_batch(batch_cfg(tmp_path / "corpus", out)).ok == 1
+
+
+def test_clean_temp_files_only_removes_atomic_write_leftovers(tmp_path):
+    keep = [".notes", "a.tmp-12345678", ".x.npy.tmp-zzzzzzzz", "x.npy"]
+    gone = [".x.npy.tmp-0123abcd", "sub/.y.npz.tmp-ffffffff"]
+    for name in keep + gone:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert clean_temp_files(tmp_path) == 2
+    assert files_under(tmp_path) == set(keep)
+
+
+# ---------------------------------------------------------------- failures isolated
+def _raising_decode(path, audio):
+    if "boom" in str(path):
+        raise RuntimeError("decoder exploded\nwith a second line")
+    return load_audio(path, audio)
+
+
+def _dying_decode(path, audio):
+    if "boom" in str(path):
+        os._exit(3)  # the worker process dies, as with a segfaulting decoder
+    return load_audio(path, audio)
+
+
+@pytest.mark.parametrize("workers, decode, message", [
+    ("thread", _raising_decode, "unexpected error while decoding (RuntimeError: decoder exploded with a second line)"),
+    ("process", _dying_decode, "the decoder crashed on this file"),
+])
+def test_a_crashing_worker_does_not_end_the_job(tmp_path, workers, decode, message):
+    corpus = tmp_path / "corpus"
+    for i in range(5):
+        write_audio(corpus / f"f{i}.wav", 0.2 + 0.05 * i, seed=i)
+    write_audio(corpus / "f2_boom.wav", 0.3, seed=7)
+    out = tmp_path / "feats"
+    s = run_batch(batch_cfg(corpus, out, batch={"workers": workers}, batch_size=2, num_workers=2), decode=decode)
+    assert (s.ok, s.failed, s.exit_code) == (5, 1, 1)
+    err = current(out)[str(corpus / "f2_boom.wav")].error
+    assert message in err and "\n" not in err
+    weights = out / "model.safetensors"
+    for i in range(5):
+        want = single_file(corpus / f"f{i}.wav", tmp_path / f"s{i}", weights)
+        assert float(np.abs(np.load(out / f"f{i}.npy") - want).max()) <= 1e-5
+
+
+def test_long_files_take_the_per_file_path(tmp_path, monkeypatch):
+    import conv_pipeline.batch as batch
+
+    calls = []
+    original = batch.process_long_file
+    monkeypatch.setattr(batch, "process_long_file", lambda path, *a, **k: calls.append(path) or original(path, *a, **k))
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "long.wav", 0.6, seed=1)
+    write_audio(corpus / "short.wav", 0.2, seed=2)
+    write_audio(corpus / "long_stereo.wav", 0.6, channels=2, seed=3)
+    out = tmp_path / "feats"
+    cfg = batch_cfg(corpus, out)
+    cfg.runtime.chunk_seconds = 0.5
+    s = run_batch(cfg)
+    assert (s.ok, s.failed) == (2, 1)
+    assert calls == [str(corpus / "long.wav")]  # the stereo one fails its channel check first
+    assert "audio.channels=mono" in current(out)[str(corpus / "long_stereo.wav")].error
+    for name in ("long", "short"):
+        want = single_file(corpus / f"{name}.wav", tmp_path / name, out / "model.safetensors")
+        assert float(np.abs(np.load(out / f"{name}.npy") - want).max()) <= 1e-5
+
+
+# ---------------------------------------------------------------- progress and summary
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(tmp_path, capsys, caplog):
+    corpus = tmp_path / "corpus"
+    for i in range(3):
+        write_audio(corpus / f"f{i}.wav", seed=i)
+    run_batch(batch_cfg(corpus, tmp_path / "bar", batch={"progress": "bar"}))
+    err = capsys.readouterr().err
+    assert "3/3" in err and "file" in err and "audio s/s" in err
+    with caplog.at_level("INFO", logger="conv_pipeline.batch"):
+        s = run_batch(batch_cfg(corpus, tmp_path / "log", batch={"progress": "log"}))
+    assert any("batch: 3/3 files (100%), 0 failed" in r.getMessage() for r in caplog.records)
+    text = s.format()
+    assert "3 input(s): 3 ok, 0 skipped, 0 failed" in text and "x real time" in text and "h of audio" in text
+
+
+# ---------------------------------------------------------------- SIGKILL at any moment
+def _kill_when(proc: subprocess.Popen, out: Path, min_new_ok: int, already: int) -> int:
+    """SIGKILL ``proc`` once the manifest has ``min_new_ok`` more ok records than ``already``."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = sum(1 for r in iter_records(out) if r.status == "ok")
+        if n >= already + min_new_ok:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the job ended before it could be killed; use more files"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    return sum(1 for r in iter_records(out) if r.status == "ok")
+
+
+def test_sigkill_then_rerun_completes_every_output(tmp_path):
+    corpus = tmp_path / "corpus"
+    n = 120
+    for i in range(n):
+        write_audio(corpus / f"d{i % 4}/f{i:03d}.wav", 0.05 + 0.01 * (i % 7), seed=i)
+    args = [f"input={corpus}", "output.dir=feats", LAYERS_CLI, f"audio.sample_rate={SR}",
+            "runtime.batch_size=1", "runtime.num_workers=1"]
+    out = tmp_path / "feats"
+
+    def start():
+        return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=str(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    ok1 = _kill_when(start(), out, 3, 0)  # killed mid-job
+    assert 3 <= ok1 < n
+    ok2 = _kill_when(start(), out, 3, ok1)  # killed again, later
+    assert ok2 < n
+    final = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert f"{n} input(s): " in final.stdout and "0 failed" in final.stdout
+
+    recs = current(out)
+    assert len(recs) == n and all(r.status in ("ok", "skipped") for r in recs.values())
+    assert sum(r.status == "skipped" for r in recs.values()) >= ok2  # done work was not redone
+    assert not temp_files(out)
+    # every output complete, loadable and right: compare with an uninterrupted run's weights
+    ref = run_batch(batch_cfg(corpus, tmp_path / "ref", batch_size=4))
+    assert ref.ok == n
+    for rec in recs.values():
+        got = np.load(out / rec.output, allow_pickle=False)
+        want = np.load(tmp_path / "ref" / rec.output)
+        assert got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-5
