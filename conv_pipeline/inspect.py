@@ -298,10 +298,12 @@ def model_summary(
     lines = [title, *(f"  {n}" for n in notes)]
     if n_frontend:
         which = "layer 1" if n_frontend == 1 else f"layers 1-{n_frontend}"
-        lines.append(
-            f"  {which}: the {model.frontend.type} front-end (fixed kernels, counted in params; an STFT conv "
-            "outputs (re, im) pairs that its magnitude halves; magnitude and log are not counted in FLOPs)"
-        )
+        log = " and log" if model.frontend.log else ""
+        if model.frontend.type == "sinc":
+            steps = f"rectification{log} not counted in FLOPs"
+        else:
+            steps = f"layer 1 outputs (re, im) pairs, each becoming one magnitude channel; magnitude{log} not counted in FLOPs"
+        lines.append(f"  {which}: the {model.frontend.type} front-end (fixed kernels, counted in params; {steps})")
     if num_samples is not None:
         lines.append(f"  input: {input_seconds:g} s = {num_samples} samples at {sample_rate:g} Hz")
     body = [

@@ -228,6 +228,11 @@ def test_dataset_batches_with_pad_collate(batch_dir):
         n = int(lengths[i])
         assert torch.equal(feats[i, :, :n], ds[i][0]) and not feats[i, :, n:].any()
         assert metas[i]["input"] == ds.records[i].input
+    # workers started with spawn (macOS, Windows) receive the dataset pickled
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ds))
+    assert type(again) is FeatureDataset and len(again) == 3 and torch.equal(again[2][0], ds[2][0])
 
 
 def test_dataset_missing_file_and_bad_root(batch_dir, tmp_path):
