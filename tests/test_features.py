@@ -277,3 +277,40 @@ def test_output_names_match_the_pipeline():
     from conv_pipeline import features, pipeline
 
     assert (features.WEIGHTS_NAME, features.CONFIG_NAME) == (pipeline.WEIGHTS_NAME, pipeline.CONFIG_NAME)
+
+
+def test_dataset_and_inspect_on_a_real_batch_output(tmp_path):
+    """The batch job's own output: nested folders mirrored, a failed input, npz metadata."""
+    from conv_pipeline import FeatureDataset, load_features
+    from conv_pipeline.batch import run_batch
+    from conv_pipeline.config import AudioConfig, BatchConfig, BatchOptions, OutputConfig, OutputFormat
+    from conv_pipeline.inspect import describe_dir
+    from conv_pipeline.pipeline import compose_config
+
+    corpus = tmp_path / "corpus"
+    (corpus / "a" / "b").mkdir(parents=True)
+    write_tone(corpus / "a" / "b" / "x.wav", 0.5, 16000)
+    write_tone(corpus / "y.wav", 0.75, 8000, channels=2)
+    (corpus / "a" / "bad.wav").write_text("not audio")
+    out = tmp_path / "feats"
+    cfg = BatchConfig(
+        input=str(corpus),
+        model=compose_config([]).model,  # the default preset
+        audio=AudioConfig(sample_rate=16000, channels="mono"),
+        output=OutputConfig(dir=str(out), format=OutputFormat.npz),
+        batch=BatchOptions(progress="none"),
+    )
+    run_batch(cfg)
+    ds = FeatureDataset(out)
+    assert sorted(r.output for r in ds.records) == ["a/b/x.npz", "y.npz"]
+    for feats, meta in (ds[i] for i in range(len(ds))):
+        arr, m = load_features(Path(meta["root"]) / meta["record"]["output"])
+        np.testing.assert_array_equal(feats.numpy(), arr)
+        with np.load(Path(meta["root"]) / meta["record"]["output"], allow_pickle=False) as z:
+            np.testing.assert_array_equal(meta["frame_times"], z["frame_times"])
+        n = feats.shape[1]
+        np.testing.assert_allclose(meta["frame_times"], default_frame_times(n, 16000), atol=1e-12)
+        assert meta["warnings"] == []
+    text = describe_dir(out)
+    assert "a/b/x.npz" in text and "y.npz" in text and "failed" in text and str(corpus / "a" / "bad.wav") in text
+    assert text.splitlines()[-1].startswith("3 input(s): 2 ok, 0 skipped, 1 failed; 1.25 s of audio")
