@@ -5,7 +5,8 @@ One PNG per file (matplotlib's Agg canvas: no display, no pyplot state):
 - top: the source audio, seconds on the x axis, one colour per channel (the channels the model
   saw: ``audio.channels`` of the run is applied). Long files are drawn as a min/max envelope read
   in blocks with soundfile, so a file is never loaded whole just to be drawn. The receptive field
-  of the middle frame is shaded (and shown zoomed in an inset when it is too narrow to see).
+  of the middle frame (the loudest one if the middle is silent) is shaded (and shown zoomed in an
+  inset when it is too narrow to see).
 - bottom: the features as a heatmap, channels by frames, each frame drawn at its centre time
   from the geometry (``frame_times``), with a colour bar (1st..99th percentile).
 - title: file name, model preset, output shape, hop and receptive field.
@@ -144,6 +145,20 @@ def _box(fig: Any, ax: Any) -> tuple[int, int, int, int]:
     return (int(round(bb.x0)), int(round(height - bb.y1)), int(round(bb.x1)), int(round(height - bb.y0)))
 
 
+def _shown_frame(env, times: np.ndarray, n_frames: int) -> int:
+    """The frame whose receptive field is drawn: the middle one, unless the audio is (nearly)
+    silent there, then the frame at the loudest point, so the zoomed inset shows signal."""
+    middle = n_frames // 2
+    swing = (env.high - env.low).max(axis=0)  # (columns,) peak-to-peak over channels
+    if swing.size == 0 or swing.max() <= 0:
+        return middle
+    at = int(np.clip(np.searchsorted(env.times, times[middle]), 0, swing.size - 1))
+    if swing[at] >= 0.1 * swing.max():
+        return middle
+    loudest = env.times[int(np.argmax(swing))]
+    return int(np.clip(np.argmin(np.abs(np.asarray(times) - loudest)), 0, n_frames - 1))
+
+
 def plot_features(
     feature_path: PathLike,
     out_path: PathLike,
@@ -228,7 +243,7 @@ def plot_features(
         ax_w.set_title(f"waveform: {audio.name} ({env.low.shape[0]} ch, {env.sample_rate} Hz"
                        + (", min/max envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
         if n_fr and rf and sr and meta["frame_starts"] is not None:
-            _draw_receptive_field(ax_w, audio, meta, channels_policy, n_fr // 2, xmax)
+            _draw_receptive_field(ax_w, audio, meta, channels_policy, _shown_frame(env, times, n_fr), xmax)
         ax_w.legend(loc="upper right", fontsize=8, framealpha=0.8)
     elif env is not None and not timed:
         why_none = "features have no sample rate: waveform and frames cannot share a time axis"

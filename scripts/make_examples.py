@@ -6,11 +6,17 @@ example_stereo.wav  2.5 s, 22.05 kHz, stereo, 16-bit PCM: a short melody of harm
                     panned left to right over a quiet noise floor, with a rising chirp.
 example_mono.flac   3.0 s, 16 kHz, mono, 16-bit FLAC: a vowel-like buzz (pulse train through
                     three formant resonances) with pitch glides, and two short silences.
+example_speech.wav  real (synthesised) English speech, 16 kHz mono 16-bit, from espeak-ng when it
+                    is installed (`apt-get install espeak-ng`); skipped otherwise, the committed
+                    file stays as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +70,26 @@ def buzz_mono(sr: int = 16000, seconds: float = 3.0) -> np.ndarray:
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
+SPEECH_TEXT = "Feature extraction turns sound into numbers. Every frame covers ten milliseconds of speech."
+
+
+def speech(out: Path) -> bool:
+    """Synthesise SPEECH_TEXT with espeak-ng, resampled to 16 kHz mono 16-bit. False if unavailable."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return False
+    import torch
+    import torchaudio.functional as AF
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "speech.wav"
+        subprocess.run([exe, "-v", "en-us", "-s", "150", "-w", str(raw), SPEECH_TEXT], check=True)
+        data, sr = sf.read(raw, dtype="float32")
+    x = AF.resample(torch.from_numpy(data)[None], sr, 16000)[0].numpy()
+    sf.write(out, 0.9 * x / max(1e-9, float(abs(x).max())), 16000, subtype="PCM_16")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data"))
@@ -71,6 +97,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sf.write(out / "example_stereo.wav", melody_stereo(), 22050, subtype="PCM_16")
     sf.write(out / "example_mono.flac", buzz_mono(), 16000, subtype="PCM_16")
+    if not speech(out / "example_speech.wav"):
+        print("espeak-ng not found: data/example_speech.wav left as it is")
     for p in sorted(out.glob("example_*")):
         info = sf.info(p)
         print(f"{p}: {info.channels} ch, {info.samplerate} Hz, {info.frames} frames, {p.stat().st_size} bytes")
