@@ -82,9 +82,11 @@ __all__ = [
 ]
 
 GLOB_CHARS = frozenset("*?[")
-# Decoded files wait in a pool of up to SORT_WINDOW batches; each batch takes the shortest
-# files of the pool, so files of similar length share a batch and little padding is computed.
-SORT_WINDOW = 4
+# Decoded files wait in a pool of up to SORT_WINDOW batches; each batch takes the run of files
+# of most similar length from it (``_take_batch``), so little padding is computed: on 300
+# files of 1-30 s, padding cost 53% extra stack work taking the shortest files of a 4-batch
+# pool, 15% with the best run of a 4-batch pool, 7.5% with an 8-batch pool.
+SORT_WINDOW = 8
 # ... and the pool never holds more than this many samples (bounded memory with long files).
 POOL_MAX_SAMPLES = 64 * 2**20
 TEMP_RE = re.compile(r"^\..+" + re.escape(TMP_MARKER) + r"[0-9a-f]{8}$")
@@ -263,8 +265,14 @@ def extract_batch(
     The files are zero-padded to the longest into ``(B, C, T_max)``; the stack zeroes every
     item's positions past its own valid length between layers, so each result equals
     ``pipeline.extract`` on that file alone; each is trimmed to
-    ``stack.geometry.output_length(T_i)``. Float32, on the CPU.
+    ``stack.geometry.output_length(T_i)``. Float32, on the CPU. A stack with a norm over time
+    (``group_norm``) runs the files one at a time instead (see below).
     """
+    if len(waveforms) > 1 and getattr(stack, "mixes_time", False):
+        # A norm that pools over time (group_norm): the masked statistics of a padded batch
+        # differ from the file-alone result by up to ~1.2e-5 (seen on short inputs), more than
+        # the 1e-5 promised, so such stacks run one file at a time (exact).
+        return [out for w in waveforms for out in extract_batch([w], stack, device)]
     if len(waveforms) == 1:
         with torch.inference_mode():
             y = stack(waveforms[0].to(device)[None])  # (C, T) -> (1, C, T) -> (1, C_out, F)
@@ -817,6 +825,29 @@ def _count(summary: BatchSummary, rec: ManifestRecord) -> None:
         summary.failures.append((rec.input, rec.error or ""))
 
 
+def _take_batch(pool: list[_Item], size: int) -> list[_Item]:
+    """Remove and return the ``size`` files of most similar length from ``pool``: among runs of
+    consecutive files in length order, the one whose padding costs the least relative to its
+    valid samples (new arrivals are random, so the shortest ones would not be similar)."""
+    pool.sort(key=lambda it: it.decoded.audio.frames)  # type: ignore[union-attr]
+    if len(pool) <= size:
+        batch = pool[:]
+        pool.clear()
+        return batch
+    frames = [it.decoded.audio.frames for it in pool]  # type: ignore[union-attr]
+    best, best_waste = 0, float("inf")
+    total = sum(frames[:size])
+    for i in range(len(pool) - size + 1):
+        if i:
+            total += frames[i + size - 1] - frames[i - 1]
+        waste = size * frames[i + size - 1] / total
+        if waste < best_waste:
+            best, best_waste = i, waste
+    batch = pool[best : best + size]
+    del pool[best : best + size]
+    return batch
+
+
 class _Engine:
     """Decode workers -> length-sorted pool -> padded batches in the main thread -> writer thread."""
 
@@ -1001,8 +1032,7 @@ class _Engine:
                 # the stack then overlaps the last decodes
                 target = self.batch_size if exhausted else window
                 while pool and (len(pool) >= target or pool_samples >= POOL_MAX_SAMPLES or drain):
-                    pool.sort(key=lambda it: it.decoded.audio.frames)  # type: ignore[union-attr]
-                    batch, pool[:] = pool[: self.batch_size], pool[self.batch_size :]
+                    batch = _take_batch(pool, self.batch_size)
                     pool_samples -= sum(it.decoded.audio.waveform.numel() for it in batch)  # type: ignore[union-attr]
                     self._compute(batch)
                     if not drain:
