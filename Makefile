@@ -7,10 +7,10 @@ EXAMPLE ?= data/example_stereo.wav
 
 .PHONY: install run test bench examples clean
 
-# The project (editable) with its test extras. Re-runs when pyproject.toml changes.
+# The project (editable) with its test and ray extras. Re-runs when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

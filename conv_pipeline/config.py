@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import ConfigError
 from .geometry import StackGeometry
@@ -25,6 +25,8 @@ __all__ = [
     "RuntimeConfig",
     "Config",
     "BatchOptions",
+    "EngineConfig",
+    "StorageConfig",
     "BatchConfig",
     "OutputFormat",
     "Device",
@@ -180,20 +182,62 @@ class BatchOptions:
 
 
 @dataclass
+class EngineConfig:
+    """Where the batch job runs (``engine=local`` or ``engine=ray``; ``configs/engine/*.yaml``).
+
+    ``local``: this process (decode workers, padded batches, a writer thread); only ``name`` is
+    used. ``ray``: a Ray Data pipeline (``conv_pipeline/ray_engine.py``). ``address``: null starts
+    a local Ray instance (``num_cpus`` CPUs, null = all), ``auto`` joins the cluster this machine
+    belongs to, ``ray://host:10001`` a remote one. ``num_actors``, ``num_cpus_per_actor``,
+    ``read_cpus`` (per decode task): null = derived from the cluster's resources, always leaving
+    CPU for the decode tasks. ``num_gpus_per_actor``: GPUs each stack actor holds (the stack then
+    runs on CUDA). ``env_vars``: set in every Ray worker (e.g. credentials variables).
+    ``ship_package``: upload this package to the cluster with the job (when the nodes lack it).
+    """
+
+    name: str = "local"
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    num_actors: Optional[int] = None
+    num_cpus_per_actor: Optional[float] = None
+    num_gpus_per_actor: float = 0.0
+    read_cpus: Optional[float] = None
+    env_vars: Any = None  # a mapping of names to values, or null
+    ship_package: bool = False
+
+
+@dataclass
+class StorageConfig:
+    """Inputs and outputs given as URLs (``s3://``, ``gs://``, ``memory://``, ...; see
+    ``conv_pipeline/storage.py``). ``options``: keyword arguments of the fsspec filesystem
+    (for s3fs: ``key``, ``secret``, ``client_kwargs: {endpoint_url: ...}``, ``anon``, ...),
+    passed to every worker. ``manifest_flush_s``: on object stores the manifest is rewritten
+    whole at most this often (and at the end)."""
+
+    options: Any = None  # a mapping, or null
+    manifest_flush_s: float = 30.0
+
+
+@dataclass
 class BatchConfig(Config):
-    """Root schema of the batch job: every ``Config`` key plus ``batch.*``."""
+    """Root schema of the batch job: every ``Config`` key plus ``batch.*``, ``engine.*`` and
+    ``storage.*``."""
 
     batch: BatchOptions = field(default_factory=BatchOptions)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``base_config`` is the root schema,
-    ``base_batch_config`` the batch job's)."""
+    ``base_batch_config`` the batch job's, ``engine/base_engine`` the schema the
+    ``configs/engine/*.yaml`` files extend)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(name="base_batch_config", node=BatchConfig)
+    cs.store(group="engine", name="base_engine", node=EngineConfig)
 
 
 # ---------------------------------------------------------------- validation
