@@ -20,6 +20,12 @@ Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch`
 Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
 (unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
 decoder) gets a ``failed`` record with a one-line message and the job goes on.
+
+Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``_Engine``);
+``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
+here: steps 1-3, what happens to a decoded batch or a long file (``_Work``: the stack, the
+atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
+local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
 """
 
 from __future__ import annotations
@@ -42,30 +48,36 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from .audio import Audio, load_audio, probe
+from . import storage
+from .audio import Audio, load_audio
 from .config import (
     AUDIO_EXTENSIONS,
     AudioConfig,
     BatchOptions,
     Config,
+    EngineConfig,
     OutputFormat,
+    StorageConfig,
     policy_channel_count,
     resolve_in_channels,
     validate_audio,
     validate_model,
 )
 from .errors import ConfigError, InputError, OutputError, PipelineError
-from .manifest import MANIFEST_NAME, ManifestRecord, append_record, read_manifest
+from .geometry import StackGeometry
+from .manifest import MANIFEST_NAME, ManifestRecord
 from .model import ConvStack, build_stack, checkpoint_in_channels
 from .pipeline import (
     CONFIG_NAME,
     DEFAULT_OUTPUT_DIR,
+    WEIGHTS_NAME,
     extract,
     plain_config,
     prepare_output_dir,
     resolve_device,
     to_config,
 )
+from .storage import ManifestSink, OutputDir
 from .writer import TMP_MARKER, write_features
 
 log = logging.getLogger("conv_pipeline.batch")
@@ -172,7 +184,9 @@ def _read_list(list_path: str) -> list[str]:
     return entries
 
 
-def find_inputs(spec: str, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> InputSet:
+def find_inputs(
+    spec: str, extensions: Sequence[str] = AUDIO_EXTENSIONS, options: Optional[dict[str, Any]] = None
+) -> InputSet:
     """The inputs that ``input=spec`` names.
 
     * a folder: every audio file below it (by extension, case-insensitive; hidden names
@@ -184,11 +198,20 @@ def find_inputs(spec: str, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Inpu
       the entries' common folder, so ``../x.wav`` still gets an output inside ``output.dir``;
     * one audio file (an audio extension): that file.
 
+    ``spec`` may be a URL (``s3://bucket/corpus``, ``gs://...``; opened with ``options``, see
+    ``storage.list_inputs``): the same four kinds on that filesystem, each input named by its URL.
+    ``file://`` URLs are local paths.
+
     Duplicates (the same file named twice) are dropped. Raises ``InputError`` when nothing is
     found.
     """
     exts = frozenset(e.lower().lstrip(".") for e in extensions)
     spec = str(spec)
+    if storage.is_url(spec):
+        kind, root, paths, rels = storage.list_inputs(spec, exts, options)
+        unique_rels = dict(zip(paths, rels))  # the same URL twice (a list): once
+        return _ordered_inputs(spec, exts, kind, root, list(unique_rels), list(unique_rels.values()))
+    spec = storage.local_path(spec)
     if os.path.isdir(spec):
         kind, root, paths = "folder", spec, _walk_folder(spec, exts)
     elif os.path.isfile(spec):
@@ -213,6 +236,11 @@ def find_inputs(spec: str, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Inpu
     if any(r == ".." or r.startswith("../") for r in rels):  # cannot happen by construction; be sure
         root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
         rels = [_posix_rel(p, root) for p in paths]
+    return _ordered_inputs(spec, exts, kind, root, paths, rels)
+
+
+def _ordered_inputs(spec: str, exts: frozenset[str], kind: str, root: str, paths: list[str], rels: list[str]) -> InputSet:
+    """Sorted by relative path (a list keeps its order); ``InputError`` when there are none."""
     order = sorted(range(len(paths)), key=lambda i: rels[i]) if kind != "list" else list(range(len(paths)))
     paths, rels = [paths[i] for i in order], [rels[i] for i in order]
     if not paths:
@@ -337,10 +365,10 @@ def _check_channels(path: str, have: int, channels: _ChannelSource) -> None:
     )
 
 
-def _check_item(audio: Audio, stack: ConvStack, channels: _ChannelSource, path: str) -> None:
+def _check_item(audio: Audio, geometry: StackGeometry, channels: _ChannelSource, path: str) -> None:
     """Raise ``InputError`` unless the decoded file fits the job's stack (channels, length)."""
     _check_channels(path, int(audio.waveform.shape[0]), channels)
-    stack.geometry.check_input_length(audio.frames, what=path)
+    geometry.check_input_length(audio.frames, what=path)
 
 
 @dataclass
@@ -349,11 +377,14 @@ class _Decoded:
     seconds: float
 
 
-def _decode(path: str, audio: AudioConfig, long_after_s: Optional[float], decode: Callable) -> _Decoded:
-    """Runs in a decode worker (thread or process)."""
+def _decode(
+    path: str, audio: AudioConfig, long_after_s: Optional[float], decode: Callable, options: Optional[dict] = None
+) -> _Decoded:
+    """Runs in a decode worker (thread, process or Ray task). ``path``: a path or URL (its
+    header is read in place; ``decode`` must take URLs: ``storage.decode``)."""
     t0 = time.perf_counter()
     if long_after_s is not None:
-        info = probe(path)
+        info = storage.probe(path, options)
         if info.duration_s > long_after_s:
             return _Decoded(None, time.perf_counter() - t0)
     return _Decoded(decode(path, audio), time.perf_counter() - t0)
@@ -444,50 +475,10 @@ class _Item:
     compute_s: float = 0.0
 
 
-def clean_temp_files(out_dir: Path) -> int:
+def clean_temp_files(out_dir: Path | str, options: Optional[dict] = None) -> int:
     """Remove ``.<name>.tmp-xxxxxxxx`` files (``writer.atomic_write``'s) left under ``out_dir``
-    by a killed run. Returns how many were removed."""
-    removed = 0
-    for dirpath, _dirnames, filenames in os.walk(out_dir):
-        for name in filenames:
-            if TEMP_RE.match(name):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
-
-
-def _repair_manifest_tail(out_dir: Path) -> None:
-    """A run killed mid-append can leave a last line without its newline; end it, so the next
-    record starts on a line of its own (the torn line is skipped by ``read_manifest``)."""
-    path = out_dir / MANIFEST_NAME
-    try:
-        with open(path, "rb+") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-    except FileNotFoundError:
-        pass
-
-
-def _append_records(out_dir: Path, records: Sequence[ManifestRecord]) -> None:
-    """Many records in one write and one fsync (``manifest.append_record``'s format)."""
-    if not records:
-        return
-    data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
-    fd = os.open(out_dir / MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    (a folder or URL) by a killed run. Returns how many were removed."""
+    return OutputDir(out_dir, options).clean_temp_files(TEMP_RE)
 
 
 class _OutputLock:
@@ -517,15 +508,6 @@ class _OutputLock:
             self.fd = None
 
 
-def _make_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create output.dir={str(out_dir)!r}: {err.strerror or err}") from None
-
-
 def _check_same_audio(out_dir: Path, config: dict[str, Any], overwrite: bool) -> None:
     """Refuse to add features computed with other audio settings to an existing job's folder."""
     path = out_dir / CONFIG_NAME
@@ -551,7 +533,9 @@ def _check_same_audio(out_dir: Path, config: dict[str, Any], overwrite: bool) ->
         )
 
 
-def _job_channels(cfg: Config, paths: Sequence[str], ckpt: Optional[int]) -> tuple[Optional[_ChannelSource], dict[str, str]]:
+def _job_channels(
+    cfg: Config, paths: Sequence[str], ckpt: Optional[int], options: Optional[dict] = None
+) -> tuple[Optional[_ChannelSource], dict[str, str]]:
     """The stack's input channels for the whole job, and the probe errors met on the way."""
     errors: dict[str, str] = {}
     policy = cfg.audio.channels
@@ -565,7 +549,7 @@ def _job_channels(cfg: Config, paths: Sequence[str], ckpt: Optional[int]) -> tup
         count = None
         for p in paths:
             try:
-                count, source = probe(p).channels, f"the first input, {p}"
+                count, source = storage.probe(p, options).channels, f"the first input, {p}"
                 break
             except PipelineError as err:
                 errors[p] = str(err)
@@ -631,7 +615,7 @@ def _hms(seconds: float) -> str:
 class BatchSummary:
     """What a batch job did. ``exit_code``: 1 if any input failed, else 0."""
 
-    output_dir: Path
+    output_dir: Path | str  # a URL for a remote output.dir
     total: int = 0
     ok: int = 0
     skipped: int = 0
@@ -654,7 +638,7 @@ class BatchSummary:
         lines = [
             f"batch: {self.total} input(s): {self.ok} ok, {self.skipped} skipped, {self.failed} failed; "
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
-            f"({self.speed:.0f}x real time); manifest: {self.output_dir / MANIFEST_NAME}"
+            f"({self.speed:.0f}x real time); manifest: {storage.join(self.output_dir, MANIFEST_NAME)}"
         ]
         if self.failures:
             lines.append("failed:")
@@ -671,6 +655,44 @@ def _batch_options(cfg: Config) -> BatchOptions:
     if isinstance(opts, dict):
         return BatchOptions(**opts)
     return opts
+
+
+def _engine_config(cfg: Config) -> EngineConfig:
+    engine = getattr(cfg, "engine", None)
+    if engine is None:
+        return EngineConfig()
+    return EngineConfig(**engine) if isinstance(engine, dict) else engine
+
+
+def _storage_config(cfg: Config) -> StorageConfig:
+    st = getattr(cfg, "storage", None)
+    if st is None:
+        return StorageConfig()
+    return StorageConfig(**st) if isinstance(st, dict) else st
+
+
+def storage_options(cfg: Config) -> dict[str, Any]:
+    """``storage.options`` as a plain dict (``{}`` when null); ``ConfigError`` unless a mapping."""
+    from collections.abc import Mapping
+
+    options = _storage_config(cfg).options
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"storage.options must be a mapping of fsspec options like '{{anon: true}}', got {options!r}"
+        )
+    return dict(options)
+
+
+def written_config(cfg: Config) -> dict[str, Any]:
+    """The resolved config written to ``config.yaml`` and ``.npz`` files: what the features were
+    computed with. ``engine`` and ``storage`` (where the job ran; credentials may be among
+    ``storage.options`` and ``engine.env_vars``) are left out, so both engines write the same."""
+    config = plain_config(cfg)
+    config.pop("engine", None)
+    config.pop("storage", None)
+    return config
 
 
 def _validate_runtime(cfg: Config, opts: BatchOptions) -> None:
@@ -693,6 +715,12 @@ def _validate_runtime(cfg: Config, opts: BatchOptions) -> None:
         raise bad("batch.extensions", "a non-empty list like [wav, flac]", list(opts.extensions))
     if not opts.log_every_s > 0:
         raise bad("batch.log_every_s", "a number of seconds > 0", opts.log_every_s)
+    engine = _engine_config(cfg)
+    if engine.name not in ("local", "ray"):
+        raise bad("engine", "local or ray (engine=ray runs the job on a Ray cluster)", engine.name)
+    if not _storage_config(cfg).manifest_flush_s > 0:
+        raise bad("storage.manifest_flush_s", "a number of seconds > 0", _storage_config(cfg).manifest_flush_s)
+    storage_options(cfg)
 
 
 def compute_threads(num_workers: int, device: torch.device) -> int:
@@ -719,8 +747,10 @@ def run_batch(
     ``cfg``: a ``BatchConfig``/``Config`` or a composed Hydra config. ``output_dir`` is used
     when ``cfg.output.dir`` is null (a multirun job's folder), else ``feats``. ``decode``:
     ``path, AudioConfig -> Audio`` (``load_audio``; a module-level function with
-    ``batch.workers=process``). Raises ``PipelineError`` (exit 2) for config and setup
-    problems, before any audio is decoded; per-file problems become ``failed`` records.
+    ``batch.workers=process``; local engine only). Raises ``PipelineError`` (exit 2) for config
+    and setup problems, before any audio is decoded; per-file problems become ``failed`` records.
+    ``engine.name=ray`` runs step 4 on Ray (``conv_pipeline.ray_engine``); its resource settings
+    are checked against the cluster before anything is written.
     """
     t_start = time.perf_counter()
     cfg = to_config(cfg)
@@ -730,22 +760,37 @@ def run_batch(
     validate_model(cfg.model)
     validate_audio(cfg.audio)
     _validate_runtime(cfg, opts)
-    device = resolve_device(cfg.runtime.device)
+    options = storage_options(cfg)
+    out = OutputDir(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR, options)
+    runner = None
+    if _engine_config(cfg).name == "ray":
+        from .ray_engine import RayRunner
+
+        runner = RayRunner(cfg, _engine_config(cfg), out)  # static checks (Ray installed, keys, URLs)
+        device = torch.device("cpu")  # the driver only writes the weights; each actor picks its device
+    else:
+        device = resolve_device(cfg.runtime.device)
     fmt = cfg.output.format.value if isinstance(cfg.output.format, OutputFormat) else str(cfg.output.format)
     ckpt = checkpoint_in_channels(cfg.model.checkpoint, cfg.model) if cfg.model.checkpoint else None
-    out_dir = Path(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR)
 
-    inputs = find_inputs(cfg.input, opts.extensions)
+    inputs = find_inputs(cfg.input, opts.extensions, options)
     outputs = plan_outputs(inputs.rels, fmt)
-    channels, probe_errors = _job_channels(cfg, inputs.paths, ckpt)
-    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out_dir)
+    channels, probe_errors = _job_channels(cfg, inputs.paths, ckpt, options)
+    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
 
-    _make_dir(out_dir)
-    lock = _OutputLock(out_dir)
     try:
-        return _run_locked(cfg, opts, inputs, outputs, channels, probe_errors, out_dir, device, decode, t_start)
+        if runner is not None:
+            runner.start()  # connects; impossible resource settings fail here, nothing written
+        out.create()
+        lock = _OutputLock(out.path) if out.path is not None else None  # no lock on remote storage
+        try:
+            return _run_locked(cfg, opts, inputs, outputs, channels, probe_errors, out, device, decode, t_start, runner)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        lock.release()
+        if runner is not None:
+            runner.close()
 
 
 def _run_locked(
@@ -755,35 +800,61 @@ def _run_locked(
     outputs: list[str],
     channels: Optional[_ChannelSource],
     probe_errors: dict[str, str],
-    out_dir: Path,
+    out: OutputDir,
     device: torch.device,
     decode: Callable,
     t_start: float,
+    runner: Any = None,
 ) -> BatchSummary:
-    summary = BatchSummary(output_dir=out_dir, total=len(inputs.paths))
-    config = plain_config(cfg)
+    summary = BatchSummary(output_dir=out.path if out.path is not None else out.spec, total=len(inputs.paths))
+    config = written_config(cfg)
     stack: Optional[ConvStack] = None
     if channels is not None:
         config["model"]["in_channels"] = channels.count
         summary.in_channels = channels.count
         stack = build_stack(cfg.model, channels.count, seed=cfg.seed).to(device).eval()
-        _check_same_audio(out_dir, config, cfg.overwrite)
-        prepare_output_dir(out_dir, stack, cfg.overwrite, config)
+        with out.metadata([WEIGHTS_NAME, CONFIG_NAME]) as meta:  # remote: a staged copy, committed after
+            _check_same_audio(meta, config, cfg.overwrite)
+            prepare_output_dir(meta, stack, cfg.overwrite, config)
         log.info("batch: stack takes %d channel(s) (fixed by %s)", channels.count, channels.source)
 
-    removed = clean_temp_files(out_dir)
+    removed = out.clean_temp_files(TEMP_RE)
     if removed:
         log.info("batch: removed %d temporary file(s) left by an interrupted run", removed)
-    _repair_manifest_tail(out_dir)
+    manifest = ManifestSink(out, _storage_config(cfg).manifest_flush_s)  # local: ends a torn last line
+    try:
+        _run_manifest(cfg, opts, inputs, outputs, channels, probe_errors, out, manifest, stack, config, device, decode, summary, runner)
+    finally:
+        manifest.close()
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
 
+
+def _run_manifest(
+    cfg: Config,
+    opts: BatchOptions,
+    inputs: InputSet,
+    outputs: list[str],
+    channels: Optional[_ChannelSource],
+    probe_errors: dict[str, str],
+    out: OutputDir,
+    manifest: ManifestSink,
+    stack: Optional[ConvStack],
+    config: dict[str, Any],
+    device: torch.device,
+    decode: Callable,
+    summary: BatchSummary,
+    runner: Any,
+) -> None:
     # Resume: an output under its final name is complete (atomic writes); skip it.
-    previous = {r.output: r for r in read_manifest(out_dir).values() if r.status in ("ok", "skipped") and r.output}
+    previous = {r.output: r for r in manifest.read().values() if r.status in ("ok", "skipped") and r.output}
+    existing = out.files() if out.remote else None  # one listing instead of a request per file
     todo: list[_Item] = []
     early: list[ManifestRecord] = []
     for i, (path, rel) in enumerate(zip(inputs.paths, outputs)):
         if stack is None:  # no input could even be probed: nothing to build a stack for
             early.append(ManifestRecord(input=path, status="failed", error=probe_errors.get(path) or f"{path}: not probed"))
-        elif not cfg.overwrite and (out_dir / rel).is_file():
+        elif not cfg.overwrite and (rel in existing if existing is not None else out.local(rel).is_file()):
             prev = previous.get(rel)
             early.append(
                 ManifestRecord(
@@ -797,21 +868,22 @@ def _run_locked(
             )
         else:
             todo.append(_Item(i, path, rel))
-    _append_records(out_dir, early)
+    manifest.add(early)
     for rec in early:
         _count(summary, rec)
     if early:
         log.info("batch: %d input(s) already done (skipped), %d to process", summary.skipped, len(todo))
 
     if todo and stack is not None and channels is not None:
+        if runner is not None:
+            runner.run(_Work(cfg, None, channels, out, device, config), todo, manifest, summary, opts)
+            return
         threads_before = torch.get_num_threads()
         torch.set_num_threads(compute_threads(cfg.runtime.num_workers, device))
         try:
-            _Engine(cfg, opts, stack, channels, out_dir, device, config, decode, summary).run(todo)
+            _Engine(cfg, opts, stack, channels, out, manifest, device, config, decode, summary).run(todo)
         finally:
             torch.set_num_threads(threads_before)
-    summary.wall_seconds = time.perf_counter() - t_start
-    return summary
 
 
 def _count(summary: BatchSummary, rec: ManifestRecord) -> None:
@@ -848,6 +920,116 @@ def _take_batch(pool: list[_Item], size: int) -> list[_Item]:
     return batch
 
 
+class _Work:
+    """What happens to a batch of decoded files, or to one long file, in either engine (the local
+    engine's main and writer threads, a Ray actor): the stack (a batch that fails is split into
+    single files), each file's features written atomically under ``output.dir`` (a folder or a
+    URL), and a manifest record for every outcome. Nothing here touches the manifest.
+
+    Picklable without its stack: the Ray engine ships it to each actor, which ``bind``s its own
+    stack and device.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        stack: Optional[ConvStack],
+        channels: _ChannelSource,
+        out: OutputDir,
+        device: torch.device,
+        config: dict[str, Any],
+    ) -> None:
+        self.cfg, self.stack, self.channels, self.out, self.device, self.config = cfg, stack, channels, out, device, config
+        self.options = storage_options(cfg)
+        self.chunk_seconds = cfg.runtime.chunk_seconds
+        self.debug = bool(cfg.debug)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "stack": None}
+
+    def bind(self, stack: ConvStack, device: torch.device) -> "_Work":
+        self.stack, self.device = stack, device
+        return self
+
+    @property
+    def geometry(self) -> StackGeometry:
+        return self.stack.geometry if self.stack is not None else validate_model(self.cfg.model)
+
+    @staticmethod
+    def item_seconds(item: _Item) -> float:
+        return (item.decoded.seconds if item.decoded else 0.0) + item.compute_s
+
+    def failed(self, item: _Item, error: str, audio: Optional[Audio] = None) -> ManifestRecord:
+        return ManifestRecord(
+            input=item.path,
+            status="failed",
+            error=_one_line(error),
+            sample_rate=audio.sample_rate if audio else None,
+            num_samples=audio.frames if audio else None,
+            duration_s=audio.frames / audio.sample_rate if audio else None,
+            seconds=round(self.item_seconds(item), 4),
+        )
+
+    def compute(self, batch: list[_Item]) -> list[tuple[_Item, Any]]:
+        """``(item, features)`` for every file the stack ran on, ``(item, failed record)`` for the others."""
+        assert self.stack is not None
+        t0 = time.perf_counter()
+        waves = [it.decoded.audio.waveform for it in batch]  # type: ignore[union-attr]
+        try:
+            feats = extract_batch(waves, self.stack, self.device)
+        except Exception as err:  # noqa: BLE001
+            if len(batch) > 1:  # find the file that breaks the stack; the others go on
+                return [res for it in batch for res in self.compute([it])]
+            it = batch[0]
+            return [(it, self.failed(it, _error_message(it.path, err, "running the stack", self.debug), it.decoded.audio))]  # type: ignore[union-attr]
+        share = (time.perf_counter() - t0) / len(batch)
+        for it in batch:
+            it.compute_s = share
+        return list(zip(batch, feats))
+
+    def write(self, item: _Item, features: torch.Tensor) -> ManifestRecord:
+        """Write one file's features atomically; its record (``failed`` if the write failed)."""
+        assert item.decoded is not None and item.decoded.audio is not None
+        audio = item.decoded.audio
+        t0 = time.perf_counter()
+        try:
+            with self.out.writing(item.out_rel) as out_path:
+                write_features(out_path, features.numpy(), self.geometry, audio.sample_rate, self.config)
+        except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
+            msg = str(err) if isinstance(err, PipelineError) else f"cannot write {self.out.url(item.out_rel)}: {_one_line(str(err)) or type(err).__name__}"
+            return ManifestRecord(input=item.path, status="failed", error=_one_line(msg))
+        return ManifestRecord(
+            input=item.path,
+            status="ok",
+            output=item.out_rel,
+            sample_rate=audio.sample_rate,
+            num_samples=audio.frames,
+            duration_s=audio.frames / audio.sample_rate,
+            shape=list(features.shape),
+            seconds=round(self.item_seconds(item) + time.perf_counter() - t0, 4),
+        )
+
+    def long_file(self, item: _Item) -> ManifestRecord:
+        """A file longer than ``runtime.chunk_seconds``: ``process_long_file`` on a local copy
+        of a remote input, into a local file committed to ``output.dir``."""
+        assert self.stack is not None
+        t0 = time.perf_counter()
+        try:
+            info = storage.probe(item.path, self.options)
+            _check_channels(item.path, policy_channel_count(self.cfg.audio.channels, info.channels), self.channels)
+            with storage.fetched(item.path, self.options) as local_in, self.out.writing(item.out_rel) as out_path:
+                sr, n, shape = process_long_file(
+                    local_in, out_path, self.stack, self.cfg.audio, self.device, self.config, float(self.chunk_seconds or 0)
+                )
+        except Exception as err:  # noqa: BLE001
+            item.compute_s = time.perf_counter() - t0
+            return self.failed(item, _error_message(item.path, err, "processing a long file", self.debug))
+        return ManifestRecord(
+            input=item.path, status="ok", output=item.out_rel, sample_rate=sr, num_samples=n,
+            duration_s=n / sr, shape=shape, seconds=round(self.item_seconds(item) + time.perf_counter() - t0, 4),
+        )
+
+
 class _Engine:
     """Decode workers -> length-sorted pool -> padded batches in the main thread -> writer thread."""
 
@@ -857,14 +1039,17 @@ class _Engine:
         opts: BatchOptions,
         stack: ConvStack,
         channels: _ChannelSource,
-        out_dir: Path,
+        out: OutputDir,
+        manifest: ManifestSink,
         device: torch.device,
         config: dict[str, Any],
         decode: Callable,
         summary: BatchSummary,
     ) -> None:
         self.cfg, self.opts, self.stack, self.channels = cfg, opts, stack, channels
-        self.out_dir, self.device, self.config, self.decode, self.summary = out_dir, device, config, decode, summary
+        self.out, self.manifest, self.device, self.config, self.summary = out, manifest, device, config, summary
+        self.work = _Work(cfg, stack, channels, out, device, config)
+        self.decode = storage.decode(decode, self.work.options)  # paths and URLs
         self.batch_size = cfg.runtime.batch_size
         self.chunk_seconds = cfg.runtime.chunk_seconds
         self.debug = bool(cfg.debug)
@@ -873,47 +1058,17 @@ class _Engine:
         self.max_writes = 2 * self.batch_size + 4
 
     # -- records: every record goes through the single writer thread, in order
-    def _record_failed(self, item: _Item, error: str, audio: Optional[Audio] = None) -> None:
-        rec = ManifestRecord(
-            input=item.path,
-            status="failed",
-            error=_one_line(error),
-            sample_rate=audio.sample_rate if audio else None,
-            num_samples=audio.frames if audio else None,
-            duration_s=audio.frames / audio.sample_rate if audio else None,
-            seconds=round(self._item_seconds(item), 4),
-        )
-        self._submit_write(lambda: (append_record(self.out_dir, rec), rec)[1])
+    def _append(self, rec: ManifestRecord) -> ManifestRecord:
+        self.manifest.add([rec])
+        return rec
 
-    @staticmethod
-    def _item_seconds(item: _Item) -> float:
-        return (item.decoded.seconds if item.decoded else 0.0) + item.compute_s
+    def _record_failed(self, item: _Item, error: str, audio: Optional[Audio] = None) -> None:
+        rec = self.work.failed(item, error, audio)
+        self._submit_write(lambda: self._append(rec))
 
     def _write_ok(self, item: _Item, features: torch.Tensor) -> ManifestRecord:
         """Runs in the writer thread: write the features atomically, then append the record."""
-        assert item.decoded is not None and item.decoded.audio is not None
-        audio = item.decoded.audio
-        t0 = time.perf_counter()
-        out_path = self.out_dir / item.out_rel
-        try:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            write_features(out_path, features.numpy(), self.stack.geometry, audio.sample_rate, self.config)
-        except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
-            msg = str(err) if isinstance(err, PipelineError) else f"cannot write {out_path}: {_one_line(str(err)) or type(err).__name__}"
-            rec = ManifestRecord(input=item.path, status="failed", error=_one_line(msg))
-        else:
-            rec = ManifestRecord(
-                input=item.path,
-                status="ok",
-                output=item.out_rel,
-                sample_rate=audio.sample_rate,
-                num_samples=audio.frames,
-                duration_s=audio.frames / audio.sample_rate,
-                shape=list(features.shape),
-                seconds=round(self._item_seconds(item) + time.perf_counter() - t0, 4),
-            )
-        append_record(self.out_dir, rec)
-        return rec
+        return self._append(self.work.write(item, features))
 
     def _submit_write(self, fn: Callable[[], ManifestRecord]) -> None:
         self.writes.append(self.writer.submit(fn))
@@ -930,8 +1085,8 @@ class _Engine:
                 pending.append(fut)
                 continue
             err = fut.exception()
-            if err is not None:  # append_record itself failed: the manifest cannot be written
-                raise OutputError(f"cannot append to {self.out_dir / MANIFEST_NAME}: {_one_line(str(err))}")
+            if err is not None:  # the manifest itself cannot be written
+                raise OutputError(f"cannot append to {storage.join(self.out.display, MANIFEST_NAME)}: {_one_line(str(err))}")
             rec = fut.result()
             _count(self.summary, rec)
             self.progress.update(rec)
@@ -939,41 +1094,15 @@ class _Engine:
 
     # -- compute
     def _compute(self, batch: list[_Item]) -> None:
-        t0 = time.perf_counter()
-        waves = [it.decoded.audio.waveform for it in batch]  # type: ignore[union-attr]
-        try:
-            feats = extract_batch(waves, self.stack, self.device)
-        except Exception as err:  # noqa: BLE001
-            if len(batch) > 1:  # find the file that breaks the stack; the others go on
-                for it in batch:
-                    self._compute([it])
-                return
-            self._record_failed(batch[0], _error_message(batch[0].path, err, "running the stack", self.debug), batch[0].decoded.audio)  # type: ignore[union-attr]
-            return
-        share = (time.perf_counter() - t0) / len(batch)
-        for it, f in zip(batch, feats):
-            it.compute_s = share
-            self._submit_write(lambda it=it, f=f: self._write_ok(it, f))
+        for it, res in self.work.compute(batch):
+            if isinstance(res, ManifestRecord):
+                self._submit_write(lambda rec=res: self._append(rec))
+            else:
+                self._submit_write(lambda it=it, f=res: self._write_ok(it, f))
 
     def _long_file(self, item: _Item) -> None:
-        t0 = time.perf_counter()
-        out_path = self.out_dir / item.out_rel
-        try:
-            info = probe(item.path)
-            _check_channels(item.path, policy_channel_count(self.cfg.audio.channels, info.channels), self.channels)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            sr, n, shape = process_long_file(
-                item.path, out_path, self.stack, self.cfg.audio, self.device, self.config, float(self.chunk_seconds or 0)
-            )
-        except Exception as err:  # noqa: BLE001
-            item.compute_s = time.perf_counter() - t0
-            self._record_failed(item, _error_message(item.path, err, "processing a long file", self.debug))
-            return
-        rec = ManifestRecord(
-            input=item.path, status="ok", output=item.out_rel, sample_rate=sr, num_samples=n,
-            duration_s=n / sr, shape=shape, seconds=round(self._item_seconds(item) + time.perf_counter() - t0, 4),
-        )
-        self._submit_write(lambda: (append_record(self.out_dir, rec), rec)[1])
+        rec = self.work.long_file(item)
+        self._submit_write(lambda: self._append(rec))
 
     def _accept(self, item: _Item, fut: cf.Future, pool: list[_Item]) -> None:
         """A decode finished: into the pool, to the long-file path, or a failed record."""
@@ -989,7 +1118,7 @@ class _Engine:
             self._long_file(item)
             return
         try:
-            _check_item(audio, self.stack, self.channels, item.path)
+            _check_item(audio, self.stack.geometry, self.channels, item.path)
         except PipelineError as e:
             self._record_failed(item, str(e), audio)
             return
@@ -998,7 +1127,7 @@ class _Engine:
     def run(self, todo: list[_Item]) -> None:
         self.progress = _Progress(len(todo), self.opts.progress, self.opts.log_every_s)
         decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
-        args = (self.cfg.audio, self.chunk_seconds, self.decode)
+        args = (self.cfg.audio, self.chunk_seconds, self.decode, self.work.options)
         max_inflight = max(1, 2 * self.cfg.runtime.num_workers + self.batch_size)
         window = SORT_WINDOW * self.batch_size
         queue: Iterator[_Item] = iter(todo)
