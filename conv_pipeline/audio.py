@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -21,7 +21,18 @@ import torchaudio.functional as AF
 from .config import AudioConfig, validate_audio
 from .errors import InputError
 
-__all__ = ["Audio", "AudioInfo", "probe", "load_audio", "apply_channel_policy", "resample"]
+__all__ = [
+    "Audio",
+    "AudioInfo",
+    "BlockReader",
+    "probe",
+    "load_audio",
+    "open_blocks",
+    "apply_channel_policy",
+    "resample",
+    "resampled_length",
+    "normalize_waveform",
+]
 
 ChannelPolicy = Union[str, Sequence[int]]
 
@@ -127,12 +138,18 @@ def resampled_length(frames: int, orig: int, new: int) -> int:
 NORMALIZE_EPS = 1e-7
 
 
-def normalize_waveform(waveform: torch.Tensor) -> torch.Tensor:
+def normalize_waveform(waveform: torch.Tensor, stats: Optional[tuple[float, float]] = None) -> torch.Tensor:
     """Zero mean, unit variance over the whole file (all channels): ``(x - mean) / sqrt(var + 1e-7)``,
-    the input convention of wav2vec2/HuBERT models (Hugging Face ``do_normalize``). Statistics in float64."""
+    the input convention of wav2vec2/HuBERT models (Hugging Face ``do_normalize``). Statistics in float64.
+
+    ``stats``: the whole file's ``(mean, var)`` when ``waveform`` is only a block of it (chunked
+    execution computes them in a first pass); by default they are computed from ``waveform``.
+    """
     x = waveform.double()
-    mean = x.mean()
-    var = x.var(unbiased=False)
+    if stats is None:
+        mean, var = x.mean(), x.var(unbiased=False)
+    else:
+        mean, var = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in stats)
     return ((x - mean) / torch.sqrt(var + NORMALIZE_EPS)).to(waveform.dtype)
 
 
@@ -152,8 +169,7 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     if data.shape[0] == 0:
         raise InputError(f"{path}: has no audio frames (0 samples)")
     if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise InputError(f"{path}: contains {bad} NaN or Inf sample(s); repair or drop the file")
+        raise _non_finite_error(path, int((~np.isfinite(data)).sum()))
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
     wave = apply_channel_policy(wave, audio.channels, info.path)
     target = audio.sample_rate or int(sr)
@@ -163,3 +179,61 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     if data.shape[0] != info.frames:  # header lied (truncated file): say what was decoded
         info = AudioInfo(info.path, info.sample_rate, info.channels, int(data.shape[0]), info.format, info.subtype)
     return Audio(wave.contiguous(), target, info)
+
+
+def _non_finite_error(path: Union[str, os.PathLike], bad: int) -> InputError:
+    return InputError(f"{path}: contains {bad} NaN or Inf sample(s); repair or drop the file")
+
+
+class BlockReader:
+    """A file decoded block by block (``SoundFile.read``), with the channel policy applied.
+
+    Iterating yields float32 ``(channels', n)`` blocks at the file's own rate, ``block_frames``
+    frames each (the last may be shorter); every iteration decodes the file again from the
+    start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
+    is read to its end to count them, then refused; a file that decodes to no frames is refused.
+    ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
+    for a truncated file). Memory: one block, whatever the file's length.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
+        self.name = path  # as the caller gave it: load_audio's messages name it this way
+        self.info = info
+        self.policy = channels
+        self.block_frames = max(1, int(block_frames))
+        self.channels = int(apply_channel_policy(torch.empty(info.channels, 0), channels, info.path).shape[0])
+        self.frames_read: Optional[int] = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        frames, bad = 0, 0
+        try:
+            with sf.SoundFile(self.info.path) as f:
+                while True:
+                    data = f.read(self.block_frames, dtype="float32", always_2d=True)  # (n, C)
+                    if data.shape[0] == 0:
+                        break
+                    frames += data.shape[0]
+                    finite = np.isfinite(data)
+                    if bad or not finite.all():  # count them all, as load_audio does, then refuse
+                        bad += int(data.size - np.count_nonzero(finite))
+                        continue
+                    block = torch.from_numpy(data).t()  # (n, C) -> (C, n), a view
+                    yield apply_channel_policy(block, self.policy, self.info.path)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise _decode_error(self.info.path, err) from None
+        if frames == 0:
+            raise InputError(f"{self.name}: has no audio frames (0 samples)")
+        if bad:
+            raise _non_finite_error(self.name, bad)
+        self.frames_read = frames
+
+
+def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None, block_frames: int = 16000) -> BlockReader:
+    """Check ``path`` and ``audio`` as ``load_audio`` does, from the header alone (missing, empty,
+    non-audio, zero frames, a channel index the file lacks), and return a ``BlockReader``."""
+    audio = audio or AudioConfig()
+    validate_audio(audio)
+    info = probe(path)
+    if info.frames == 0:
+        raise InputError(f"{path}: has no audio frames (0 samples)")
+    return BlockReader(path, info, audio.channels, block_frames)

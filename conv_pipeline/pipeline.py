@@ -1,5 +1,10 @@
 """One file through the pipeline: load -> conv stack -> write. Plain Python; Hydra stays in
 ``__main__.py`` (``run`` takes an already composed config).
+
+``runtime.chunk_seconds=null`` decodes the file whole and runs the stack once (``extract``);
+a number runs the chunked executor (``streaming.extract_stream``): the file is read block by
+block and the features are written as they come, in memory bounded whatever the file's length,
+with the same frames.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .errors import ConfigError, InputError, OutputError
 from .geometry import StackGeometry
 from .model import ConvStack, build_stack, checkpoint_in_channels, same_weights, save_weights
 from .manifest import ManifestRecord, append_record
+from .streaming import extract_stream, file_writer, open_audio_stream, validate_chunk_seconds
 from .writer import feature_path, write_features, write_text
 
 log = logging.getLogger("conv_pipeline")
@@ -159,21 +165,33 @@ def summary_table(stack: ConvStack, frames: Optional[int], sample_rate: Optional
     return "\n".join(lines)
 
 
-def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config: Optional[dict] = None) -> Path:
-    """Create ``out_dir``; write the weights and the resolved config there (refusing to mix
-    models unless ``overwrite``). Returns the weights' path."""
+def _make_output_dir(out_dir: Path) -> bool:
+    """Create ``out_dir`` (and its parents); True when it did not exist."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
+    existed = out_dir.is_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output.dir={str(out_dir)!r}: {err.strerror or err}") from None
-    weights = out_dir / WEIGHTS_NAME
+    return not existed
+
+
+def _check_weights(weights: Path, stack: ConvStack, overwrite: bool) -> None:
+    """Refuse to mix models in one folder unless ``overwrite``."""
     if weights.exists() and not overwrite and not same_weights(stack, weights):
         raise OutputError(
             f"{weights} holds a different model's weights; its features would no longer match them. "
             "Use another output.dir or overwrite=true"
         )
+
+
+def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config: Optional[dict] = None) -> Path:
+    """Create ``out_dir``; write the weights and the resolved config there (refusing to mix
+    models unless ``overwrite``). Returns the weights' path."""
+    _make_output_dir(out_dir)
+    weights = out_dir / WEIGHTS_NAME
+    _check_weights(weights, stack, overwrite)
     if not weights.exists() or not same_weights(stack, weights):
         save_weights(stack, weights)
     if config is not None:
@@ -203,33 +221,70 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     if cfg.model.checkpoint:
         checkpoint_in_channels(cfg.model.checkpoint, cfg.model)  # readable, safe, right kind
 
-    audio = load_audio(cfg.input, cfg.audio)
-    in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0])
-    stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
-    features = extract(audio, stack, device)  # (C_out, F)
+    chunk_seconds = cfg.runtime.chunk_seconds
+    if chunk_seconds is not None:
+        chunk_seconds = validate_chunk_seconds(chunk_seconds)
+    out_stem = Path(cfg.input).stem
 
-    config = plain_config(cfg)
-    config["model"]["in_channels"] = in_channels
-    weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
-    # Logged once every check has passed, so an error is the only line a failed run prints.
-    log.info(
-        "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
-        audio.info.path, in_channels, audio.frames, audio.sample_rate, audio.frames / audio.sample_rate,
-    )
-    log.info("model %s\n%s", cfg.model.name, summary_table(stack, audio.frames, audio.sample_rate))
-    out_path = feature_path(out_dir, Path(cfg.input).stem, fmt)
-    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
+    def log_run(path: str, in_channels: int, frames: int, sample_rate: int, stack: ConvStack) -> None:
+        # Logged once every check has passed, so an error is the only line a failed run prints.
+        log.info(
+            "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
+            path, in_channels, frames, sample_rate, frames / sample_rate,
+        )
+        log.info("model %s\n%s", cfg.model.name, summary_table(stack, frames, sample_rate))
+
+    if chunk_seconds is None:  # the whole file at once
+        audio = load_audio(cfg.input, cfg.audio)
+        in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0])
+        stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
+        features = extract(audio, stack, device)  # (C_out, F)
+
+        config = plain_config(cfg)
+        config["model"]["in_channels"] = in_channels
+        weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
+        log_run(audio.info.path, in_channels, audio.frames, audio.sample_rate, stack)
+        out_path = feature_path(out_dir, out_stem, fmt)
+        write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
+        sample_rate, num_samples, shape = audio.sample_rate, audio.frames, tuple(features.shape)
+    else:  # block by block, the features written as they come (bounded memory)
+        stream = open_audio_stream(cfg.input, cfg.audio, chunk_seconds)  # header checks
+        in_channels = stack_in_channels(cfg.model, stream.channels)
+        stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
+        config = plain_config(cfg)
+        config["model"]["in_channels"] = in_channels
+        _check_weights(out_dir / WEIGHTS_NAME, stack, cfg.overwrite)  # before the long part
+        created = _make_output_dir(out_dir)  # the features' temporary file lives there
+        done: dict[str, Path] = {}
+
+        def commit() -> None:  # the features are complete under their temporary name
+            done["weights"] = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
+            log_run(stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)
+
+        out_path = feature_path(out_dir, out_stem, fmt)
+        try:
+            result = extract_stream(stream, stack, device, file_writer(out_path, stack.geometry, config, commit))
+        except BaseException:
+            if created:
+                try:
+                    out_dir.rmdir()  # only when empty: leave nothing behind for a file that failed
+                except OSError:
+                    pass
+            raise
+        weights = done["weights"]
+        sample_rate, num_samples, shape = result.sample_rate, result.num_samples, result.shape
+
     append_record(
         out_dir,
         ManifestRecord(
             input=str(cfg.input),
             status="ok",
             output=out_path.name,
-            sample_rate=audio.sample_rate,
-            num_samples=audio.frames,
-            duration_s=audio.frames / audio.sample_rate,
-            shape=list(features.shape),
+            sample_rate=sample_rate,
+            num_samples=num_samples,
+            duration_s=num_samples / sample_rate,
+            shape=list(shape),
             seconds=round(time.perf_counter() - t0, 4),
         ),
     )
-    return Result(out_path, tuple(features.shape), weights, audio.sample_rate, stack)
+    return Result(out_path, shape, weights, sample_rate, stack)

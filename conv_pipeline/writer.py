@@ -7,22 +7,37 @@ Feature files: ``<stem>.npy`` holds float32 ``(out_channels, frames)``; ``<stem>
 sample of each frame, negative inside the left padding), ``sample_rate``, ``hop``,
 ``receptive_field``, ``left_padding`` and ``config`` (the resolved config as JSON). Both read
 back with ``numpy.load(..., allow_pickle=False)``.
+
+Chunked execution writes features as they come (``write_features_stream``): ``.npy`` goes into a
+file preallocated with the predicted shape (``NpyStreamWriter``), so memory stays bounded
+whatever the file's length; ``.npz`` is written the same way into a temporary ``.npy`` that is
+then copied into the archive block by block (bounded too, one more pass over the disk).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
 from .errors import OutputError
 from .geometry import StackGeometry
 
-__all__ = ["atomic_write", "write_features", "feature_path", "TMP_MARKER"]
+__all__ = [
+    "atomic_write",
+    "write_features",
+    "write_features_stream",
+    "NpyStreamWriter",
+    "npz_metadata",
+    "feature_path",
+    "TMP_MARKER",
+]
 
 TMP_MARKER = ".tmp-"
 
@@ -71,21 +86,214 @@ def write_features(
                 np.save(f, features, allow_pickle=False)
 
     elif path.suffix == ".npz":
-        n = features.shape[1]
-        arrays = dict(
-            features=features,
-            frame_times=np.asarray(geometry.frame_times(n, sample_rate), dtype=np.float64),
-            frame_starts=np.asarray(geometry.frame_starts(n), dtype=np.int64),
-            sample_rate=np.int64(sample_rate),
-            hop=np.int64(geometry.hop),
-            receptive_field=np.int64(geometry.receptive_field),
-            left_padding=np.int64(geometry.left_padding),
-            config=np.str_(json.dumps(config or {}, sort_keys=True)),
-        )
+        arrays = dict(features=features, **npz_metadata(features.shape[1], geometry, sample_rate, config))
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
+
+    else:
+        raise ValueError(f"unknown feature format {path.suffix!r}; use .npy or .npz")
+    return atomic_write(path, write)
+
+
+def npz_metadata(
+    n_frames: int, geometry: StackGeometry, sample_rate: int, config: dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` feature file but ``features``, in the archive's order."""
+    return dict(
+        frame_times=np.asarray(geometry.frame_times(n_frames, sample_rate), dtype=np.float64),
+        frame_starts=np.asarray(geometry.frame_starts(n_frames), dtype=np.int64),
+        sample_rate=np.int64(sample_rate),
+        hop=np.int64(geometry.hop),
+        receptive_field=np.int64(geometry.receptive_field),
+        left_padding=np.int64(geometry.left_padding),
+        config=np.str_(json.dumps(config or {}, sort_keys=True)),
+    )
+
+
+def _aux_path(tmp: Path, tag: str) -> Path:
+    """Another temporary file beside ``tmp``, named so that temp-file clean-ups recognise it."""
+    return tmp.with_name(f"{tmp.name}.{tag}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
+
+
+def _preallocate(path: Path, channels: int, frames: int) -> int:
+    """Create a float32 ``(channels, frames)`` ``.npy`` (header, then a sparse data area); return
+    the data's offset. Nothing stays mapped."""
+    if channels * frames == 0:
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, np.zeros((channels, frames), np.float32), allow_pickle=False)
+            return f.tell()
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(channels, frames))
+    offset = int(mm.offset)
+    del mm  # unmapped: dirty pages of a kept mapping would count as resident memory
+    return offset
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def _write_rows(fd: int, offset: int, row_frames: int, start: int, block: np.ndarray) -> None:
+    """Write ``block`` ``(C, m)`` at frames ``start..start+m`` of every row of a ``(C, row_frames)`` file."""
+    for c in range(block.shape[0]):
+        row = np.ascontiguousarray(block[c], dtype=np.float32)
+        _pwrite_all(fd, memoryview(row).cast("B"), offset + 4 * (c * row_frames + start))
+
+
+class NpyStreamWriter:
+    """A float32 ``(channels, frames)`` ``.npy`` written chunk by chunk, in bounded memory.
+
+    The file is preallocated with the expected shape (``numpy.lib.format.open_memmap``, then
+    unmapped); chunks are gathered up to ``buffer_bytes`` and written into each channel's row with
+    ``os.pwrite``, so resident memory holds one buffer, never the file (page-cache pages are the
+    kernel's, not the process's). ``close()`` returns the frame count written; when it differs from
+    the expected one (a header that predicted the wrong length), the file is rewritten with the
+    true shape, row by row (bounded too).
+    """
+
+    def __init__(self, path: Path, channels: int, frames: int, buffer_bytes: int = 8 << 20) -> None:
+        self.path = Path(path)
+        self.channels, self.capacity = int(channels), int(frames)
+        self.offset = _preallocate(self.path, self.channels, self.capacity)
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._pending: list[np.ndarray] = []
+        self._pending_frames = 0
+        self._buffer_frames = max(1, buffer_bytes // (4 * max(1, self.channels)))
+        self._flushed = 0  # frames written to disk
+        self._overflow: Optional[Path] = None  # frames past the capacity, time-major
+
+    @property
+    def frames(self) -> int:
+        return self._flushed + self._pending_frames
+
+    def write(self, chunk: np.ndarray) -> None:
+        """Append ``chunk`` ``(channels, m)``."""
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim != 2 or chunk.shape[0] != self.channels:
+            raise ValueError(f"chunk must be ({self.channels}, frames), got shape {chunk.shape}")
+        self._pending.append(chunk)
+        self._pending_frames += chunk.shape[1]
+        if self._pending_frames >= self._buffer_frames:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+        self._pending, self._pending_frames = [], 0
+        start, m = self._flushed, block.shape[1]
+        inside = max(0, min(m, self.capacity - start))
+        if inside:
+            _write_rows(self._fd, self.offset, self.capacity, start, block[:, :inside])
+        if inside < m:
+            if self._overflow is None:
+                self._overflow = _aux_path(self.path, "overflow")
+            with open(self._overflow, "ab") as f:
+                f.write(np.ascontiguousarray(block[:, inside:].T).tobytes())  # (m', C)
+        self._flushed += m
+
+    def close(self) -> int:
+        """Write what is buffered, fix the shape if needed; returns the frame count."""
+        try:
+            self._flush()
+            if self._flushed != self.capacity:
+                self._relayout()
+        finally:
+            self._release()
+        return self._flushed
+
+    def abort(self) -> None:
+        """Give up: close and remove the helper files (the caller removes ``path``)."""
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._overflow is not None:
+            self._overflow.unlink(missing_ok=True)
+            self._overflow = None
+
+    def _relayout(self) -> None:
+        total, keep = self._flushed, min(self._flushed, self.capacity)
+        fixed = _aux_path(self.path, "resized")
+        try:
+            offset = _preallocate(fixed, self.channels, total)
+            fd = os.open(fixed, os.O_RDWR)
+            try:
+                for c in range(self.channels):
+                    row = os.pread(self._fd, 4 * keep, self.offset + 4 * c * self.capacity)
+                    _pwrite_all(fd, memoryview(row), offset + 4 * c * total)
+                if self._overflow is not None:
+                    step = self._buffer_frames * self.channels * 4
+                    with open(self._overflow, "rb") as f:
+                        start = keep
+                        while data := f.read(step):
+                            block = np.frombuffer(data, np.float32).reshape(-1, self.channels).T  # (C, m)
+                            _write_rows(fd, offset, total, start, block)
+                            start += block.shape[1]
+            finally:
+                os.close(fd)
+            os.replace(fixed, self.path)
+        except BaseException:
+            fixed.unlink(missing_ok=True)
+            raise
+
+
+def _stream_npy(path: Path, chunks: Iterable[np.ndarray], shape: tuple[int, int]) -> int:
+    writer = NpyStreamWriter(path, shape[0], shape[1])
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def write_features_stream(
+    path: Path,
+    chunks: Iterable[np.ndarray],
+    shape: tuple[int, int],
+    geometry: StackGeometry,
+    sample_rate: int,
+    config: dict[str, Any] | None = None,
+    before_commit: Optional[Callable[[], None]] = None,
+) -> Path:
+    """``write_features`` for features that arrive in chunks ``(out_channels, m)``, in bounded memory.
+
+    ``shape`` is the expected ``(out_channels, frames)``: the ``.npy`` is preallocated with it (the
+    true frame count wins if it differs). Written under a temporary name and renamed when
+    complete, so an exception (or a kill) never leaves a partial file under ``path``;
+    ``before_commit()`` runs just before the rename (e.g. writing the files that must exist first).
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+
+        def write(tmp: Path) -> None:
+            _stream_npy(tmp, chunks, shape)
+            if before_commit is not None:
+                before_commit()
+
+    elif path.suffix == ".npz":
+
+        def write(tmp: Path) -> None:
+            features = _aux_path(tmp, "features")
+            try:
+                n = _stream_npy(features, chunks, shape)
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # as np.savez
+                    with open(features, "rb") as src, zf.open("features.npy", "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    for key, value in npz_metadata(n, geometry, sample_rate, config).items():
+                        with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
+                            np.lib.format.write_array(dst, np.asanyarray(value), allow_pickle=False)
+            finally:
+                features.unlink(missing_ok=True)
+            if before_commit is not None:
+                before_commit()
 
     else:
         raise ValueError(f"unknown feature format {path.suffix!r}; use .npy or .npz")

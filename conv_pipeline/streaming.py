@@ -1,0 +1,633 @@
+"""Chunked (streaming) execution: the frames of the whole-file computation, in bounded memory.
+
+The rule is the "Chunks (exact streaming)" section of ``shared/design/geometry.md``, applied to
+every windowed operation between the file and the features (``_Window``): each layer of a
+``ConvStack``, and torchaudio's polyphase sinc resampler, which is itself one strided conv
+(kernel ``2w + orig``, stride ``orig``, ``w`` zeros before and ``w + orig`` after, the output
+truncated to ``ceil(new * frames / orig)``). Per operation a buffer of its input and a count of
+samples still to skip are kept; zeros are added only at the true start and at the true end. With
+``n`` samples buffered and a window of ``span`` samples moving by ``stride``,
+``m = (n - span) // stride + 1`` outputs are complete: they are computed, ``m * stride`` samples
+are consumed (more than ``n`` when ``stride > span``: the excess is skipped from later input).
+Any chunk size works, including chunks shorter than the receptive field and sizes that are not a
+multiple of the hop; the frame count always equals ``StackGeometry.output_length``.
+
+How a layer is computed: activations are kept time-major (``(frames, channels)``) in buffers
+that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
+(``addmm``) of the windows (a strided view of the buffer, copied once when windows overlap) with
+the layer's own weight, written straight into the next layer's buffer; ``groups > 1`` uses
+``F.conv1d`` with ``padding=0``. Norms and activations are the layer's own modules (elementwise
+activations in place). Values equal the whole-file ``stack(x)`` up to float32 rounding (the sums
+run in another order), frame for frame.
+
+Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
+the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
+(float64), then again with the statistics fixed (``TimeGroupNorm.normalize``). ``audio.normalize``
+likewise takes a first pass for the file's mean and variance. Per-frame operations (activations,
+``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking.
+
+Public API:
+
+* ``StreamingStack(stack, device, time_stats)``: ``push(x (C_in, n)) -> (C_out, m)``, ``flush()``.
+* ``iter_features(blocks, stack, device)``: feature chunks ``(C_out, m)`` of a sequence of input
+  blocks (re-iterable when the stack has a norm over time).
+* ``AudioStream`` (``open_audio_stream(path, audio, chunk_seconds)``): a file as blocks at the
+  target rate (decode block by block, channel policy, resampler, normalisation).
+* ``extract_stream(stream, stack, device, writer)`` and
+  ``extract_file_chunked(path, stack, audio, chunk_seconds, device, writer)``: one file through
+  the stack; ``writer(chunks, shape, sample_rate)`` consumes the chunks (``file_writer`` writes a
+  feature file incrementally, ``collect_features`` returns an array).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio import AudioInfo, BlockReader, normalize_waveform, open_blocks, resampled_length
+from .config import AudioConfig
+from .errors import ConfigError, InputError
+from .model import _ACTIVATION_TYPES, ChannelLayerNorm, ConvLayer, ConvStack
+
+__all__ = [
+    "StreamingStack",
+    "StreamingResampler",
+    "AudioStream",
+    "ChunkedResult",
+    "iter_features",
+    "open_audio_stream",
+    "extract_stream",
+    "extract_file_chunked",
+    "file_writer",
+    "collect_features",
+    "validate_chunk_seconds",
+]
+
+Writer = Callable[[Iterator[np.ndarray], "tuple[int, int]", int], Any]
+
+
+def validate_chunk_seconds(value: object) -> float:
+    """``runtime.chunk_seconds`` as a float; ``ConfigError`` unless it is a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ConfigError(f"runtime.chunk_seconds must be null or a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------- the rule
+class _Rows:
+    """A time-major buffer ``buf[:n]`` (rows are samples, columns channels) that grows to the
+    largest chunk seen and is then reused, so a long stream allocates nothing per chunk."""
+
+    def __init__(self, rows: int, channels: int, dtype, device) -> None:
+        self.channels = channels
+        self.buf = torch.zeros(rows, channels, dtype=dtype, device=device)
+        self.n = 0
+
+    def tail(self, rows: int) -> torch.Tensor:
+        """A writable ``(rows, channels)`` view just past the buffered rows."""
+        need = self.n + rows
+        if need > self.buf.shape[0]:
+            grown = torch.empty(max(need, 2 * self.buf.shape[0]), self.channels, dtype=self.buf.dtype, device=self.buf.device)
+            grown[: self.n] = self.buf[: self.n]
+            self.buf = grown
+        return self.buf[self.n : need]
+
+    def commit(self, rows: int) -> None:
+        self.n += rows
+
+
+class _Window(_Rows):
+    """The buffer-and-skip rule for one windowed operation, over a time-major buffer.
+
+    ``buf[:n]`` holds the input not yet consumed. Input is appended with ``append``, or written
+    by the previous stage straight into ``tail(rows)`` and then ``commit(rows)``-ed. ``ready()``
+    outputs are complete; the caller computes them from ``buf[:n]`` and calls ``consume(m)``.
+    """
+
+    def __init__(self, span: int, stride: int, left: int, right: int, channels: int, dtype, device) -> None:
+        super().__init__(max(64, span + left), channels, dtype, device)
+        self.span, self.stride, self.right = span, stride, right
+        self.n = left  # the zeros at the true start
+        self.skip = 0
+
+    def commit(self, rows: int) -> None:
+        """``rows`` written into ``tail(rows)`` become input (after the samples still to skip)."""
+        if self.skip:
+            drop = min(self.skip, rows)
+            self.skip -= drop
+            if drop < rows:
+                self.buf[self.n : self.n + rows - drop] = self.buf[self.n + drop : self.n + rows].clone()
+            rows -= drop
+        self.n += rows
+
+    def append(self, x: torch.Tensor) -> None:
+        """Append time-major input ``(rows, channels)``."""
+        rows = int(x.shape[0])
+        self.tail(rows).copy_(x)
+        self.commit(rows)
+
+    def finish(self) -> None:
+        """The true end: the zeros after the last sample."""
+        self.tail(self.right).zero_()
+        self.commit(self.right)
+
+    def ready(self) -> int:
+        return (self.n - self.span) // self.stride + 1 if self.n >= self.span else 0
+
+    def consume(self, m: int) -> None:
+        used = m * self.stride
+        if used >= self.n:
+            self.skip += used - self.n
+            self.n = 0
+            return
+        rest = self.n - used
+        src = self.buf[used : self.n]
+        self.buf[:rest] = src if used >= rest else src.clone()  # regions overlap when used < rest
+        self.n = rest
+
+
+class _Output(_Rows):
+    """The last stage's sink: collects ``(rows, channels)`` and hands them out as ``(channels, rows)``."""
+
+    def __init__(self, channels: int, dtype, device) -> None:
+        super().__init__(64, channels, dtype, device)
+
+    def take(self) -> torch.Tensor:
+        # (n, C) -> (C, n), a copy: .contiguous() would return a view of the buffer when n == 1
+        out = self.buf[: self.n].t().clone(memory_format=torch.contiguous_format)
+        self.n = 0
+        return out
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations, combined chunk by chunk (Chan et al.), float64."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Any = 0.0
+        self.m2: Any = 0.0
+
+    def add(self, x: torch.Tensor) -> None:
+        """``x`` ``(rows, ...)``: statistics over the rows, per trailing position."""
+        n = int(x.shape[0])
+        if n == 0:
+            return
+        x = x.double()
+        mean = x.mean(0)
+        m2 = ((x - mean) ** 2).sum(0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
+        self.count = total
+
+    def mean_var(self) -> tuple[Any, Any]:
+        return self.mean, self.m2 / max(self.count, 1)
+
+
+class _Stats(_Output):
+    """A sink that keeps only per-channel statistics of what it receives (a statistics pass)."""
+
+    def __init__(self, channels: int, dtype, device) -> None:
+        super().__init__(channels, dtype, device)
+        self.moments = _Moments()
+
+    def commit(self, rows: int) -> None:
+        self.moments.add(self.buf[:rows])  # nothing is kept: n stays 0
+
+
+# ---------------------------------------------------------------- one layer
+def _inplace(fn: Callable[[nn.Module, torch.Tensor], Any]) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    def apply(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        fn(module, y)
+        return y
+
+    return apply
+
+
+# The elementwise activations of model.py, applied in place on the layer's output (same function).
+_INPLACE_ACTIVATIONS = {
+    nn.ReLU: _inplace(lambda a, y: torch.relu_(y)),
+    nn.GELU: _inplace(lambda a, y: torch.ops.aten.gelu_(y, approximate=a.approximate)),
+    nn.Tanh: _inplace(lambda a, y: torch.tanh_(y)),
+    nn.Sigmoid: _inplace(lambda a, y: torch.sigmoid_(y)),
+    nn.SiLU: _inplace(lambda a, y: F.silu(y, inplace=True)),
+    nn.LeakyReLU: _inplace(lambda a, y: F.leaky_relu_(y, a.negative_slope)),
+    nn.ELU: _inplace(lambda a, y: F.elu_(y, a.alpha)),
+}
+_ELEMENTWISE = tuple(_ACTIVATION_TYPES.values())
+
+
+def _per_frame(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """Apply a per-frame module written for ``(batch, channels, frames)`` to time-major ``y``."""
+    return module(y.t()[None])[0].t()  # (m, C) -> (1, C, m) -> (1, C', m) -> (m, C')
+
+
+class _Layer:
+    """One ``ConvLayer`` on a stream: its window, its conv as a matrix product, its norm and activation."""
+
+    def __init__(
+        self,
+        layer: ConvLayer,
+        stats: Optional[tuple[torch.Tensor, torch.Tensor]],
+        dtype,
+        device,
+        conv_only: bool = False,
+    ) -> None:
+        conv = layer.conv
+        if conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple):
+            raise ConfigError(f"padding_mode={conv.padding_mode!r} cannot be streamed; use runtime.chunk_seconds=null")
+        (k,), (s,), (p,), (d,) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+        self.k, self.s, self.d, self.groups = k, s, d, conv.groups
+        self.c_in, self.c_out = conv.in_channels, conv.out_channels
+        self.window = _Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
+        self.weight, self.bias = conv.weight.detach(), (conv.bias.detach() if conv.bias is not None else None)
+        if self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
+            self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
+        self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
+        self.cols = torch.empty(0, dtype=dtype, device=device)
+        self.scratch = torch.empty(0, dtype=dtype, device=device)
+        self.norm, self.act = (None, None) if conv_only else (layer.norm, layer.act)
+        self.time_norm = not conv_only and bool(getattr(layer, "mixes_time", False))
+        if self.time_norm:
+            if stats is None:
+                raise ConfigError("a norm over time needs the whole file's statistics first (iter_features runs that pass)")
+            self.stats = (stats[0].to(device)[None], stats[1].to(device)[None])  # (1, C) each
+        norm_in_place = self.norm is None or isinstance(self.norm, ChannelLayerNorm)
+        act_in_place = self.act is None or type(self.act) in _INPLACE_ACTIVATIONS
+        self.direct = norm_in_place and act_in_place  # output written straight into the next buffer
+
+    def _grow(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        t = getattr(self, name)
+        if t.numel() < rows * cols:
+            t = torch.empty(max(rows * cols, 2 * t.numel()), dtype=t.dtype, device=t.device)
+            setattr(self, name, t)
+        return t[: rows * cols].view(rows, cols)
+
+    def conv_into(self, m: int, out: torch.Tensor) -> None:
+        """The ``m`` complete outputs of the conv (no padding: the window has it) into ``out`` ``(m, C_out)``."""
+        buf, c, k, s, d = self.window.buf, self.c_in, self.k, self.s, self.d
+        if self.groups == 1:
+            if self.strided_view:
+                cols = buf.as_strided((m, k * c), (s * c, 1))
+            else:
+                cols = self._grow("cols", m, k * c)
+                cols.view(m, k, c).copy_(buf.as_strided((m, k, c), (s * c, d * c, 1)))
+            if self.bias is not None:
+                torch.addmm(self.bias, cols, self.wt, out=out)
+            else:
+                torch.mm(cols, self.wt, out=out)
+        else:
+            n = self.window.n
+            x = buf[:n].t().clone(memory_format=torch.contiguous_format)[None]  # (1, C_in, n), row-major
+            y = F.conv1d(x, self.weight, self.bias, s, 0, d, self.groups)  # (1, C_out, m)
+            out.copy_(y[0].t())
+
+    def post(self, y: torch.Tensor) -> torch.Tensor:
+        """Norm then activation on the conv output ``(m, C_out)``; in place when ``direct``."""
+        if self.norm is not None:
+            if isinstance(self.norm, ChannelLayerNorm):  # over channels: the last axis, time-major
+                normed = self.norm.norm(y)
+                if self.direct:
+                    y.copy_(normed)
+                else:
+                    y = normed
+            elif self.time_norm:
+                y = self.norm.normalize(y.t()[None], *self.stats)[0].t()
+            else:
+                y = _per_frame(self.norm, y)
+        if self.act is not None:
+            inplace = _INPLACE_ACTIVATIONS.get(type(self.act))
+            if inplace is not None:
+                y = inplace(self.act, y)
+            elif isinstance(self.act, _ELEMENTWISE):
+                y = self.act(y)
+            else:
+                y = _per_frame(self.act, y)
+        return y
+
+    def run(self, sink: _Rows) -> None:
+        """Compute every complete output and pass it to ``sink``."""
+        m = self.window.ready()
+        if m == 0:
+            return
+        if self.direct:
+            out = sink.tail(m)
+            self.conv_into(m, out)
+            self.post(out)
+        else:
+            out = self._grow("scratch", m, self.c_out)
+            self.conv_into(m, out)
+            sink.tail(m).copy_(self.post(out))
+        sink.commit(m)
+        self.window.consume(m)
+
+
+def _time_norm_layers(stack: ConvStack) -> list[int]:
+    return [i for i, layer in enumerate(stack.layers) if getattr(layer, "mixes_time", False)]
+
+
+# ---------------------------------------------------------------- the stack
+class StreamingStack:
+    """A ``ConvStack`` run chunk by chunk: ``push`` input blocks, then ``flush`` at the true end.
+
+    The frames pushed out, concatenated, equal ``stack(x)`` on the whole input: same count
+    (``stack.geometry.output_length``), same values up to float32 rounding. Uses the stack's own
+    weights (read when constructed) and norm/activation modules.
+
+    Args:
+        stack: the stack (its device and dtype are used).
+        time_stats: ``{layer_index: (mean, var)}`` (per channel, over the whole input) for every
+            layer whose norm pools over time; ``iter_features`` computes them in extra passes.
+        collect: statistics pass for layer ``collect``: run the layers before it and its conv, and
+            keep the per-channel moments of that conv's output (``collected()``) instead of features.
+    """
+
+    def __init__(
+        self,
+        stack: ConvStack,
+        device: Optional[torch.device] = None,
+        time_stats: Optional[dict[int, tuple[torch.Tensor, torch.Tensor]]] = None,
+        collect: Optional[int] = None,
+    ) -> None:
+        param = next(stack.parameters())
+        self.device = torch.device(device) if device is not None else param.device
+        self.dtype = param.dtype
+        self.in_channels, self.out_channels = stack.in_channels, stack.out_channels
+        if len(stack.layers) != len(stack.geometry.layers):
+            raise RuntimeError("internal error: the stack's layers and its geometry disagree")
+        stats = time_stats or {}
+        last = len(stack.layers) if collect is None else collect + 1
+        self.layers = [
+            _Layer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect)
+            for i, layer in enumerate(stack.layers[:last])
+        ]
+        self.collect = collect
+        sink_channels = self.out_channels if collect is None else stack.layers[collect].conv.out_channels
+        self.sink = (_Output if collect is None else _Stats)(sink_channels, self.dtype, self.device)
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def _sinks(self) -> list[_Rows]:
+        return [layer.window for layer in self.layers[1:]] + [self.sink]
+
+    def _take(self) -> torch.Tensor:
+        if self.collect is not None:
+            return self.sink.buf[:0].t()
+        y = self.sink.take()
+        self.frames_out += int(y.shape[-1])
+        return y
+
+    @torch.inference_mode()
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """Input ``(C_in, n)`` -> the output frames it completes, ``(C_out, m)`` (``m`` may be 0)."""
+        if x.dim() != 2 or x.shape[0] != self.in_channels:
+            raise InputError(f"input has shape {tuple(x.shape)}, the stack expects ({self.in_channels}, frames)")
+        self.frames_in += int(x.shape[1])
+        self.layers[0].window.append(x.to(self.device, self.dtype).t())  # (C, n) -> (n, C)
+        for layer, sink in zip(self.layers, self._sinks()):
+            layer.run(sink)
+        return self._take()
+
+    @torch.inference_mode()
+    def flush(self) -> torch.Tensor:
+        """The true end of the input: the remaining frames ``(C_out, m)``."""
+        for layer, sink in zip(self.layers, self._sinks()):
+            layer.window.finish()
+            layer.run(sink)
+        return self._take()
+
+    def collected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(mean, var)`` (float64) of layer ``collect``'s conv output, after ``flush``."""
+        return self.sink.moments.mean_var()
+
+
+def iter_features(
+    blocks: Iterable[torch.Tensor], stack: ConvStack, device: Optional[torch.device] = None
+) -> Iterator[torch.Tensor]:
+    """Feature chunks ``(C_out, m)`` (``m >= 1``, on ``device``) for input blocks ``(C_in, n)``.
+
+    Concatenated over time they equal ``stack(whole_input[None])[0]`` whatever the block sizes.
+    A stack with norms over time iterates ``blocks`` once more per such norm (a list, or an
+    ``AudioStream``, which decodes again; a one-shot iterator is refused).
+    """
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    layers = _time_norm_layers(stack)
+    if layers and iter(blocks) is blocks:
+        raise TypeError("a stack with a norm over time needs re-iterable blocks (a list or an AudioStream)")
+    for j in layers:  # one statistics pass per norm over time, earlier ones fixed
+        pass_j = StreamingStack(stack, device, stats, collect=j)
+        for block in blocks:
+            pass_j.push(block)
+        pass_j.flush()
+        mean, var = pass_j.collected()
+        stats[j] = (mean, var)
+    streamer = StreamingStack(stack, device, stats)
+    for block in blocks:
+        y = streamer.push(block)
+        if y.shape[-1]:
+            yield y
+    y = streamer.flush()
+    if y.shape[-1]:
+        yield y
+
+
+# ---------------------------------------------------------------- the resampler
+class StreamingResampler:
+    """``torchaudio.functional.resample`` (default sinc_interp_hann, width 6, rolloff 0.99) on a stream.
+
+    ``push((C, n))`` returns the resampled samples it completes; ``flush()`` the rest. The
+    concatenation has ``ceil(new * frames / orig)`` samples, equal to the whole-signal result up
+    to float32 rounding (same kernel, the same strided conv over each window).
+    """
+
+    def __init__(self, orig: int, new: int, channels: int, dtype=torch.float32, device=torch.device("cpu")) -> None:
+        from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+        g = math.gcd(int(orig), int(new))
+        self.orig_hz, self.new_hz = int(orig), int(new)
+        self.orig, self.new = self.orig_hz // g, self.new_hz // g
+        self.kernel, width = _get_sinc_resample_kernel(self.orig_hz, self.new_hz, g, device=device, dtype=dtype)
+        span = int(self.kernel.shape[-1])  # 2 * width + orig
+        self.window = _Window(span, self.orig, width, width + self.orig, channels, dtype, device)
+        self.channels = channels
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def _run(self) -> torch.Tensor:
+        m = self.window.ready()
+        if m == 0:
+            return self.window.buf[:0].t()
+        x = self.window.buf[: self.window.n].t().contiguous()[:, None, :]  # (n, C) -> (C, 1, n)
+        y = F.conv1d(x, self.kernel, stride=self.orig)  # (C, new, m): one row per output phase
+        self.window.consume(m)
+        return y.transpose(1, 2).reshape(self.channels, m * self.new)  # interleave the phases
+
+    @torch.inference_mode()
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        self.frames_in += int(x.shape[-1])
+        self.window.append(x.t())
+        y = self._run()
+        self.frames_out += int(y.shape[-1])
+        return y
+
+    @torch.inference_mode()
+    def flush(self) -> torch.Tensor:
+        self.window.finish()
+        y = self._run()
+        keep = resampled_length(self.frames_in, self.orig_hz, self.new_hz) - self.frames_out
+        if keep < 0 or keep > y.shape[-1]:
+            raise RuntimeError("internal error: the streaming resampler's length disagrees with torchaudio's")
+        self.frames_out += keep
+        return y[:, :keep]
+
+
+# ---------------------------------------------------------------- a file as a stream
+class AudioStream:
+    """A file as float32 ``(channels, n)`` blocks at the target rate, as ``load_audio`` would give it
+    whole: decoded block by block, channel policy, resampled (context carried between blocks),
+    and normalised when ``audio.normalize`` (statistics from a first pass over the file).
+
+    Re-iterable: each iteration decodes the file again. ``frames`` is what the header predicts
+    (at the target rate); ``frames_read`` what the last complete iteration gave.
+    """
+
+    def __init__(self, reader: BlockReader, audio: AudioConfig, chunk_seconds: float) -> None:
+        self.reader = reader
+        self.info: AudioInfo = reader.info
+        self.path = reader.info.path
+        self.channels = reader.channels
+        self.sample_rate = int(audio.sample_rate or reader.info.sample_rate)
+        self.frames = resampled_length(reader.info.frames, reader.info.sample_rate, self.sample_rate)
+        self.normalize = bool(getattr(audio, "normalize", False))
+        self.norm_stats: Optional[tuple[float, float]] = None
+        self.frames_read: Optional[int] = None
+        reader.block_frames = max(1, round(chunk_seconds * reader.info.sample_rate))
+
+    def _decode(self) -> Iterator[torch.Tensor]:
+        rate = self.info.sample_rate
+        resampler = StreamingResampler(rate, self.sample_rate, self.channels) if rate != self.sample_rate else None
+        frames = 0
+        for block in self.reader:
+            y = resampler.push(block) if resampler is not None else block
+            frames += int(y.shape[-1])
+            if y.shape[-1]:
+                yield y
+        if resampler is not None:
+            y = resampler.flush()
+            frames += int(y.shape[-1])
+            if y.shape[-1]:
+                yield y
+        self.frames_read = frames
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.normalize and self.norm_stats is None:
+            moments = _Moments()
+            for y in self._decode():
+                moments.add(y.reshape(-1))
+            mean, var = moments.mean_var()
+            self.norm_stats = (float(mean), float(var))
+        for y in self._decode():
+            yield normalize_waveform(y, self.norm_stats) if self.normalize else y
+
+
+def open_audio_stream(path: Union[str, Path], audio: Optional[AudioConfig] = None, chunk_seconds: float = 1.0) -> AudioStream:
+    """Check ``path`` from its header as ``load_audio`` would (same errors) and return its stream,
+    read ``chunk_seconds`` at a time."""
+    audio = audio or AudioConfig()
+    chunk_seconds = validate_chunk_seconds(chunk_seconds)
+    return AudioStream(open_blocks(path, audio), audio, chunk_seconds)
+
+
+# ---------------------------------------------------------------- one file
+@dataclass
+class ChunkedResult:
+    """What ``extract_stream`` did: the writer's return value and the figures of the manifest."""
+
+    written: Any
+    shape: tuple[int, int]
+    sample_rate: int
+    num_samples: int  # per channel, at sample_rate
+    info: AudioInfo
+    seconds: float
+
+
+def collect_features(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> np.ndarray:
+    """A writer that keeps the features in memory: ``(C_out, frames)`` float32."""
+    parts = list(chunks)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((shape[0], 0), np.float32)
+
+
+def file_writer(path: Union[str, Path], geometry, config: Optional[dict] = None, before_commit=None) -> Writer:
+    """A writer that streams the features into ``path`` (``.npy`` or ``.npz``, atomically,
+    preallocated with the predicted shape); see ``writer.write_features_stream``."""
+    from .writer import write_features_stream
+
+    def write(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> Path:
+        return write_features_stream(Path(path), chunks, shape, geometry, sample_rate, config, before_commit)
+
+    return write
+
+
+def extract_stream(
+    stream: AudioStream,
+    stack: ConvStack,
+    device: Optional[torch.device] = None,
+    writer: Writer = collect_features,
+) -> ChunkedResult:
+    """``stream`` through ``stack`` chunk by chunk; ``writer(chunks, shape, sample_rate)`` consumes
+    the float32 ``(C_out, m)`` chunks (``shape`` is the prediction from the header).
+
+    Errors are ``extract``'s and ``load_audio``'s, with the same messages: NaN/Inf samples and a
+    too short file raise ``InputError`` (from inside the chunk iterator when found while
+    streaming, so a writer that cleans up on exceptions leaves nothing).
+    """
+    t0 = time.perf_counter()
+    if stream.channels != stack.in_channels:
+        raise InputError(
+            f"{stream.path}: has {stream.channels} channel(s) after audio.channels but the stack takes "
+            f"{stack.in_channels}; fix audio.channels (mono, or a list of indices)"
+        )
+    geometry = stack.geometry
+    predicted = geometry.output_length(stream.frames)
+    if predicted < 1:  # too short by its header: decode it first, so NaN/Inf is reported as whole-file mode does
+        for _ in stream:
+            pass
+        predicted = geometry.check_input_length(stream.frames_read, what=stream.path)
+    emitted = 0
+
+    def chunks() -> Iterator[np.ndarray]:
+        nonlocal emitted
+        for y in iter_features(stream, stack, device):
+            emitted += int(y.shape[-1])
+            yield y.to("cpu", torch.float32).numpy()
+        expected = geometry.check_input_length(stream.frames_read, what=stream.path)
+        if emitted != expected:
+            raise RuntimeError(f"internal error: chunked execution gave {emitted} frames, geometry predicts {expected}")
+
+    written = writer(chunks(), (stack.out_channels, predicted), stream.sample_rate)
+    return ChunkedResult(
+        written, (stack.out_channels, emitted), stream.sample_rate, int(stream.frames_read), stream.info,
+        time.perf_counter() - t0,
+    )
+
+
+def extract_file_chunked(
+    path: Union[str, Path],
+    stack: ConvStack,
+    audio: Optional[AudioConfig],
+    chunk_seconds: float,
+    device: Optional[torch.device] = None,
+    writer: Writer = collect_features,
+) -> ChunkedResult:
+    """One file through ``stack`` in chunks of ``chunk_seconds`` (of the file's audio), in bounded
+    memory: ``open_audio_stream`` then ``extract_stream``."""
+    return extract_stream(open_audio_stream(path, audio, chunk_seconds), stack, device, writer)
