@@ -953,7 +953,26 @@ class _Work:
 
     @property
     def geometry(self) -> StackGeometry:
-        return self.stack.geometry if self.stack is not None else validate_model(self.cfg.model)
+        if self.stack is not None:
+            return self.stack.geometry
+        if getattr(self, "_geometry", None) is None:  # a Ray decode task: no stack, same geometry
+            self._geometry = validate_model(self.cfg.model)
+        return self._geometry
+
+    def accept(self, item: _Item, decoded: Optional[_Decoded], err: Optional[BaseException]) -> Optional[ManifestRecord]:
+        """A decode finished (``decoded``, or the exception ``err``): a ``failed`` record, or None
+        when the file goes on (``item.decoded`` set; its audio is None for a long file)."""
+        if err is not None:
+            return self.failed(item, _error_message(item.path, err, "decoding", self.debug))
+        assert decoded is not None
+        item.decoded = decoded
+        if decoded.audio is None:
+            return None
+        try:
+            _check_item(decoded.audio, self.geometry, self.channels, item.path)
+        except PipelineError as e:
+            return self.failed(item, str(e), decoded.audio)
+        return None
 
     @staticmethod
     def item_seconds(item: _Item) -> float:
@@ -1107,22 +1126,15 @@ class _Engine:
     def _accept(self, item: _Item, fut: cf.Future, pool: list[_Item]) -> None:
         """A decode finished: into the pool, to the long-file path, or a failed record."""
         err = fut.exception()
-        if err is not None:
-            if isinstance(err, BrokenProcessPool):
-                raise err
-            self._record_failed(item, _error_message(item.path, err, "decoding", self.debug))
-            return
-        item.decoded = fut.result()
-        audio = item.decoded.audio
-        if audio is None:
+        if isinstance(err, BrokenProcessPool):
+            raise err
+        rec = self.work.accept(item, None if err is not None else fut.result(), err)
+        if rec is not None:
+            self._submit_write(lambda: self._append(rec))
+        elif item.decoded.audio is None:  # type: ignore[union-attr]
             self._long_file(item)
-            return
-        try:
-            _check_item(audio, self.stack.geometry, self.channels, item.path)
-        except PipelineError as e:
-            self._record_failed(item, str(e), audio)
-            return
-        pool.append(item)
+        else:
+            pool.append(item)
 
     def run(self, todo: list[_Item]) -> None:
         self.progress = _Progress(len(todo), self.opts.progress, self.opts.log_every_s)
