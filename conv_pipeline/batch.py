@@ -443,7 +443,14 @@ class _Decoders:
         if self.kind == "inline":
             return _InlineExecutor()
         if self.kind == "process":
-            return cf.ProcessPoolExecutor(self.workers, mp_context=_process_context())
+            # the workers resample with torch: give them the job's thread count (the parent's
+            # torch.set_num_threads does not reach them), or their OpenMP threads oversubscribe
+            return cf.ProcessPoolExecutor(
+                self.workers,
+                mp_context=_process_context(),
+                initializer=torch.set_num_threads,
+                initargs=(torch.get_num_threads(),),
+            )
         return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
 
     def submit(self, *args: Any) -> cf.Future:
@@ -747,7 +754,9 @@ def run_batch(
     ``cfg``: a ``BatchConfig``/``Config`` or a composed Hydra config. ``output_dir`` is used
     when ``cfg.output.dir`` is null (a multirun job's folder), else ``feats``. ``decode``:
     ``path, AudioConfig -> Audio`` (``load_audio``; a module-level function with
-    ``batch.workers=process``; local engine only). Raises ``PipelineError`` (exit 2) for config
+    ``batch.workers=process``; local engine only; worker processes import the main module, so a
+    script calling ``run_batch`` with processes needs the ``if __name__ == "__main__":`` guard,
+    as ``scripts/batch_process.py`` has). Raises ``PipelineError`` (exit 2) for config
     and setup problems, before any audio is decoded; per-file problems become ``failed`` records.
     ``engine.name=ray`` runs step 4 on Ray (``conv_pipeline.ray_engine``); its resource settings
     are checked against the cluster before anything is written.
