@@ -479,6 +479,7 @@ class OutputDir:
 
     def write_bytes(self, rel: str, data: bytes) -> str:
         """``data`` at ``rel``, atomically."""
+        check_rel(rel)
         if not self.remote:
             from .writer import atomic_write
 
@@ -499,6 +500,7 @@ class OutputDir:
 
         Local folders: the final path itself (its folder created). Remote: a file in a local
         staging folder, uploaded with ``commit``. Errors inside name ``rel``'s URL."""
+        check_rel(rel)
         if not self.remote:
             dest = self.local(rel)
             try:
