@@ -785,11 +785,10 @@ def run_batch(
     inputs = find_inputs(cfg.input, opts.extensions, options)
     outputs = plan_outputs(inputs.rels, fmt)
     channels, probe_errors = _job_channels(cfg, inputs.paths, ckpt, options)
-    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
-
     try:
         if runner is not None:
             runner.start()  # connects; impossible resource settings fail here, nothing written
+        log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
         out.create()
         lock = _OutputLock(out.path) if out.path is not None else None  # no lock on remote storage
         try:
