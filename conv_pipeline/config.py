@@ -135,13 +135,15 @@ class OutputConfig:
 
 @dataclass
 class RuntimeConfig:
-    """Execution. ``device``: cpu, cuda or auto. ``chunk_seconds``: null runs each file whole.
+    """Execution. ``device``: cpu, cuda or auto. ``chunk_seconds``: the length of audio run through
+    the stack at a time (bounded memory, the same frames as the whole file, faster: see
+    scripts/bench_chunked.py for the measurements behind the default); null runs each file whole.
 
     ``batch_size`` and ``num_workers`` are used by the batch job (files per stack call, decode workers).
     """
 
     device: Device = Device.cpu
-    chunk_seconds: Optional[float] = None
+    chunk_seconds: Optional[float] = 2.0
     batch_size: int = 8
     num_workers: int = 2
 
