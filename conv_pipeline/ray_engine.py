@@ -357,48 +357,30 @@ class RayRunner:
         import ray.data
 
         assert self.sizing is not None, "start() first"
-        sizing = self.sizing
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours: one per job, fed by the records
-        ctx.print_on_execution_start = False
-        ctx.max_errored_blocks = -1  # a block lost to a dead worker: its files get failed records below
+        settings = {
+            "enable_progress_bars": False,  # ours: one per job, fed by the records
+            "print_on_execution_start": False,
+            "max_errored_blocks": -1,  # a block lost to a dead worker: its files get failed records below
+        }
+        saved = {key: getattr(ctx, key) for key in settings}
+        try:
+            for key, value in settings.items():
+                setattr(ctx, key, value)
+            self._run(ray, work, todo, manifest, summary, opts)
+        finally:  # the process's DataContext as it was (a caller may use Ray Data too)
+            for key, value in saved.items():
+                setattr(ctx, key, value)
+
+    def _run(self, ray: Any, work: _Work, todo: list[_Item], manifest: ManifestSink, summary: BatchSummary, opts: BatchOptions) -> None:
+        sizing = self.sizing
+        assert sizing is not None
         batch_size = int(self.cfg.runtime.batch_size)
         # rows per actor call: up to SORT_WINDOW batches to pick similar lengths from, but at least
-        # a few calls per actor so that every actor gets work
+        # a few calls per actor so that every actor gets work; files per decode block: a few
+        # blocks per actor
         per_call = batch_size * max(1, min(SORT_WINDOW, len(todo) // max(1, sizing.num_actors * batch_size * 4)))
         per_block = max(1, min(batch_size, math.ceil(len(todo) / max(1, 4 * sizing.num_actors))))
-        rows = [{"index": it.index, "input": it.path, "output": it.out_rel} for it in todo]
-        runtime_env = self._runtime_env() or None
-        # Bounded retries (Ray Data's defaults retry forever, so a file that kills its worker every
-        # time would hang the job): a decode task whose worker dies is retried DECODE_RETRIES
-        # times, an actor call ACTOR_TASK_RETRIES times (actors themselves are restarted as Ray
-        # Data does by default); then the block is dropped (max_errored_blocks=-1) and its files
-        # get failed records below. The decode tasks' remote args then differ from the actors',
-        # which also keeps Ray Data from fusing the decoding into the actors: it stays in CPU
-        # tasks that scale on their own. Ray has no named parameters for these limits yet, hence
-        # the remote-args keywords (deprecated for Ray 2.64).
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
-            ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_block))
-            ds = ds.map(
-                _decode_row, fn_kwargs={"work": work}, num_cpus=sizing.read_cpus, runtime_env=runtime_env,
-                max_retries=DECODE_RETRIES,
-            )
-            ds = ds.map_batches(
-                _StackActor,
-                fn_constructor_kwargs={
-                    "work": work, "batch_size": batch_size, "torch_threads": sizing.torch_threads,
-                    "use_gpu": sizing.gpus_per_actor > 0,
-                },
-                batch_size=per_call,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=sizing.num_actors),
-                num_cpus=sizing.cpus_per_actor,
-                num_gpus=sizing.gpus_per_actor or None,
-                runtime_env=runtime_env,
-                udf_modifying_row_count=False,
-                max_task_retries=ACTOR_TASK_RETRIES,
-            )
         progress = _Progress(len(todo), opts.progress, opts.log_every_s)
         done: set[str] = set()
 
@@ -410,25 +392,78 @@ class RayRunner:
                 progress.update(rec)
 
         try:
-            try:
-                for row in ds.iter_rows():
-                    record([ManifestRecord(**json.loads(row["record"]))])
-            except (KeyboardInterrupt, PipelineError):
-                raise
-            except Exception as err:  # noqa: BLE001
-                if not done:  # nothing ran: a setup problem (an actor that cannot start, ...)
-                    raise PipelineError(
-                        f"engine=ray: the pipeline failed before any file was done ({_ray_error(err)}); "
-                        "rerun with debug=true for the full error"
-                    ) from (err if self.cfg.debug else None)
-                log.error("batch: the Ray pipeline stopped (%s); the files it did not finish are recorded as failed", _ray_error(err))
+            self._pass(ray, work, todo, record, done, per_block, per_call, DECODE_RETRIES)
+            lost = [it for it in todo if it.path not in done]
+            if lost and (per_block > 1 or per_call > 1):
+                # a worker died with several files (the local engine's process workers do the same)
+                log.warning("batch: %d file(s) were lost with a worker that died; retrying them one at a time", len(lost))
+                self._pass(ray, work, lost, record, done, 1, 1, 0)
             record([
                 ManifestRecord(
                     input=it.path, status="failed",
-                    error=f"{it.path}: no result from the Ray pipeline (its decode task or actor died, e.g. a "
-                    "crashing decoder, or the pipeline stopped); rerun to retry it",
+                    error=f"{it.path}: no result from the Ray pipeline (its decode task or actor died: a crashing "
+                    "decoder, a lost node, or the pipeline stopped); check the file, rerun to retry it",
                 )
                 for it in todo if it.path not in done
             ])
         finally:
             progress.close()
+
+    def _pass(
+        self, ray: Any, work: _Work, items: list[_Item], record: Any, done: set[str],
+        per_block: int, per_call: int, decode_retries: int,
+    ) -> None:
+        """One Ray Data pipeline over ``items``; every record it returns goes to ``record``."""
+        sizing = self.sizing
+        assert sizing is not None
+        rows = [{"index": it.index, "input": it.path, "output": it.out_rel} for it in items]
+        runtime_env = self._runtime_env() or None
+        # Bounded retries (Ray Data's defaults retry forever, so a file that kills its worker every
+        # time would hang the job): a decode task whose worker dies is retried ``decode_retries``
+        # times, an actor call ACTOR_TASK_RETRIES times (actors themselves are restarted as Ray
+        # Data does by default); then the block is dropped (max_errored_blocks=-1) and its files
+        # are retried alone, then recorded as failed (``_run``). The decode tasks' remote args then
+        # differ from the actors', which also keeps Ray Data from fusing the decoding into the
+        # actors: it stays in CPU tasks that scale on their own. Ray has no named parameters for
+        # these limits yet, hence the remote-args keywords (deprecated for Ray 2.64).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
+            ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_block))
+            ds = ds.map(
+                _decode_row, fn_kwargs={"work": work}, num_cpus=sizing.read_cpus, runtime_env=runtime_env,
+                max_retries=decode_retries,
+            )
+            ds = ds.map_batches(
+                _StackActor,
+                fn_constructor_kwargs={
+                    "work": work, "batch_size": int(self.cfg.runtime.batch_size),
+                    "torch_threads": sizing.torch_threads, "use_gpu": sizing.gpus_per_actor > 0,
+                },
+                batch_size=per_call,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=min(sizing.num_actors, len(rows))),
+                num_cpus=sizing.cpus_per_actor,
+                num_gpus=sizing.gpus_per_actor or None,
+                runtime_env=runtime_env,
+                udf_modifying_row_count=False,
+                max_task_retries=ACTOR_TASK_RETRIES,
+            )
+        # a dropped block is logged by Ray Data with a traceback; its files get records here instead
+        quiet = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        first = not done
+        try:
+            for row in ds.iter_rows():
+                record([ManifestRecord(**json.loads(row["record"]))])
+        except (KeyboardInterrupt, PipelineError):
+            raise
+        except Exception as err:  # noqa: BLE001
+            if first and not done:  # nothing ran: a setup problem (an actor that cannot start, ...)
+                raise PipelineError(
+                    f"engine=ray: the pipeline failed before any file was done ({_ray_error(err)}); "
+                    "rerun with debug=true for the full error"
+                ) from (err if self.cfg.debug else None)
+            log.error("batch: the Ray pipeline stopped (%s); the files it did not finish are recorded as failed", _ray_error(err))
+        finally:
+            quiet.setLevel(level)
