@@ -175,12 +175,16 @@ class BatchOptions:
     in threads, fastest) or ``process`` (decode in worker processes; a decoder crash then costs
     one failed file, not the job). ``progress``: ``auto`` (a bar on a terminal, log lines
     otherwise), ``bar``, ``log`` or ``none``. ``log_every_s``: seconds between progress lines.
+    ``long_file_seconds``: files longer than this run alone through the chunked executor
+    (``runtime.chunk_seconds`` of audio at a time, bounded memory) instead of in padded batches;
+    null: every file goes into a batch.
     """
 
     extensions: List[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
     workers: str = "thread"
     progress: str = "auto"
     log_every_s: float = 10.0
+    long_file_seconds: Optional[float] = 600.0
 
 
 @dataclass
@@ -232,14 +236,13 @@ class BatchConfig(Config):
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``base_config`` is the root schema,
-    ``base_batch_config`` the batch job's, ``engine/base_engine`` the schema the
-    ``configs/engine/*.yaml`` files extend)."""
+    ``base_batch_config`` the batch job's; its ``engine: EngineConfig`` field is the schema the
+    ``configs/engine/*.yaml`` group files are checked against)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(name="base_batch_config", node=BatchConfig)
-    cs.store(group="engine", name="base_engine", node=EngineConfig)
 
 
 # ---------------------------------------------------------------- validation

@@ -54,7 +54,6 @@ from .batch import (
     _count,
     _decode,
     _Decoded,
-    _error_message,
     _Item,
     _one_line,
     _Progress,

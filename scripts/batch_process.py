@@ -3,6 +3,13 @@
     python scripts/batch_process.py input=corpus/ output.dir=feats/
     python scripts/batch_process.py input='corpus/**/*.flac' output.dir=feats/ runtime.batch_size=16
     python scripts/batch_process.py input=list.txt output.dir=feats/ audio.channels=mono
+    python scripts/batch_process.py input=corpus/ output.dir=feats/ engine=ray      # a local Ray instance
+    python scripts/batch_process.py input=s3://bucket/corpus output.dir=s3://bucket/feats engine=ray \
+        engine.address=auto engine.num_gpus_per_actor=1 runtime.device=auto runtime.batch_size=32
+
+``engine=local`` (default) runs in this process; ``engine=ray`` runs on a Ray cluster
+(conv_pipeline/ray_engine.py, needs the ray extra). Inputs and output.dir may be fsspec URLs
+(storage.options: the filesystem's options, e.g. an S3 endpoint and credentials).
 
 Exit status: 0 when every input is ok or skipped, 1 when any failed, 2 for a config or setup
 error (one line on stderr, before any audio is read).
