@@ -293,21 +293,19 @@ def extract_batch(
     The files are zero-padded to the longest into ``(B, C, T_max)``; the stack zeroes every
     item's positions past its own valid length between layers, so each result equals
     ``pipeline.extract`` on that file alone; each is trimmed to
-    ``stack.geometry.output_length(T_i)``. Float32, on the CPU. A stack with a norm over time
-    (``group_norm``) runs the files one at a time instead (see below).
+    ``stack.geometry.output_length(T_i)``. Float32, on the CPU.
+
+    Equal up to float rounding: a batched conv may round differently from a single-file one
+    (about 1e-7), which a norm over very few, nearly equal values (``layer_norm`` over 2
+    channels, ``group_norm`` over 2 frames) can amplify; in float64 the results agree to ~1e-12.
     """
-    if len(waveforms) > 1 and getattr(stack, "mixes_time", False):
-        # A norm that pools over time (group_norm): the masked statistics of a padded batch
-        # differ from the file-alone result by up to ~1.2e-5 (seen on short inputs), more than
-        # the 1e-5 promised, so such stacks run one file at a time (exact).
-        return [out for w in waveforms for out in extract_batch([w], stack, device)]
     if len(waveforms) == 1:
         with torch.inference_mode():
             y = stack(waveforms[0].to(device)[None])  # (C, T) -> (1, C, T) -> (1, C_out, F)
         outs = [y[0].float().cpu()]
     else:
         lengths = [int(w.shape[-1]) for w in waveforms]
-        x = torch.zeros(len(waveforms), int(waveforms[0].shape[0]), max(lengths))  # (B, C, T_max)
+        x = waveforms[0].new_zeros(len(waveforms), int(waveforms[0].shape[0]), max(lengths))  # (B, C, T_max)
         for i, w in enumerate(waveforms):
             x[i, :, : lengths[i]] = w
         with torch.inference_mode():
@@ -327,16 +325,23 @@ def process_long_file(
     audio: AudioConfig,
     device: torch.device,
     config: dict[str, Any],
-    chunk_seconds: float,
+    chunk_seconds: Optional[float],
 ) -> tuple[int, int, list[int]]:
-    """One file longer than ``runtime.chunk_seconds``, alone, in the main thread: decode,
-    stack, write. Returns ``(sample_rate, num_samples, shape)``.
+    """One file longer than ``batch.long_file_seconds``, alone, in the main thread: decode, stack,
+    write. Returns ``(sample_rate, num_samples, shape)``.
 
-    This is the single place that decides how a long file is computed: it runs the whole file
-    (the single-file path) today; the chunked executor (``conv_pipeline.streaming``, bounded
-    memory) replaces this body without touching the rest of the job.
+    The single place that decides how a long file is computed: with ``runtime.chunk_seconds``
+    the chunked executor (``conv_pipeline.streaming``: the file read block by block, the
+    features written as they come into a preallocated temporary file, renamed when complete;
+    bounded memory, the same frames as the whole-file computation), else the whole file at once.
     """
-    del chunk_seconds  # used by the chunked executor
+    if chunk_seconds:
+        from .streaming import extract_file_chunked, file_writer
+
+        result = extract_file_chunked(
+            path, stack, audio, chunk_seconds, device, file_writer(out_path, stack.geometry, config)
+        )
+        return result.sample_rate, result.num_samples, list(result.shape)
     decoded = load_audio(path, audio)
     features = extract(decoded, stack, device)  # checks the length; the stack checks channels
     write_features(out_path, features.numpy(), stack.geometry, decoded.sample_rate, config)
@@ -722,6 +727,8 @@ def _validate_runtime(cfg: Config, opts: BatchOptions) -> None:
         raise bad("batch.extensions", "a non-empty list like [wav, flac]", list(opts.extensions))
     if not opts.log_every_s > 0:
         raise bad("batch.log_every_s", "a number of seconds > 0", opts.log_every_s)
+    if opts.long_file_seconds is not None and not opts.long_file_seconds > 0:
+        raise bad("batch.long_file_seconds", "null or a number of seconds > 0", opts.long_file_seconds)
     engine = _engine_config(cfg)
     if engine.name not in ("local", "ray"):
         raise bad("engine", "local or ray (engine=ray runs the job on a Ray cluster)", engine.name)
@@ -950,6 +957,7 @@ class _Work:
         self.cfg, self.stack, self.channels, self.out, self.device, self.config = cfg, stack, channels, out, device, config
         self.options = storage_options(cfg)
         self.chunk_seconds = cfg.runtime.chunk_seconds
+        self.long_after_s = _batch_options(cfg).long_file_seconds  # longer files: long_file()
         self.debug = bool(cfg.debug)
 
     def __getstate__(self) -> dict:
@@ -1037,7 +1045,7 @@ class _Work:
         )
 
     def long_file(self, item: _Item) -> ManifestRecord:
-        """A file longer than ``runtime.chunk_seconds``: ``process_long_file`` on a local copy
+        """A file longer than ``batch.long_file_seconds``: ``process_long_file`` on a local copy
         of a remote input, into a local file committed to ``output.dir``."""
         assert self.stack is not None
         t0 = time.perf_counter()
@@ -1046,7 +1054,7 @@ class _Work:
             _check_channels(item.path, policy_channel_count(self.cfg.audio.channels, info.channels), self.channels)
             with storage.fetched(item.path, self.options) as local_in, self.out.writing(item.out_rel) as out_path:
                 sr, n, shape = process_long_file(
-                    local_in, out_path, self.stack, self.cfg.audio, self.device, self.config, float(self.chunk_seconds or 0)
+                    local_in, out_path, self.stack, self.cfg.audio, self.device, self.config, self.chunk_seconds
                 )
         except Exception as err:  # noqa: BLE001
             item.compute_s = time.perf_counter() - t0
@@ -1147,7 +1155,7 @@ class _Engine:
     def run(self, todo: list[_Item]) -> None:
         self.progress = _Progress(len(todo), self.opts.progress, self.opts.log_every_s)
         decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
-        args = (self.cfg.audio, self.chunk_seconds, self.decode, self.work.options)
+        args = (self.cfg.audio, self.work.long_after_s, self.decode, self.work.options)
         max_inflight = max(1, 2 * self.cfg.runtime.num_workers + self.batch_size)
         window = SORT_WINDOW * self.batch_size
         queue: Iterator[_Item] = iter(todo)

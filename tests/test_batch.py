@@ -151,11 +151,14 @@ def stacks(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=stacks(), extra=st.lists(st.integers(0, 60), min_size=1, max_size=5), seed=st.integers(0, 2**16))
 def test_padded_batch_equals_each_file_alone(spec, extra, seed):
+    """In float64, so that what is compared is the padding, not float32 rounding: a batched conv
+    rounds differently from a single one (~1e-7), and a norm over a few nearly equal values
+    (layer_norm over 2 channels) can amplify that past 1e-5 even with no padding at all."""
     in_channels, layers = spec
-    stack = ConvStack.from_config(ModelConfig(layers=layers), in_channels=in_channels, seed=seed).eval()
+    stack = ConvStack.from_config(ModelConfig(layers=layers), in_channels=in_channels, seed=seed).double().eval()
     need = stack.geometry.min_input_length
     gen = torch.Generator().manual_seed(seed)
-    waves = [torch.randn(in_channels, need + n, generator=gen) for n in extra]
+    waves = [torch.randn(in_channels, need + n, generator=gen, dtype=torch.float64) for n in extra]
     for w in waves:  # torch's GroupNorm refuses a single frame per channel (alone or batched)
         lengths = stack.geometry.lengths(w.shape[-1])
         assume(all(lengths[i + 1] > 1 for i, layer in enumerate(layers) if layer.norm == "group_norm"))
@@ -164,9 +167,10 @@ def test_padded_batch_equals_each_file_alone(spec, extra, seed):
     for w, y in zip(waves, got):
         with torch.inference_mode():
             alone = stack(w[None])[0]  # the single-file computation: no padding, no lengths
+        assert y.dtype == torch.float32
         assert tuple(y.shape) == (stack.out_channels, stack.geometry.output_length(w.shape[-1]))
         assert y.shape == alone.shape
-        assert float((y - alone).abs().max()) <= 1e-5
+        assert float((y.double() - alone).abs().max()) <= 1e-5 * max(1.0, float(alone.abs().max()))
 
 
 # ---------------------------------------------------------------- the job end to end (CLI)
@@ -502,7 +506,8 @@ def test_a_crashing_worker_does_not_end_the_job(tmp_path, workers, decode, messa
         assert float(np.abs(np.load(out / f"f{i}.npy") - want).max()) <= 1e-5
 
 
-def test_long_files_take_the_per_file_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunk_seconds", [0.1, None])  # chunked executor / whole file
+def test_long_files_take_the_per_file_path(tmp_path, monkeypatch, chunk_seconds):
     import conv_pipeline.batch as batch
 
     calls = []
@@ -513,15 +518,17 @@ def test_long_files_take_the_per_file_path(tmp_path, monkeypatch):
     write_audio(corpus / "short.wav", 0.2, seed=2)
     write_audio(corpus / "long_stereo.wav", 0.6, channels=2, seed=3)
     out = tmp_path / "feats"
-    cfg = batch_cfg(corpus, out)
-    cfg.runtime.chunk_seconds = 0.5
+    cfg = batch_cfg(corpus, out, batch={"long_file_seconds": 0.5})
+    cfg.runtime.chunk_seconds = chunk_seconds
     s = run_batch(cfg)
-    assert (s.ok, s.failed) == (2, 1)
     assert calls == [str(corpus / "long.wav")]  # the stereo one fails its channel check first
+    assert (s.ok, s.failed) == (2, 1), s.format()
     assert "audio.channels=mono" in current(out)[str(corpus / "long_stereo.wav")].error
     for name in ("long", "short"):
         want = single_file(corpus / f"{name}.wav", tmp_path / name, out / "model.safetensors")
-        assert float(np.abs(np.load(out / f"{name}.npy") - want).max()) <= 1e-5
+        got = np.load(out / f"{name}.npy")
+        assert got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-5
+    assert not temp_files(out)
 
 
 # ---------------------------------------------------------------- progress and summary
