@@ -13,8 +13,8 @@ gets the files still to do and returns their records:
          from ``output.dir/model.safetensors`` (on its GPU with ``engine.num_gpus_per_actor``),
          cuts its rows into padded batches of ``runtime.batch_size`` files of similar length
          (``batch._take_batch``), and writes each file's features straight to ``output.dir``
-         (``_Work.write``: atomic, local or remote); a long file (``runtime.chunk_seconds``) goes
-         through ``process_long_file``, the local engine's chunked path (``_Work.long_file``)
+         (``_Work.write``: atomic, local or remote); a long file (``batch.long_file_seconds``)
+         goes through ``process_long_file``, the local engine's chunked path (``_Work.long_file``)
       -> one manifest record per file back to the driver (small JSON rows; no audio or features
          pass through the driver), which appends it to the manifest and updates the progress.
 
@@ -162,7 +162,7 @@ def _decode_row(row: dict[str, Any], work: _Work) -> dict[str, Any]:
     out = {"index": item.index, "input": item.path, "output": item.out_rel, **_EMPTY_ROW}
     decode = storage.decode(load_audio, work.options)
     try:
-        decoded, err = _decode(item.path, work.cfg.audio, work.chunk_seconds, decode, work.options), None
+        decoded, err = _decode(item.path, work.cfg.audio, work.long_after_s, decode, work.options), None
     except Exception as e:  # noqa: BLE001 - becomes this file's record
         decoded, err = None, e
     rec = work.accept(item, decoded, err)

@@ -90,21 +90,24 @@ def make_corpus(root: Path, long_file: bool = False) -> dict[str, str]:
         "bad/stereo.wav": "audio.channels=mono",
         "bad/nan.wav": "NaN",
     }
-    if long_file:  # longer than runtime.chunk_seconds=1: the long-file path
+    if long_file:  # longer than batch.long_file_seconds=1: the long-file path
         _tone(root / "long/seven.wav", 2.5, 16000, 9)
         expected["long/seven.wav"] = "ok"
     return expected
 
 
 def batch_cfg(input: Any, out: Any, batch_size: int = 3, options: dict | None = None, engine: EngineConfig | None = None,
-              chunk_seconds: float | None = None, layers=LAYERS, fmt: str = "npy", **kw) -> BatchConfig:
+              chunk_seconds: float | None = None, layers=LAYERS, fmt: str = "npy", long_file_seconds: float | None = None,
+              **kw) -> BatchConfig:
+    """A small job; ``chunk_seconds`` with ``long_file_seconds``: files longer than that take the
+    long-file path (``process_long_file``, the chunked executor)."""
     return BatchConfig(
         input=str(input),
         model=ModelConfig(name="custom", layers=list(layers)),
         audio=AudioConfig(sample_rate=SR),
         output=OutputConfig(dir=str(out), format=fmt),
         runtime=RuntimeConfig(batch_size=batch_size, num_workers=2, chunk_seconds=chunk_seconds),
-        batch=BatchOptions(progress="none"),
+        batch=BatchOptions(progress="none", long_file_seconds=long_file_seconds),
         engine=engine or EngineConfig(),
         storage=StorageConfig(options=options),
         **kw,
@@ -437,9 +440,10 @@ def test_s3_long_files_and_npz(tmp_path, s3):
     _tone(corpus / "long/seven.wav", 2.5, 16000, 9)
     bucket = s3.bucket("long-files")
     upload(s3.fs, corpus, f"{bucket}/corpus")
-    s = run_batch(batch_cfg(f"s3://{bucket}/corpus", f"s3://{bucket}/feats", options=s3.options, chunk_seconds=1.0, fmt="npz"))
+    long = dict(chunk_seconds=1.0, long_file_seconds=1.0, fmt="npz")
+    s = run_batch(batch_cfg(f"s3://{bucket}/corpus", f"s3://{bucket}/feats", options=s3.options, **long))
     assert (s.ok, s.failed) == (2, 0)
-    run_batch(batch_cfg(corpus, tmp_path / "local", chunk_seconds=1.0, fmt="npz"))
+    run_batch(batch_cfg(corpus, tmp_path / "local", **long))
     for rel in ("short.npz", "long/seven.npz"):
         got = np.load(io.BytesIO(s3.fs.cat(f"{bucket}/feats/{rel}")), allow_pickle=False)
         want = np.load(tmp_path / "local" / rel, allow_pickle=False)
