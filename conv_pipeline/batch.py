@@ -795,7 +795,6 @@ def run_batch(
     try:
         if runner is not None:
             runner.start()  # connects; impossible resource settings fail here, nothing written
-        log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
         out.create()
         lock = _OutputLock(out.path) if out.path is not None else None  # no lock on remote storage
         try:
@@ -831,6 +830,9 @@ def _run_locked(
         with out.metadata([WEIGHTS_NAME, CONFIG_NAME]) as meta:  # remote: a staged copy, committed after
             _check_same_audio(meta, config, cfg.overwrite)
             prepare_output_dir(meta, stack, cfg.overwrite, config)
+    # logged once every setup check has passed, so a refused job prints its error line only
+    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
+    if channels is not None:
         log.info("batch: stack takes %d channel(s) (fixed by %s)", channels.count, channels.source)
 
     removed = out.clean_temp_files(TEMP_RE)

@@ -261,6 +261,14 @@ def test_cli_job_on_a_broken_corpus(tmp_path):
     assert cli.returncode == 0, cli.stderr
     assert float(np.abs(np.load(single / "three.npy") - np.load(out / "c/three.npy")).max()) <= 1e-5
 
+    # other audio settings into the same output.dir: refused, one line, exit 2, nothing touched
+    before = (out / "manifest.jsonl").read_bytes()
+    again = run_script(f"input={corpus}", "output.dir=../feats", LAYERS_CLI, "audio.sample_rate=16000", cwd=elsewhere)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    lines = [l for l in again.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "audio.sample_rate=8000" in lines[0] and "overwrite=true" in lines[0], again.stderr
+    assert (out / "manifest.jsonl").read_bytes() == before
+
 
 def test_config_error_exits_2_before_reading_audio(tmp_path):
     write_audio(tmp_path / "corpus/x.wav")
