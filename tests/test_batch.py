@@ -148,7 +148,7 @@ def stacks(draw):
     return in_channels, layers
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=stacks(), extra=st.lists(st.integers(0, 60), min_size=1, max_size=5), seed=st.integers(0, 2**16))
 def test_padded_batch_equals_each_file_alone(spec, extra, seed):
     """In float64, so that what is compared is the padding, not float32 rounding: a batched conv
