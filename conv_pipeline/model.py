@@ -67,8 +67,10 @@ class TimeGroupNorm(nn.Module):
         return y * self.norm.weight[:, None] + self.norm.bias[:, None]
 
     def forward(self, x: torch.Tensor, valid: Optional[Sequence[int]] = None) -> torch.Tensor:
-        if valid is None or all(v >= x.shape[-1] for v in valid):
-            return self.norm(x)
+        if valid is None:
+            valid = [x.shape[-1]] * x.shape[0]
+        if x.shape[-1] > 1 and all(v >= x.shape[-1] for v in valid):
+            return self.norm(x)  # nn.GroupNorm refuses a single frame; the masked path handles it
         idx = torch.arange(x.shape[-1], device=x.device)
         n = torch.tensor(valid, device=x.device, dtype=x.dtype).clamp(min=1)  # (B,)
         mask = (idx[None, :] < n[:, None]).to(x.dtype)[:, None, :]  # (B, 1, T)
@@ -192,16 +194,24 @@ class ConvStack(nn.Module):
                 x = layer(x)
             return x
         per_layer = [self.geometry.lengths(int(n)) for n in lengths]  # per item: [L_0, ..., L_n]
+        in_place_ok = not torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = _zero_past(x, [lens[i] for lens in per_layer])
+            # the caller's input is never modified; a layer's own output may be, when no autograd
+            x = _zero_past(x, [lens[i] for lens in per_layer], in_place=i > 0 and in_place_ok)
             x = layer(x, [lens[i + 1] for lens in per_layer])
         return x
 
 
-def _zero_past(x: torch.Tensor, valid: Sequence[int]) -> torch.Tensor:
-    """Zero ``x[b, :, valid[b]:]`` for every item shorter than the batch."""
+def _zero_past(x: torch.Tensor, valid: Sequence[int], in_place: bool = False) -> torch.Tensor:
+    """Zero ``x[b, :, valid[b]:]`` for every item shorter than the batch (``in_place``: only
+    the padded tails are touched, no new tensor)."""
     frames = x.shape[-1]
-    if all(v >= frames for v in valid):
+    short = [(b, v) for b, v in enumerate(valid) if v < frames]
+    if not short:
+        return x
+    if in_place:
+        for b, v in short:
+            x[b, :, v:] = 0
         return x
     idx = torch.arange(frames, device=x.device)  # (T,)
     keep = idx[None, :] < torch.tensor(valid, device=x.device)[:, None]  # (B, T)

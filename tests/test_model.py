@@ -114,3 +114,15 @@ def test_padded_batch_masking_gives_single_item_results():
             torch.testing.assert_close(y[i, :, : outs[i]], alone, atol=1e-5, rtol=0)
     # without the mask, padding leaks into the shorter items' last valid frames
     assert (unmasked[1, :, : outs[1]] - y[1, :, : outs[1]]).abs().max() > 1e-4
+
+
+def test_group_norm_on_a_single_frame_matches_the_chunk_free_definition():
+    """One output frame: nn.GroupNorm refuses it, the stack gives the definition's answer (bias)."""
+    specs = [LayerConfig(out_channels=4, kernel_size=8, stride=4, norm="group_norm", activation=None)]
+    stack = ConvStack.from_config(ModelConfig(layers=specs), in_channels=1, seed=0).eval()
+    with torch.no_grad():
+        stack.layers[0].norm.norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.4]))
+        y = stack(torch.randn(2, 1, 8))  # one frame per item
+        yb = stack(torch.randn(2, 1, 11), torch.tensor([8, 11]))
+    torch.testing.assert_close(y, torch.tensor([0.1, -0.2, 0.3, 0.4]).expand(2, 4)[..., None])
+    torch.testing.assert_close(yb[:, :, :1], torch.tensor([0.1, -0.2, 0.3, 0.4]).expand(2, 4)[..., None])
