@@ -580,18 +580,17 @@ class ManifestSink:
         """A run killed mid-append can leave a last line without its newline; end it, so the next
         record starts on a line of its own (the torn line is skipped by ``read_manifest``)."""
         assert self.out.path is not None
+        try:  # never through a symbolic link (``add`` refuses one with a message)
+            fd = os.open(self.out.path / MANIFEST_NAME, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return
         try:
-            with open(self.out.path / MANIFEST_NAME, "rb+") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() == 0:
-                    return
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-        except FileNotFoundError:
-            pass
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.pwrite(fd, b"\n", size)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(self) -> dict[str, ManifestRecord]:
         """The current record of every input (``manifest.read_manifest``)."""
@@ -606,14 +605,25 @@ class ManifestSink:
         if not records:
             return
         lines = "".join(r.to_json() + "\n" for r in records)
-        if not self.out.remote:
+        if not self.out.remote:  # one write and one fsync for all of them (as manifest.append_record)
             assert self.out.path is not None
-            fd = os.open(self.out.path / MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            path = self.out.path / MANIFEST_NAME
+            data = lines.encode("utf-8")
+            try:  # never through a symbolic link: it could point outside output.dir
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as err:
+                if path.is_symlink():
+                    raise OutputError(f"{path} is a symbolic link; the manifest is never written through one (remove it)") from None
+                raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
             try:
-                os.write(fd, lines.encode("utf-8"))
+                written = os.write(fd, data)
                 os.fsync(fd)
+            except OSError as err:
+                raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
             finally:
                 os.close(fd)
+            if written != len(data):
+                raise OutputError(f"cannot append to {path}: only {written} of {len(data)} bytes written (disk full?)")
             return
         self._pending.append(lines)
         if time.monotonic() - self._last >= self.flush_s:

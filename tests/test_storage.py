@@ -462,3 +462,15 @@ def test_bad_storage_settings_are_one_line_errors(tmp_path):
     with pytest.raises(OutputError, match="is an existing file"):
         run_batch(batch_cfg(tmp_path / "corpus", "memory://isfile/out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_symlinked_local_manifest_is_never_written_through(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious, no newline at the end")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).symlink_to(outside)
+    sink = storage.ManifestSink(storage.OutputDir(out))
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        sink.add([ManifestRecord(input="x", status="failed", error="e")])
+    assert outside.read_text() == "precious, no newline at the end"
