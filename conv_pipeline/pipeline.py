@@ -85,7 +85,10 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
     cfg_dict = {k: v for k, v in cfg.items() if k != "hydra"}
     from omegaconf import OmegaConf
 
-    return to_config(OmegaConf.merge(OmegaConf.structured(Config), cfg_dict))
+    from .config import BatchConfig
+
+    schema = BatchConfig if "batch" in cfg_dict else Config  # config_name="batch": the batch job's keys
+    return to_config(OmegaConf.merge(OmegaConf.structured(schema), cfg_dict))
 
 
 def resolve_device(device: Device | str) -> torch.device:
