@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .errors import ConfigError, InputError, OutputError, PipelineError
 from .manifest import MANIFEST_NAME, ManifestRecord, read_manifest
+from .writer import TMP_MARKER
 
 __all__ = [
     "OBJECT_STORES",
@@ -71,7 +72,6 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _LOCAL_PREFIXES = ("file://", "local://")
 GLOB_CHARS = frozenset("*?[")
-TMP_MARKER = ".tmp-"  # writer.TMP_MARKER (not imported: writer is not needed to list files)
 
 
 # ---------------------------------------------------------------- specs
