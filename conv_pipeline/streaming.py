@@ -205,23 +205,16 @@ class _Stats(_Output):
 
 
 # ---------------------------------------------------------------- one layer
-def _inplace(fn: Callable[[nn.Module, torch.Tensor], Any]) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
-    def apply(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-        fn(module, y)
-        return y
-
-    return apply
-
-
-# The elementwise activations of model.py, applied in place on the layer's output (same function).
-_INPLACE_ACTIVATIONS = {
-    nn.ReLU: _inplace(lambda a, y: torch.relu_(y)),
-    nn.GELU: _inplace(lambda a, y: torch.ops.aten.gelu_(y, approximate=a.approximate)),
-    nn.Tanh: _inplace(lambda a, y: torch.tanh_(y)),
-    nn.Sigmoid: _inplace(lambda a, y: torch.sigmoid_(y)),
-    nn.SiLU: _inplace(lambda a, y: F.silu(y, inplace=True)),
-    nn.LeakyReLU: _inplace(lambda a, y: F.leaky_relu_(y, a.negative_slope)),
-    nn.ELU: _inplace(lambda a, y: F.elu_(y, a.alpha)),
+# The elementwise activations of model.py, applied in place on the layer's output (the same
+# functions; each returns the tensor it changed).
+_INPLACE_ACTIVATIONS: dict[type, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: lambda a, y: y.relu_(),
+    nn.GELU: lambda a, y: torch.ops.aten.gelu_(y, approximate=a.approximate),
+    nn.Tanh: lambda a, y: y.tanh_(),
+    nn.Sigmoid: lambda a, y: y.sigmoid_(),
+    nn.SiLU: lambda a, y: F.silu(y, inplace=True),
+    nn.LeakyReLU: lambda a, y: F.leaky_relu_(y, a.negative_slope),
+    nn.ELU: lambda a, y: F.elu_(y, a.alpha),
 }
 _ELEMENTWISE = tuple(_ACTIVATION_TYPES.values())
 
@@ -462,14 +455,22 @@ class StreamingResampler:
         self.frames_in = 0
         self.frames_out = 0
 
+    # Windows per conv call: the conv unfolds its input (kernel-length copies of each window), so
+    # memory would grow with the chunk length; slices keep it to a few MB whatever the chunk.
+    SLICE = 1 << 14
+
     def _run(self) -> torch.Tensor:
         m = self.window.ready()
         if m == 0:
             return self.window.buf[:0].t()
-        x = self.window.buf[: self.window.n].t().contiguous()[:, None, :]  # (n, C) -> (C, 1, n)
-        y = F.conv1d(x, self.kernel, stride=self.orig)  # (C, new, m): one row per output phase
+        span, parts = self.window.span, []
+        for a in range(0, m, self.SLICE):
+            b = min(m, a + self.SLICE)  # windows a..b-1 read samples a*orig .. (b-1)*orig + span - 1
+            x = self.window.buf[a * self.orig : (b - 1) * self.orig + span].t().contiguous()[:, None, :]  # (C, 1, n)
+            y = F.conv1d(x, self.kernel, stride=self.orig)  # (C, new, b - a): one row per output phase
+            parts.append(y.transpose(1, 2).reshape(self.channels, (b - a) * self.new))  # interleave the phases
         self.window.consume(m)
-        return y.transpose(1, 2).reshape(self.channels, m * self.new)  # interleave the phases
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     @torch.inference_mode()
     def push(self, x: torch.Tensor) -> torch.Tensor:
