@@ -7,11 +7,20 @@ extension.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import logging
 import math
 import os
+import re
+import stat
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +29,8 @@ import torchaudio.functional as AF
 
 from .config import AudioConfig, validate_audio
 from .errors import InputError
+
+log = logging.getLogger("conv_pipeline.audio")
 
 __all__ = [
     "Audio",
@@ -31,6 +42,7 @@ __all__ = [
     "apply_channel_policy",
     "resample",
     "resampled_length",
+    "check_resample",
     "normalize_waveform",
 ]
 
@@ -47,6 +59,7 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    truncated: bool = False  # the header declares more audio than the file holds (libsndfile's log)
 
     @property
     def duration_s(self) -> float:
@@ -69,23 +82,125 @@ class Audio:
         return int(self.waveform.shape[-1])
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+                (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
 def _check_path(path: Union[str, os.PathLike]) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if p.is_dir():
+    """``path`` as a string once it names a readable regular file; ``InputError`` (one line) otherwise.
+
+    A FIFO, device or socket is refused from its type: opening one could block forever or never end.
+    """
+    spath = os.fspath(path)
+    try:
+        st = os.stat(spath)
+    except FileNotFoundError:
+        if os.path.islink(spath):
+            raise InputError(f"{path}: is a symbolic link to a missing file; fix or remove the link") from None
+        raise InputError(f"{path}: no such file; check the path") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(f"{path}: is a symbolic link loop (it leads back to itself); fix or remove the link") from None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise InputError(f"{path}: permission denied; make the file and its folders readable") from None
+        raise InputError(f"{path}: cannot be read ({err.strerror or err}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(
             f"{path}: is a directory, expected an audio file (use scripts/batch_process.py for folders)"
         )
-    if not os.access(p, os.R_OK):
+    for is_kind, kind in _NOT_REGULAR:
+        if is_kind(st.st_mode):
+            raise InputError(f"{path}: is not a regular file (a {kind}); give an audio file")
+    if not os.access(spath, os.R_OK):
         raise InputError(f"{path}: permission denied; make the file readable")
-    return str(p)
+    return str(Path(spath))
+
+
+def _sf_name(spath: str) -> bytes:
+    """The name to hand libsndfile: bytes, so a file name that is not valid UTF-8 opens too."""
+    return os.fsencode(spath)
+
+
+class _NativeStderr:
+    """While active (``with``), hold back what the C decoders print on file descriptor 2
+    (libmpg123 prints warnings and errors about damaged MP3 frames there), so that a
+    command-line user sees one line per problem; ``close()`` sends the text to this module's debug
+    log. Reusable: one temporary file per decode, however many blocks.
+
+    Active only when this is the process's only thread: redirecting the descriptor is
+    process-wide, and another thread's messages must never be swallowed.
+    """
+
+    def __init__(self) -> None:
+        self.held: Optional[Any] = None
+        self.saved = -1
+
+    def __enter__(self) -> "_NativeStderr":
+        if threading.active_count() != 1 or threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            sys.stderr.flush()
+            if self.held is None:
+                self.held = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.held.fileno(), 2)
+        except (OSError, ValueError, AttributeError):
+            self.saved = -1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved >= 0:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.saved = -1
+
+    def close(self) -> None:
+        if self.held is None:
+            return
+        try:
+            self.held.seek(0)
+            text = self.held.read(4096).decode("utf-8", "replace").strip()
+        finally:
+            self.held.close()
+            self.held = None
+        if text:
+            log.debug("decoder messages: %s", " | ".join(text.splitlines()))
+
+
+def _sf_info(spath: str) -> Any:
+    quiet = _NativeStderr()
+    try:
+        with quiet:
+            return sf.info(_sf_name(spath))
+    finally:
+        quiet.close()
+
+
+def _libsndfile_detail(err: Exception) -> str:
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = re.sub(r"^Error opening .*?: ", "", detail).strip()
+    if "does not exist or is not a regular file" in detail:  # libsndfile's words for an unrecognised RIFF
+        detail = "unrecognised or damaged header"
+    if "Permission denied" in detail:
+        detail = "permission denied"
+    return detail or type(err).__name__
 
 
 def _decode_error(path: str, err: Exception) -> InputError:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    detail = detail.replace(f"Error opening {path!r}: ", "").replace(f"Error opening '{path}': ", "")
-    return InputError(f"{path}: not a readable audio file ({detail})")
+    """The file could not be opened as audio (its header)."""
+    return InputError(f"{path}: not a readable audio file ({_libsndfile_detail(err)})")
+
+
+def _damaged_error(path: str, err: Exception) -> InputError:
+    """The header was read but decoding the audio data failed."""
+    return InputError(
+        f"{path}: decoding failed ({_libsndfile_detail(err)}): the audio data is truncated or corrupt; "
+        "repair or re-encode it"
+    )
+
+
+_SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+_SHORTER_THAN_HEADER = re.compile(r"^(data|SSND)\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
 
 
 def probe(path: Union[str, os.PathLike]) -> AudioInfo:
@@ -94,10 +209,92 @@ def probe(path: Union[str, os.PathLike]) -> AudioInfo:
     if os.path.getsize(spath) == 0:
         raise InputError(f"{path}: empty file (0 bytes), not audio")
     try:
-        info = sf.info(spath)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        info = _sf_info(spath)
+    except _SF_ERRORS as err:
         raise _decode_error(spath, err) from None
-    return AudioInfo(spath, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
+    if int(info.samplerate) < 1 or int(info.channels) < 1:
+        raise InputError(
+            f"{path}: not a readable audio file (its header says {info.samplerate} Hz, {info.channels} channel(s))"
+        )
+    truncated = bool(_SHORTER_THAN_HEADER.search(getattr(info, "extra_info", "") or ""))
+    return AudioInfo(
+        spath, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype, truncated
+    )
+
+
+def _no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputError:
+    size = os.path.getsize(info.path)
+    if size > 1024:  # more than a bare header: libsndfile found no frame it could decode
+        return InputError(
+            f"{name}: has no decodable audio frames although it holds {size} bytes: the file is truncated or "
+            "damaged (an Ogg stream cut short loses its frame count); repair or re-encode it"
+        )
+    return InputError(f"{name}: has no audio frames (0 samples)")
+
+
+def _warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int) -> None:
+    """Say so when a file held less audio than its header declares (it is processed as it is)."""
+    if info.truncated or frames < info.frames:
+        log.warning(
+            "%s: holds less audio than its header declares (truncated or damaged); processing the %d frame(s) "
+            "it holds",
+            name, frames,
+        )
+
+
+# ---------------------------------------------------------------- memory limits
+# torchaudio's resampler builds a filter bank of (new / g) x (orig / g + 2 * width) taps for rates
+# with greatest common divisor g; rates that share no large factor (a header saying 16001 Hz)
+# would need gigabytes. 2**24 taps (64 MB in float32) covers every rate in use: 44100 -> 16000
+# needs 76 000 taps, 44056 (NTSC) -> 16000 about 11 million.
+MAX_RESAMPLE_TAPS = 1 << 24
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio.functional.resample's defaults
+
+
+def resample_taps(orig: int, new: int) -> int:
+    """Taps of the filter bank ``torchaudio.functional.resample`` builds for ``orig -> new`` Hz."""
+    if orig == new:
+        return 0
+    g = math.gcd(int(orig), int(new))
+    o, n = int(orig) // g, int(new) // g
+    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
+    return n * (o + 2 * width)
+
+
+def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
+    """``InputError`` when resampling ``orig -> new`` Hz needs more than ``MAX_RESAMPLE_TAPS`` taps."""
+    taps = resample_taps(orig, new)
+    if taps > MAX_RESAMPLE_TAPS:
+        raise InputError(
+            f"{path}: resampling {orig} Hz to {new} Hz needs a filter of {taps / 1e6:.0f} million taps "
+            f"({4 * taps / 2**30:.1f} GiB: the two rates share no large common factor); convert the file "
+            "to a standard rate first, or set audio.sample_rate=null to keep its own rate"
+        )
+
+
+def _available_bytes() -> Optional[int]:
+    """Memory the kernel says is available now (``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
+    """``InputError`` when ``nbytes`` (for ``what``) exceed the memory available, before allocating."""
+    avail = _available_bytes()
+    if avail is not None and nbytes > avail:
+        raise InputError(
+            f"{path}: too large to load whole ({what} needs {nbytes / 2**30:.1f} GiB, "
+            f"{avail / 2**30:.1f} GiB available); set runtime.chunk_seconds (e.g. 30) to stream it"
+        )
 
 
 def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: str = "audio") -> torch.Tensor:
@@ -153,31 +350,92 @@ def normalize_waveform(waveform: torch.Tensor, stats: Optional[tuple[float, floa
     return ((x - mean) / torch.sqrt(var + NORMALIZE_EPS)).to(waveform.dtype)
 
 
+def _rewind(f: sf.SoundFile) -> None:
+    """Seek to the first frame, as ``soundfile.read`` does: libmpg123 rounds the first frames a
+    hair differently (1 ulp) before its first seek, and decoding must equal ``soundfile.read``."""
+    if f.seekable():
+        f.seek(0)
+
+
+# Blocks of the whole-file decoder; the buffer starts at the header's frame count, capped at
+# this many samples per byte of file (a header can claim anything; a real codec's silence can
+# exceed it, and the buffer then grows).
+_DECODE_BLOCK = 1 << 16
+_SAMPLES_PER_BYTE = 64
+
+
+def _decode_whole(name: Union[str, os.PathLike], info: AudioInfo) -> np.ndarray:
+    """Every frame of the file, float32 ``(T, C)``, read block by block into a buffer sized from the
+    header (as far as the file's size makes it plausible), so a header that lies allocates nothing
+    it claims."""
+    c = info.channels
+    size = os.path.getsize(info.path)
+    capacity = max(1, min(info.frames, _SAMPLES_PER_BYTE * size // c))
+    _check_memory(name, 4 * capacity * c, f"{capacity} frames x {c} channel(s)")
+    out = np.empty((capacity, c), np.float32)
+    n = 0
+    quiet = _NativeStderr()
+    try:
+        with quiet:  # nothing is yielded inside: one redirection for the whole decode
+            try:
+                f = sf.SoundFile(_sf_name(info.path))
+                _rewind(f)
+            except _SF_ERRORS as err:
+                raise _decode_error(info.path, err) from None
+            with f:
+                while True:
+                    if n == out.shape[0]:
+                        _check_memory(name, 8 * n * c, f"more than {n} frames x {c} channel(s)")
+                        grown = np.empty((2 * n, c), np.float32)
+                        grown[:n] = out
+                        out = grown
+                    k = min(_DECODE_BLOCK, out.shape[0] - n)
+                    try:  # libsndfile decides where the audio ends (SoundFile.read stops at the header's count)
+                        got = f.buffer_read_into(out[n : n + k], dtype="float32")
+                    except _SF_ERRORS as err:
+                        raise _damaged_error(info.path, err) from None
+                    if got == 0:
+                        break
+                    n += got
+    finally:
+        quiet.close()
+    return out[:n]
+
+
 def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) -> Audio:
     """Decode ``path`` and apply ``audio.channels`` then ``audio.sample_rate``.
 
-    Raises ``InputError`` (one line, naming the file) for a missing, empty, corrupt or
-    non-audio file, zero frames, or NaN/Inf samples.
+    Raises ``InputError`` (one line, naming the file) for a missing, empty, corrupt, truncated or
+    non-audio file, a FIFO or device, zero frames, NaN/Inf samples, a resampling the rates make
+    impossible, or a file too large for the memory available (``runtime.chunk_seconds`` streams
+    it). A file shorter than its header says (a truncated WAV) is decoded as far as it goes, with
+    a warning.
     """
     audio = audio or AudioConfig()
     validate_audio(audio)
     info = probe(path)
-    try:
-        data, sr = sf.read(info.path, dtype="float32", always_2d=True)  # (T, C)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise _decode_error(info.path, err) from None
+    target = audio.sample_rate or info.sample_rate
+    check_resample(path, info.sample_rate, target)
+    data = _decode_whole(path, info)  # (T, C)
     if data.shape[0] == 0:
-        raise InputError(f"{path}: has no audio frames (0 samples)")
-    if not np.isfinite(data).all():
-        raise _non_finite_error(path, int((~np.isfinite(data)).sum()))
+        raise _no_frames_error(path, info)
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise _non_finite_error(path, int(data.size - np.count_nonzero(finite)))
+    del finite
+    decoded = int(data.shape[0])
+    _warn_truncated(path, info, decoded)
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
+    del data
     wave = apply_channel_policy(wave, audio.channels, info.path)
-    target = audio.sample_rate or int(sr)
-    wave = resample(wave, int(sr), target)
+    if target != info.sample_rate:
+        n_out = resampled_length(int(wave.shape[-1]), info.sample_rate, target)
+        _check_memory(path, 3 * 4 * n_out * int(wave.shape[0]), f"resampling to {n_out} frames")
+    wave = resample(wave, info.sample_rate, target)
     if audio.normalize:
         wave = normalize_waveform(wave)
-    if data.shape[0] != info.frames:  # header lied (truncated file): say what was decoded
-        info = AudioInfo(info.path, info.sample_rate, info.channels, int(data.shape[0]), info.format, info.subtype)
+    if decoded != info.frames:  # the header was wrong (truncated file): say what was decoded
+        info = dataclasses.replace(info, frames=decoded)
     return Audio(wave.contiguous(), target, info)
 
 
@@ -206,12 +464,25 @@ class BlockReader:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         frames, bad = 0, 0
+        quiet = _NativeStderr()  # around each libsndfile call, never across a yield
         try:
-            with sf.SoundFile(self.info.path) as f:
+            try:
+                with quiet:
+                    f = sf.SoundFile(_sf_name(self.info.path))
+                    _rewind(f)
+            except _SF_ERRORS as err:
+                raise _decode_error(self.info.path, err) from None
+            with f:
                 while True:
-                    data = f.read(self.block_frames, dtype="float32", always_2d=True)  # (n, C)
-                    if data.shape[0] == 0:
+                    data = np.empty((self.block_frames, self.info.channels), np.float32)  # (n, C)
+                    try:  # as in _decode_whole: libsndfile decides where the audio ends
+                        with quiet:
+                            got = f.buffer_read_into(data, dtype="float32")
+                    except _SF_ERRORS as err:
+                        raise _damaged_error(self.info.path, err) from None
+                    if got == 0:
                         break
+                    data = data[:got]
                     frames += data.shape[0]
                     finite = np.isfinite(data)
                     if bad or not finite.all():  # count them all, as load_audio does, then refuse
@@ -219,21 +490,25 @@ class BlockReader:
                         continue
                     block = torch.from_numpy(data).t()  # (n, C) -> (C, n), a view
                     yield apply_channel_policy(block, self.policy, self.info.path)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise _decode_error(self.info.path, err) from None
+        finally:
+            quiet.close()
         if frames == 0:
-            raise InputError(f"{self.name}: has no audio frames (0 samples)")
+            raise _no_frames_error(self.name, self.info)
         if bad:
             raise _non_finite_error(self.name, bad)
+        if self.frames_read is None:  # once, however many passes the stream takes
+            _warn_truncated(self.name, self.info, frames)
         self.frames_read = frames
 
 
 def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None, block_frames: int = 16000) -> BlockReader:
     """Check ``path`` and ``audio`` as ``load_audio`` does, from the header alone (missing, empty,
-    non-audio, zero frames, a channel index the file lacks), and return a ``BlockReader``."""
+    non-audio, zero frames, a channel index the file lacks, an impossible resampling), and return
+    a ``BlockReader``."""
     audio = audio or AudioConfig()
     validate_audio(audio)
     info = probe(path)
     if info.frames == 0:
-        raise InputError(f"{path}: has no audio frames (0 samples)")
+        raise _no_frames_error(path, info)
+    check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate)
     return BlockReader(path, info, audio.channels, block_frames)
