@@ -119,14 +119,41 @@ def plain_config(cfg: Config) -> dict[str, Any]:
     return conv(cfg)
 
 
-def stack_in_channels(model: ModelConfig, audio_channels: int) -> int:
-    """The stack's input channels for audio with ``audio_channels`` (after the channel policy)."""
+def stack_in_channels(model: ModelConfig, audio_channels: int, path: Optional[str] = None) -> int:
+    """The stack's input channels for audio with ``audio_channels`` (after the channel policy);
+    a mismatch names the file ``path``."""
     ckpt = checkpoint_in_channels(model.checkpoint, model) if model.checkpoint else None
-    return resolve_in_channels(model, audio_channels, ckpt)
+    try:
+        return resolve_in_channels(model, audio_channels, ckpt)
+    except InputError as err:
+        if path is None:
+            raise
+        raise InputError(f"{path}: {err}") from None
+
+
+def overflow_error(path: str, bad: int, peak: Optional[float] = None) -> InputError:
+    """Features with NaN/Inf values: the input's samples were too large for float32 arithmetic."""
+    where = f" (peak {peak:.3g}; audio is expected within [-1, 1])" if peak is not None else ""
+    return InputError(
+        f"{path}: the features overflow float32 ({bad} NaN/Inf value(s)): the samples are too large{where}; "
+        "rescale the file; nothing was written"
+    )
+
+
+def _finite_chunks(chunks: Any, path: str) -> Any:
+    """``chunks`` as they come, refusing the first one with NaN/Inf features (nothing is committed)."""
+    for chunk in chunks:
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            raise overflow_error(path, int(chunk.size - np.count_nonzero(finite)))
+        yield chunk
 
 
 def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Features ``(out_channels, frames)`` for one decoded file (float32, on the CPU)."""
+    """Features ``(out_channels, frames)`` for one decoded file (float32, on the CPU).
+
+    ``InputError`` when the file is too short for the stack, or when the features overflow
+    (samples far outside [-1, 1] can make them Inf or NaN: such features are never returned)."""
     geometry = stack.geometry
     expected = geometry.check_input_length(audio.frames, what=audio.info.path)
     with torch.inference_mode():
@@ -134,6 +161,9 @@ def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device(
         y = stack(x)[0].float().cpu()  # (1, C_out, F) -> (C_out, F)
     if y.shape[-1] != expected:  # the geometry module is the contract; never write a wrong shape
         raise RuntimeError(f"internal error: stack gave {y.shape[-1]} frames, geometry predicts {expected}")
+    finite = torch.isfinite(y)
+    if not bool(finite.all()):
+        raise overflow_error(audio.info.path, int(y.numel() - finite.sum()), float(audio.waveform.abs().max()))
     return y
 
 
@@ -239,7 +269,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
 
     if chunk_seconds is None:  # the whole file at once
         audio = load_audio(cfg.input, cfg.audio)
-        in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0])
+        in_channels = stack_in_channels(cfg.model, audio.waveform.shape[0], audio.info.path)
         stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
         features = extract(audio, stack, device)  # (C_out, F)
 
@@ -252,7 +282,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
         sample_rate, num_samples, shape = audio.sample_rate, audio.frames, tuple(features.shape)
     else:  # block by block, the features written as they come (bounded memory)
         stream = open_audio_stream(cfg.input, cfg.audio, chunk_seconds)  # header checks
-        in_channels = stack_in_channels(cfg.model, stream.channels)
+        in_channels = stack_in_channels(cfg.model, stream.channels, stream.path)
         stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
         config = plain_config(cfg)
         config["model"]["in_channels"] = in_channels
@@ -265,8 +295,13 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
             log_run(stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)
 
         out_path = feature_path(out_dir, out_stem, fmt)
+        to_file = file_writer(out_path, stack.geometry, config, commit)
+
+        def write(chunks: Any, shape: tuple[int, int], sample_rate: int) -> Path:
+            return to_file(_finite_chunks(chunks, stream.path), shape, sample_rate)
+
         try:
-            result = extract_stream(stream, stack, device, file_writer(out_path, stack.geometry, config, commit))
+            result = extract_stream(stream, stack, device, write)
         except BaseException:
             if created:
                 try:

@@ -79,6 +79,7 @@ def write_features(
     if features.ndim != 2:
         raise ValueError(f"features must be (channels, frames), got shape {features.shape}")
     path = Path(path)
+    _check_finite(path, features)
     if path.suffix == ".npy":
 
         def write(tmp: Path) -> None:
@@ -95,6 +96,25 @@ def write_features(
     else:
         raise ValueError(f"unknown feature format {path.suffix!r}; use .npy or .npz")
     return atomic_write(path, write)
+
+
+def _check_finite(path: Path, features: np.ndarray) -> None:
+    """Never write NaN/Inf features: ``InputError`` naming the file they were for."""
+    finite = np.isfinite(features)
+    if not finite.all():
+        from .errors import InputError
+
+        raise InputError(
+            f"{path}: not written: the features hold {features.size - np.count_nonzero(finite)} NaN/Inf "
+            "value(s) (the input's samples are too large for float32 features; audio is expected within "
+            "[-1, 1]); rescale the input"
+        )
+
+
+def _finite(path: Path, chunks: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    for chunk in chunks:
+        _check_finite(path, np.asarray(chunk))
+        yield chunk
 
 
 def npz_metadata(
@@ -271,6 +291,7 @@ def write_features_stream(
     ``before_commit()`` runs just before the rename (e.g. writing the files that must exist first).
     """
     path = Path(path)
+    chunks = _finite(path, chunks)  # NaN/Inf features: nothing committed
     if path.suffix == ".npy":
 
         def write(tmp: Path) -> None:
