@@ -41,18 +41,47 @@ class ManifestRecord:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+        """One line of JSON. Non-ASCII names stay readable; a name that is not valid UTF-8 (Python
+        holds its bytes as lone surrogates) is escaped (``\\udcff``), so the line still encodes to
+        UTF-8 and reads back to the same name."""
+        text = json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(asdict(self), ensure_ascii=True, sort_keys=False)
+        return text
 
 
 def append_record(out_dir: Path | str, record: ManifestRecord) -> None:
-    """Append ``record`` as one line, flushed and fsynced, with a single ``write`` call."""
+    """Append ``record`` as one line, flushed and fsynced, with a single ``write`` call.
+
+    A ``manifest.jsonl`` that is a symbolic link is never written through (it could point
+    anywhere outside ``output.dir``). Raises ``OutputError`` (one line) when the line cannot be
+    appended."""
+    from .errors import OutputError
+
+    path = Path(out_dir) / MANIFEST_NAME
     line = (record.to_json() + "\n").encode("utf-8")
-    fd = os.open(Path(out_dir) / MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if path.is_symlink():
+            raise OutputError(
+                f"{path} is a symbolic link; the manifest is never written through one (remove it)"
+            ) from None
+        raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line (a killed or full-disk writer)
+            line = b"\n" + line
+        written = os.write(fd, line)
         os.fsync(fd)
+    except OSError as err:
+        raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
     finally:
         os.close(fd)
+    if written != len(line):  # a full disk can cut a write short: end the torn line
+        raise OutputError(f"cannot append to {path}: only {written} of {len(line)} bytes written (disk full?)")
 
 
 def iter_records(out_dir: Path | str) -> Iterator[ManifestRecord]:
