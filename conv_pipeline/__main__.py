@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .cli import hydra_output_dir, report_errors
+from .cli import check_command_line, hydra_output_dir, report_errors
 from .config import register_configs
 from .pipeline import run, to_config
 
@@ -32,7 +32,11 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    import sys
+
     register_configs()
+    with report_errors(prog="conv_pipeline"):
+        check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
     _main()
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from .errors import PipelineError
 
-__all__ = ["report_errors", "hydra_output_dir"]
+__all__ = ["report_errors", "hydra_output_dir", "check_command_line"]
+
+# Hydra keys whose values make Hydra import or instantiate code: callbacks (``_target_``), the
+# logging configs (``logging.config.dictConfig``: ``class``, ``()``, ``ext://``), the config
+# search path (config files from anywhere), launcher and sweeper plugins. None of them may be
+# set from the command line; ``_target_`` is refused under any key.
+CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra.searchpath",
+             "hydra.launcher", "hydra.sweeper")
 
 
 @contextlib.contextmanager
@@ -40,3 +47,57 @@ def hydra_output_dir() -> Optional[str]:
     if hc.mode == RunMode.MULTIRUN:
         return hc.runtime.output_dir
     return None
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a single-quoted Hydra string (``'`` escaped as ``\\'``)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Check the command line's overrides before Hydra composes (or instantiates) anything.
+
+    Raises ``ConfigError`` (one line) for an override Hydra cannot parse (a path with spaces,
+    quotes or non-ASCII characters must be quoted: the message gives the quoted form), a value
+    with a comma outside a multirun (Hydra would read a list of values), and any override that
+    would make Hydra import or instantiate code (``_target_`` anywhere, ``CODE_KEYS``).
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .errors import ConfigError
+
+    args, unknown = get_args_parser().parse_known_args(list(argv))
+    overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+    parser = OverridesParser.create()
+    for text in overrides:
+        key, eq, value = text.partition("=")
+        try:
+            override = parser.parse_overrides([text])[0]
+        except HydraException:
+            fix = ""
+            if eq and key and not any(c in key for c in " '\""):
+                quoted = f"{key}={_quoted(value)}"
+                try:
+                    if parser.parse_overrides([quoted])[0].value() == value:
+                        fix = f"; quote the value for Hydra: {quoted}"
+                        if not any(c in quoted for c in '"$`\\!'):
+                            fix += f' (in a shell: "{quoted}")'
+                except HydraException:
+                    pass
+            raise ConfigError(
+                f"cannot parse the override {text!r} (Hydra's override grammar){fix or '; see hydra.cc override grammar'}"
+            ) from None
+        name = override.key_or_group.replace("/", ".")
+        if "_target_" in name.split(".") or any(name == k or name.startswith(k + ".") for k in CODE_KEYS):
+            if "/" not in override.key_or_group:  # a config group choice (hydra/job_logging=...) is a file, allowed
+                raise ConfigError(
+                    f"{text!r}: refused: _target_ and Hydra's callback, logging, search-path and plugin keys "
+                    "name code to import; nothing named on the command line is ever imported or instantiated"
+                )
+        if override.is_sweep_override() and not args.multirun and eq:
+            raise ConfigError(
+                f"{text!r}: Hydra reads the comma as several values (a sweep); quote the value if it is one: "
+                f"{key}={_quoted(value)}, or add -m to run one job per value"
+            )
