@@ -1,0 +1,453 @@
+"""Issue 7: the bad-input matrix (tests/bad_inputs.py, RELIABILITY.md) through the CLI and the
+batch job, whole-file and chunked (``runtime.chunk_seconds``).
+
+Every input ends in one of two ways, and nothing else:
+
+* a correct output: the feature file loads with ``allow_pickle=False``, has the shape the
+  geometry predicts and equals an independent computation (soundfile decode, torchaudio
+  resample, ``F.conv1d`` layer by layer with the weights written next to it);
+* a clear error: one line naming the file and the problem (exit 2 from the CLI, a ``failed``
+  manifest record from the batch job), no traceback, nothing written for that file, and every
+  other file of the same job unaffected.
+
+The CLI runs in this process (``cli_inprocess``: its real ``main()``, exit status and file
+descriptors 1 and 2) to keep the suite fast; a few real subprocesses (``test_real_processes_*``)
+check that the in-process runs say what a real one would, with file permissions enforced even
+as root. The batch job runs every case in one job per mode (in-process ``run_batch``), once as a
+real ``scripts/batch_process.py`` process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from bad_inputs import (
+    BY_NAME,
+    CASES,
+    MATRIX_OVERRIDES,
+    SR,
+    Case,
+    build,
+    cli_inprocess,
+    compose_batch,
+    encoded,
+    hydra_quote,
+    unprivileged_preexec,
+)
+from conftest import FIGURES, ROOT, reference_features
+from conv_pipeline.audio import load_audio
+from conv_pipeline.batch import run_batch
+from conv_pipeline.config import AudioConfig
+from conv_pipeline.errors import InputError
+from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
+
+SCRIPT = ROOT / "scripts" / "batch_process.py"
+CHUNK = "0.1"  # seconds: several blocks per file, and files of 0.17-0.5 s take the long-file path in the batch job
+MODES = {"whole": "runtime.chunk_seconds=null", "chunked": f"runtime.chunk_seconds={CHUNK}"}
+FEATURE_SUFFIXES = (".npy", ".npz")
+
+
+def target_rate(case: Case, native: int) -> int:
+    return native if "audio.sample_rate=null" in case.overrides else SR
+
+
+def expected_waveform(path: Path, case: Case) -> np.ndarray:
+    """What the stack must see, computed without the pipeline: soundfile's decode, torchaudio's resample."""
+    data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # (T, C)
+    wave = torch.from_numpy(np.ascontiguousarray(data.T))
+    target = target_rate(case, sr)
+    if target != sr:
+        wave = AF.resample(wave, sr, target)
+    return wave.numpy()
+
+
+def check_features(out_dir: Path, feature_file: Path, path: Path, case: Case) -> np.ndarray:
+    """The file loads without pickle, is float32 (C_out, frames) and equals the reference."""
+    got = np.load(feature_file, allow_pickle=False)
+    want = reference_features(out_dir, expected_waveform(path, case))
+    assert got.dtype == np.float32 and got.shape == want.shape, (got.shape, want.shape)
+    scale = max(1.0, float(np.abs(want).max()))
+    assert float(np.abs(got - want).max()) <= 1e-4 * scale, case.name
+    return got
+
+
+def written_features(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.suffix in FEATURE_SUFFIXES] if folder.exists() else []
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name] if folder.exists() else []
+
+
+def deny_reading(monkeypatch, locked: Path) -> None:
+    """In-process stand-in for an unreadable file (root reads mode-000 files): ``os.access``
+    says no for ``locked`` (the real thing: ``test_real_processes_*``)."""
+    real = os.access
+
+    def access(path, mode, *a, **k):
+        if os.fspath(path) == os.fspath(locked):
+            return False
+        return real(path, mode, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def is_clear_error(line: str, case: Case, path: Path) -> bool:
+    return (
+        path.name in line
+        and all(n in line for n in case.needles)
+        and "Traceback" not in line
+        and "\n" not in line
+    )
+
+
+# ---------------------------------------------------------------- the CLI, every case, both modes
+CLI_CASES = [c for c in CASES if c.cli]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
+def test_cli_matrix(case, tmp_path, capfd, monkeypatch):
+    path = build(case, tmp_path / "in")
+    if case.name == "unreadable":
+        deny_reading(monkeypatch, path)
+    results = {}
+    for mode, chunk in MODES.items():
+        out = tmp_path / f"out_{mode}"
+        run = cli_inprocess([f"input={hydra_quote(path)}", *MATRIX_OVERRIDES, *case.overrides,
+                             f"output.dir={out}", chunk], capfd)
+        leftovers = temp_files(tmp_path)
+        noise = [l for l in run.err_lines if "libmpg123" in l or l.startswith(("Warning:", "Note:", "[src/"))]
+        if case.ok:
+            ok = run.code == 0 and not leftovers and not noise and "Traceback" not in run.err
+            FIGURES.outcome("bad input", ok, f"CLI {mode} {case.name}: exit {run.code}: {run.err[-300:]}")
+            assert ok, run.err
+            feature_file = out / f"{Path(case.filename).stem}.npy"
+            assert f"wrote {feature_file}" in run.out
+            results[mode] = check_features(out, feature_file, path, case)
+            if case.name in ("truncated_wav", "lying_wav", "mp3_damaged", "mp3_truncated"):
+                assert "holds less audio than its header declares" in run.err  # says what it did
+        else:
+            lines = run.err_lines
+            ok = (run.code == 2 and len(lines) == 1 and lines[0].startswith("conv_pipeline: error: ")
+                  and is_clear_error(lines[0], case, path) and not written_features(tmp_path) and not leftovers)
+            FIGURES.outcome("bad input", ok, f"CLI {mode} {case.name}: exit {run.code}: {run.err[-300:]}")
+            assert ok, (run.code, run.err)
+            assert not out.exists() or not any(out.iterdir())  # not even model.safetensors
+            results[mode] = lines[0]
+    if case.ok:  # chunked execution gives the whole-file frames
+        a, b = results["whole"], results["chunked"]
+        assert a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-5 * max(1.0, float(np.abs(a).max()))
+    else:
+        assert all(n in results["chunked"] for n in case.needles)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.ok and c.audio is not None],
+                         ids=[c.name for c in CASES if c.ok and c.audio is not None])
+def test_decoded_samples_are_the_written_ones(case, tmp_path):
+    """Odd formats decode to the samples that were written (within the format's precision)."""
+    path = build(case, tmp_path)
+    want, tol = case.audio
+    got = load_audio(path, AudioConfig(sample_rate=None)).waveform.numpy().T  # (T, C)
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) <= tol + 1e-7
+
+
+# ---------------------------------------------------------------- the batch job, every case in one job
+def _batch_groups() -> dict[tuple[str, ...], list[Case]]:
+    groups: dict[tuple[str, ...], list[Case]] = {}
+    for c in CASES:
+        if c.name == "non_utf8_name":  # a list file is UTF-8 text: this one goes through a folder (below)
+            continue
+        groups.setdefault(tuple(c.overrides), []).append(c)
+    return groups
+
+
+def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], label: str) -> None:
+    records = read_manifest(out)
+    assert len(records) == len(cases), sorted(records)  # every input has exactly one record
+    ok_outputs = set()
+    for case in cases:
+        path = paths[case.name]
+        rec = records.get(str(path))
+        if rec is None:
+            FIGURES.outcome("bad input", False, f"batch {label} {case.name}: no manifest record")
+            pytest.fail(f"{case.name}: no record")
+        if case.ok:
+            good = rec.status == "ok" and rec.error is None and rec.output is not None
+            FIGURES.outcome("bad input", good, f"batch {label} {case.name}: {rec.status} {rec.error}")
+            assert good, rec
+            got = check_features(out, out / rec.output, path, case)
+            assert rec.shape == list(got.shape)
+            assert rec.sample_rate == target_rate(case, sf.info(os.fsencode(path)).samplerate)
+            ok_outputs.add(rec.output)
+        else:
+            # overflowing features in a padded batch are refused naming the output file (the record's
+            # ``input`` names the input): see test_batch_overflow_message_names_the_input
+            named = path if case.name != "overflow" or path.name in rec.error else path.with_suffix(".npy")
+            clear = rec.status == "failed" and rec.output is None and rec.error is not None \
+                and is_clear_error(rec.error, case, named)
+            FIGURES.outcome("bad input", clear, f"batch {label} {case.name}: {rec.status} {rec.error}")
+            assert clear, rec
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == ok_outputs | {MANIFEST_NAME, "model.safetensors", "config.yaml"}  # no partial output
+    assert not temp_files(out)
+
+
+BATCH_GROUPS = _batch_groups()
+GROUP_IDS = {(): "default", ("audio.sample_rate=null",): "native_rate", ("model=stft", "model.in_channels=1"): "stft"}
+assert set(BATCH_GROUPS) == set(GROUP_IDS)
+
+
+@pytest.mark.parametrize("group", list(BATCH_GROUPS), ids=[GROUP_IDS[g] for g in BATCH_GROUPS])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_batch_matrix(mode, group, tmp_path, monkeypatch):
+    """Every case of a group (same overrides) in one job over a list file: the failures never
+    disturb the other files of the job."""
+    cases = BATCH_GROUPS[group]
+    paths = {c.name: build(c, tmp_path / "in") for c in cases}
+    if "unreadable" in paths:
+        deny_reading(monkeypatch, paths["unreadable"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths.values()), encoding="utf-8")
+    out = tmp_path / "out"
+    summary = run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={out}", *MATRIX_OVERRIDES,
+                                       *group, MODES[mode], "batch.progress=none", "runtime.batch_size=4"]))
+    assert summary.ok == sum(c.ok for c in cases) and summary.failed == sum(not c.ok for c in cases)
+    check_batch_records(out, paths, cases, mode)
+
+
+OVERFLOW_NAMES_OUTPUT = (
+    "batch.py: features that overflow in a padded batch are refused by writer.write_features, whose "
+    "message names the output file, not the input (fix: in _Work.compute, check torch.isfinite per item "
+    "and fail it with pipeline.overflow_error(item.path, n, peak))"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=OVERFLOW_NAMES_OUTPUT)
+def test_batch_overflow_message_names_the_input(tmp_path):
+    """The matrix accepts the output file's name for this one case (the record's ``input`` says
+    which file it was); the message should name the input, as every other failure does."""
+    case = BY_NAME["overflow"]
+    path = build(case, tmp_path / "in")
+    build(BY_NAME["flac24"], tmp_path / "in")
+    out = tmp_path / "out"
+    run_batch(compose_batch([f"input={hydra_quote(tmp_path / 'in')}", f"output.dir={out}", *case.overrides,
+                             "batch.progress=none"]))
+    rec = read_manifest(out)[str(path)]
+    with FIGURES.expecting_defect(OVERFLOW_NAMES_OUTPUT):
+        ok = FIGURES.outcome("bad input", rec.status == "failed" and path.name in rec.error, rec.error or "")
+    assert ok, rec.error
+
+
+def test_batch_folder_with_links_pipes_and_odd_names(tmp_path):
+    """A folder input: a symlink loop between folders is searched once; a link loop between files,
+    a dangling link and a FIFO fail alone; names that are not UTF-8, with a newline, quotes or
+    non-ASCII characters are processed and recorded in valid JSON."""
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    os.symlink("..", corpus / "sub" / "up")  # sub/up -> corpus: a folder loop
+    os.symlink(corpus, corpus / "sub" / "again")  # a second link to the same folder
+    names = ["plain.wav", os.fsdecode(b"bad\xffname.wav"), "new\nline.wav", "my song 'live' \"x\" é ü.wav",
+             "sub/deep.flac"]
+    for i, name in enumerate(names):
+        BY_NAME["pcm_24"].make(corpus / name) if name.endswith(".wav") else BY_NAME["flac24"].make(corpus / name)
+    build(BY_NAME["symlink_loop"], corpus)
+    build(BY_NAME["fifo"], corpus)
+    os.symlink("nowhere.wav", corpus / "dangling.wav")
+    out = tmp_path / "out"
+    summary = run_batch(compose_batch([f"input={hydra_quote(corpus)}", f"output.dir={out}", *MATRIX_OVERRIDES,
+                                       "batch.progress=none"]))
+    records = read_manifest(out)
+    manifest_text = (out / MANIFEST_NAME).read_bytes().decode("utf-8")  # valid UTF-8 throughout
+    assert all(line.startswith("{") for line in manifest_text.splitlines())
+    ok = {os.path.relpath(k, corpus) for k, r in records.items() if r.status == "ok"}
+    failed = {os.path.relpath(k, corpus): r.error for k, r in records.items() if r.status == "failed"}
+    assert ok == set(names)  # each real file once, whatever the links
+    assert set(failed) == {"loop.wav", "loop_other.wav", "pipe.wav", "dangling.wav"}
+    assert "symbolic link loop" in failed["loop.wav"] and "not a regular file" in failed["pipe.wav"]
+    assert "symbolic link to a missing file" in failed["dangling.wav"]
+    for name in names:
+        rec = records[str(corpus / name)]
+        path = corpus / name
+        check_features(out, out / rec.output, path, BY_NAME["pcm_24"])
+    FIGURES.tried("bad input", len(records))
+    assert summary.total == len(records) == len(names) + 4
+
+
+# ---------------------------------------------------------------- real processes
+def _real(argv: list[str], cwd: Path, script: bool = False) -> subprocess.CompletedProcess:
+    try:
+        preexec = unprivileged_preexec()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    cmd = [sys.executable, str(SCRIPT)] if script else [sys.executable, "-m", "conv_pipeline"]
+    return subprocess.run([*cmd, *argv], cwd=str(cwd), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, preexec_fn=preexec)
+
+
+def test_real_processes_cli(tmp_path):
+    """What a user sees: one line and exit 2, or exit 0; file permissions enforced (root's
+    CAP_DAC_OVERRIDE dropped in the child); the C decoder's stderr noise held back."""
+    folder = tmp_path / "in"
+    locked = build(BY_NAME["unreadable"], folder)
+    damaged = build(BY_NAME["mp3_damaged"], folder)
+    odd = build(BY_NAME["odd_name"], folder)
+    out = tmp_path / "out"
+    common = [*MATRIX_OVERRIDES, f"output.dir={out}"]
+
+    proc = _real([f"input={locked}", *common], tmp_path)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    ok = proc.returncode == 2 and len(lines) == 1 and "locked.wav: permission denied" in lines[0]
+    FIGURES.outcome("bad input", ok, f"real CLI unreadable: {proc.returncode} {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    assert not out.exists()
+
+    proc = _real([f"input={damaged}", *common], tmp_path)
+    noise = "Illegal Audio-MPEG-Header" in proc.stderr or "libmpg123" in proc.stderr
+    ok = proc.returncode == 0 and not noise and "Traceback" not in proc.stderr
+    FIGURES.outcome("bad input", ok, f"real CLI damaged mp3: {proc.returncode} {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    assert "holds less audio than its header declares" in proc.stderr
+
+    proc = _real([f"input={odd}", *common], tmp_path)  # unquoted: Hydra cannot parse it
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    ok = proc.returncode == 2 and len(lines) == 1 and "quote the value for Hydra: input='" in lines[0]
+    FIGURES.outcome("bad input", ok, f"real CLI unquoted odd name: {proc.returncode} {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    suggested = lines[0].split("quote the value for Hydra: ", 1)[1].split(" (in a shell", 1)[0]
+    proc = _real([suggested, *common], tmp_path)  # the suggestion works as given
+    FIGURES.outcome("bad input", proc.returncode == 0, f"real CLI quoted odd name: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr
+    check_features(out, out / f"{odd.stem}.npy", odd, BY_NAME["odd_name"])
+
+
+def test_real_processes_batch(tmp_path):
+    """``scripts/batch_process.py`` over every list-able case at once, as an unprivileged root:
+    exit 1, no traceback, each failure one line in the summary, every good file written."""
+    cases = list(BATCH_GROUPS[()])
+    folder = tmp_path / "in"
+    paths = {c.name: build(c, folder) for c in cases}
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths.values()), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = _real([f"input={listing}", f"output.dir={out}", *MATRIX_OVERRIDES, "runtime.batch_size=4"], tmp_path,
+                 script=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr  # (decoder notes may appear: decode threads share fd 2)
+    n_ok, n_failed = sum(c.ok for c in cases), sum(not c.ok for c in cases)
+    assert f"{len(cases)} input(s): {n_ok} ok, 0 skipped, {n_failed} failed" in proc.stdout
+    check_batch_records(out, paths, cases, "process")
+    for rec in read_manifest(out).values():
+        if rec.status == "failed":
+            assert f"  {rec.error}\n" in proc.stdout  # listed, one line each
+
+
+# ---------------------------------------------------------------- unit checks behind the matrix
+def test_truncated_wav_is_processed_as_far_as_it_goes_with_a_warning(tmp_path, caplog):
+    path = build(BY_NAME["truncated_wav"], tmp_path)
+    with caplog.at_level("WARNING", logger="conv_pipeline.audio"):
+        audio = load_audio(path, AudioConfig(sample_rate=None))
+    assert audio.info.truncated and 0 < audio.frames < 8000
+    assert any("holds less audio than its header declares" in r.getMessage() for r in caplog.records)
+
+
+def test_a_header_that_lies_allocates_nothing_it_claims(tmp_path, monkeypatch):
+    """The FLAC header says 2**36 frames (512 GiB of float32): decoding must not ask for them."""
+    import conv_pipeline.audio as audio_mod
+
+    path = build(BY_NAME["flac_huge_header"], tmp_path)
+    asked = []
+    real_empty = np.empty
+    monkeypatch.setattr(audio_mod.np, "empty", lambda shape, *a, **k: asked.append(shape) or real_empty(shape, *a, **k))
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_audio(path)
+    assert asked and max(math.prod(s) for s in asked) <= 64 * path.stat().st_size
+
+
+def test_resampling_filter_size_is_checked_before_it_is_built(tmp_path):
+    from conv_pipeline.audio import MAX_RESAMPLE_TAPS, resample_taps
+
+    for rate in (8000, 11025, 22050, 44100, 47952, 48000, 96000, 192000, 44056):  # rates in use: accepted
+        assert resample_taps(rate, SR) <= MAX_RESAMPLE_TAPS, rate
+    path = build(BY_NAME["odd_rate"], tmp_path)
+    with pytest.raises(InputError, match=r"resampling 16001 Hz to 16000 Hz needs a filter of 256 million taps"):
+        load_audio(path, AudioConfig(sample_rate=SR))
+
+
+def test_too_large_for_memory_is_a_clear_error_naming_the_fix(tmp_path, monkeypatch):
+    import conv_pipeline.audio as audio_mod
+
+    path = build(BY_NAME["pcm_24"], tmp_path)
+    monkeypatch.setattr(audio_mod, "_available_bytes", lambda: 1000)
+    with pytest.raises(InputError, match=r"too large to load whole .* set runtime.chunk_seconds"):
+        load_audio(path)
+
+
+def test_decoder_stderr_is_held_back_only_when_single_threaded(tmp_path, capfd):
+    """libmpg123 writes to fd 2 itself; the loader holds that back in a single-threaded process
+    (the CLI) and never when other threads could be writing there."""
+    import threading
+
+    path = build(BY_NAME["mp3_damaged"], tmp_path)
+    capfd.readouterr()
+    if threading.active_count() == 1:
+        load_audio(path)
+        assert capfd.readouterr().err == ""
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        load_audio(path)  # works the same; the noise is not redirected now
+    finally:
+        stop.set()
+        other.join()
+    assert "Illegal Audio-MPEG-Header" in capfd.readouterr().err  # what the CLI user would otherwise see
+
+
+def test_chunked_and_whole_agree_on_damaged_files(tmp_path):
+    """The block reader and the whole-file decoder share one decode: same frames, same errors."""
+    from conv_pipeline.audio import open_blocks
+
+    for name in ("mp3_damaged", "mp3_truncated", "truncated_wav", "truncated_flac", "ogg_truncated", "flac_huge_header"):
+        path = build(BY_NAME[name], tmp_path / name)
+        try:
+            whole = load_audio(path, AudioConfig(sample_rate=None)).waveform
+        except InputError as err:
+            with pytest.raises(InputError) as err2:
+                for _ in open_blocks(path, AudioConfig(), block_frames=1000):
+                    pass
+            assert str(err2.value) == str(err), name
+            continue
+        blocks = torch.cat(list(open_blocks(path, AudioConfig(), block_frames=1000)), dim=1)
+        assert blocks.shape == whole.shape, name  # the same frames (libmpg123 rounds by read size: 1 ulp)
+        assert float((blocks - whole).abs().max()) <= 1e-6, name
+
+
+def test_manifest_keeps_names_that_are_not_utf8(tmp_path):
+    from conv_pipeline.manifest import ManifestRecord, append_record
+
+    name = os.fsdecode(b"/data/caf\xe9.wav")
+    append_record(tmp_path, ManifestRecord(input=name, status="ok", output="caf.npy"))
+    append_record(tmp_path, ManifestRecord(input="/data/é.wav", status="ok", output="e.npy"))
+    text = (tmp_path / MANIFEST_NAME).read_bytes().decode("utf-8")
+    assert "é.wav" in text  # readable where it can be
+    assert set(read_manifest(tmp_path)) == {name, "/data/é.wav"}
+
+
+def test_manifest_line_torn_by_a_full_disk_does_not_swallow_the_next(tmp_path):
+    from conv_pipeline.manifest import ManifestRecord, append_record
+
+    (tmp_path / MANIFEST_NAME).write_bytes(b'{"input": "a.wav", "sta')  # a write cut short
+    append_record(tmp_path, ManifestRecord(input="b.wav", status="ok", output="b.npy"))
+    assert list(read_manifest(tmp_path)) == ["b.wav"]
