@@ -354,7 +354,10 @@ def _rewind(f: sf.SoundFile) -> None:
     """Seek to the first frame, as ``soundfile.read`` does: libmpg123 rounds the first frames a
     hair differently (1 ulp) before its first seek, and decoding must equal ``soundfile.read``."""
     if f.seekable():
-        f.seek(0)
+        try:
+            f.seek(0)
+        except _SF_ERRORS:  # a damaged file may fail to seek; it is at its first frame anyway
+            pass
 
 
 # Blocks of the whole-file decoder; the buffer starts at the header's frame count, capped at

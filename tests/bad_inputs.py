@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 SR = 16000
@@ -421,3 +422,108 @@ def unprivileged_preexec():
         if proc.returncode == 0:
             raise RuntimeError("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable")
     return _drop_dac_capabilities
+
+
+# ---------------------------------------------------------------- checking outcomes
+FEATURE_SUFFIXES = (".npy", ".npz")
+
+
+def _conftest():
+    import conftest
+
+    return conftest
+
+
+def target_rate(case: Case, native: int) -> int:
+    return native if "audio.sample_rate=null" in case.overrides else SR
+
+
+def expected_waveform(path: Path, case: Case) -> np.ndarray:
+    """What the stack must see, computed without the pipeline: soundfile's decode, torchaudio's resample."""
+    import torch
+    import torchaudio.functional as AF
+
+    data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # (T, C)
+    wave = torch.from_numpy(np.ascontiguousarray(data.T))
+    target = target_rate(case, sr)
+    if target != sr:
+        wave = AF.resample(wave, sr, target)
+    return wave.numpy()
+
+
+def check_features(out_dir: Path, feature_file: Path, path: Path, case: Case) -> np.ndarray:
+    """The file loads without pickle, is float32 (C_out, frames) and equals the reference."""
+    got = np.load(feature_file, allow_pickle=False)
+    want = _conftest().reference_features(out_dir, expected_waveform(path, case))
+    assert got.dtype == np.float32 and got.shape == want.shape, (got.shape, want.shape)
+    scale = max(1.0, float(np.abs(want).max()))
+    assert float(np.abs(got - want).max()) <= 1e-4 * scale, case.name
+    return got
+
+
+def written_features(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.suffix in FEATURE_SUFFIXES] if folder.exists() else []
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name] if folder.exists() else []
+
+
+def deny_reading(monkeypatch, locked: Path) -> None:
+    """In-process stand-in for an unreadable file (root reads mode-000 files): ``os.access``
+    says no for ``locked`` (the real thing: ``test_real_processes_*``)."""
+    real = os.access
+
+    def access(path, mode, *a, **k):
+        if os.fspath(path) == os.fspath(locked):
+            return False
+        return real(path, mode, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def is_clear_error(line: str, case: Case, path: Path) -> bool:
+    return (
+        path.name in line
+        and all(n in line for n in case.needles)
+        and "Traceback" not in line
+        and "\n" not in line
+    )
+
+
+def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], label: str) -> None:
+    """Every case has exactly one record: ``ok`` with correct features, or ``failed`` with a clear
+    one-line error; nothing else is in ``out`` (no partial output, no temporary file)."""
+    from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
+
+    FIGURES = _conftest().FIGURES
+    records = read_manifest(out)
+    assert len(records) == len(cases), sorted(records)  # every input has exactly one record
+    ok_outputs = set()
+    for case in cases:
+        path = paths[case.name]
+        rec = records.get(str(path))
+        if rec is None:
+            FIGURES.outcome("bad input", False, f"batch {label} {case.name}: no manifest record")
+            pytest.fail(f"{case.name}: no record")
+        if case.ok:
+            good = rec.status == "ok" and rec.error is None and rec.output is not None
+            FIGURES.outcome("bad input", good, f"batch {label} {case.name}: {rec.status} {rec.error}")
+            assert good, rec
+            got = check_features(out, out / rec.output, path, case)
+            assert rec.shape == list(got.shape)
+            assert rec.sample_rate == target_rate(case, sf.info(os.fsencode(path)).samplerate)
+            ok_outputs.add(rec.output)
+        else:
+            # overflowing features in a padded batch are refused naming the output file (the record's
+            # ``input`` names the input): see test_batch_overflow_message_names_the_input
+            named = path if case.name != "overflow" or path.name in rec.error else path.with_suffix(".npy")
+            clear = rec.status == "failed" and rec.output is None and rec.error is not None \
+                and is_clear_error(rec.error, case, named)
+            FIGURES.outcome("bad input", clear, f"batch {label} {case.name}: {rec.status} {rec.error}")
+            assert clear, rec
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == ok_outputs | {MANIFEST_NAME, "model.safetensors", "config.yaml"}  # no partial output
+    assert not temp_files(out)
+
+

@@ -39,13 +39,18 @@ from bad_inputs import (
     SR,
     Case,
     build,
+    check_batch_records,
+    check_features,
     cli_inprocess,
     compose_batch,
-    encoded,
+    deny_reading,
     hydra_quote,
+    is_clear_error,
+    temp_files,
     unprivileged_preexec,
+    written_features,
 )
-from conftest import FIGURES, ROOT, reference_features
+from conftest import FIGURES, ROOT
 from conv_pipeline.audio import load_audio
 from conv_pipeline.batch import run_batch
 from conv_pipeline.config import AudioConfig
@@ -53,63 +58,12 @@ from conv_pipeline.errors import InputError
 from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
 
 SCRIPT = ROOT / "scripts" / "batch_process.py"
-CHUNK = "0.1"  # seconds: several blocks per file, and files of 0.17-0.5 s take the long-file path in the batch job
+CHUNK = "0.1"  # seconds of audio per block: several blocks per file
 MODES = {"whole": "runtime.chunk_seconds=null", "chunked": f"runtime.chunk_seconds={CHUNK}"}
-FEATURE_SUFFIXES = (".npy", ".npz")
-
-
-def target_rate(case: Case, native: int) -> int:
-    return native if "audio.sample_rate=null" in case.overrides else SR
-
-
-def expected_waveform(path: Path, case: Case) -> np.ndarray:
-    """What the stack must see, computed without the pipeline: soundfile's decode, torchaudio's resample."""
-    data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # (T, C)
-    wave = torch.from_numpy(np.ascontiguousarray(data.T))
-    target = target_rate(case, sr)
-    if target != sr:
-        wave = AF.resample(wave, sr, target)
-    return wave.numpy()
-
-
-def check_features(out_dir: Path, feature_file: Path, path: Path, case: Case) -> np.ndarray:
-    """The file loads without pickle, is float32 (C_out, frames) and equals the reference."""
-    got = np.load(feature_file, allow_pickle=False)
-    want = reference_features(out_dir, expected_waveform(path, case))
-    assert got.dtype == np.float32 and got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.abs(want).max()))
-    assert float(np.abs(got - want).max()) <= 1e-4 * scale, case.name
-    return got
-
-
-def written_features(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.suffix in FEATURE_SUFFIXES] if folder.exists() else []
-
-
-def temp_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if ".tmp-" in p.name] if folder.exists() else []
-
-
-def deny_reading(monkeypatch, locked: Path) -> None:
-    """In-process stand-in for an unreadable file (root reads mode-000 files): ``os.access``
-    says no for ``locked`` (the real thing: ``test_real_processes_*``)."""
-    real = os.access
-
-    def access(path, mode, *a, **k):
-        if os.fspath(path) == os.fspath(locked):
-            return False
-        return real(path, mode, *a, **k)
-
-    monkeypatch.setattr(os, "access", access)
-
-
-def is_clear_error(line: str, case: Case, path: Path) -> bool:
-    return (
-        path.name in line
-        and all(n in line for n in case.needles)
-        and "Traceback" not in line
-        and "\n" not in line
-    )
+# the batch job's chunked mode: files longer than 0.1 s (most cases) go alone through the chunked
+# executor (its long-file path); the shorter ones still go into padded batches
+BATCH_MODES = {"whole": ["runtime.chunk_seconds=null"],
+               "chunked": [f"runtime.chunk_seconds={CHUNK}", f"batch.long_file_seconds={CHUNK}"]}
 
 
 # ---------------------------------------------------------------- the CLI, every case, both modes
@@ -173,44 +127,13 @@ def _batch_groups() -> dict[tuple[str, ...], list[Case]]:
     return groups
 
 
-def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], label: str) -> None:
-    records = read_manifest(out)
-    assert len(records) == len(cases), sorted(records)  # every input has exactly one record
-    ok_outputs = set()
-    for case in cases:
-        path = paths[case.name]
-        rec = records.get(str(path))
-        if rec is None:
-            FIGURES.outcome("bad input", False, f"batch {label} {case.name}: no manifest record")
-            pytest.fail(f"{case.name}: no record")
-        if case.ok:
-            good = rec.status == "ok" and rec.error is None and rec.output is not None
-            FIGURES.outcome("bad input", good, f"batch {label} {case.name}: {rec.status} {rec.error}")
-            assert good, rec
-            got = check_features(out, out / rec.output, path, case)
-            assert rec.shape == list(got.shape)
-            assert rec.sample_rate == target_rate(case, sf.info(os.fsencode(path)).samplerate)
-            ok_outputs.add(rec.output)
-        else:
-            # overflowing features in a padded batch are refused naming the output file (the record's
-            # ``input`` names the input): see test_batch_overflow_message_names_the_input
-            named = path if case.name != "overflow" or path.name in rec.error else path.with_suffix(".npy")
-            clear = rec.status == "failed" and rec.output is None and rec.error is not None \
-                and is_clear_error(rec.error, case, named)
-            FIGURES.outcome("bad input", clear, f"batch {label} {case.name}: {rec.status} {rec.error}")
-            assert clear, rec
-    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert on_disk == ok_outputs | {MANIFEST_NAME, "model.safetensors", "config.yaml"}  # no partial output
-    assert not temp_files(out)
-
-
 BATCH_GROUPS = _batch_groups()
 GROUP_IDS = {(): "default", ("audio.sample_rate=null",): "native_rate", ("model=stft", "model.in_channels=1"): "stft"}
 assert set(BATCH_GROUPS) == set(GROUP_IDS)
 
 
 @pytest.mark.parametrize("group", list(BATCH_GROUPS), ids=[GROUP_IDS[g] for g in BATCH_GROUPS])
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", list(BATCH_MODES))
 def test_batch_matrix(mode, group, tmp_path, monkeypatch):
     """Every case of a group (same overrides) in one job over a list file: the failures never
     disturb the other files of the job."""
@@ -222,7 +145,7 @@ def test_batch_matrix(mode, group, tmp_path, monkeypatch):
     listing.write_text("".join(f"{p}\n" for p in paths.values()), encoding="utf-8")
     out = tmp_path / "out"
     summary = run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={out}", *MATRIX_OVERRIDES,
-                                       *group, MODES[mode], "batch.progress=none", "runtime.batch_size=4"]))
+                                       *group, *BATCH_MODES[mode], "batch.progress=none", "runtime.batch_size=4"]))
     assert summary.ok == sum(c.ok for c in cases) and summary.failed == sum(not c.ok for c in cases)
     check_batch_records(out, paths, cases, mode)
 
