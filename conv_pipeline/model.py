@@ -345,13 +345,18 @@ def weights_metadata(stack: ConvStack) -> dict[str, str]:
 
 
 def save_weights(stack: ConvStack, path: str | Path) -> None:
-    """Write the stack's weights (and its layer config as metadata) atomically as safetensors."""
-    from safetensors.torch import save_file
+    """Write the stack's weights (and its layer config as metadata) atomically as safetensors.
+
+    Serialised in memory and written by ``atomic_write`` itself: ``safetensors.save_file`` would
+    create its own temporary file (a name the batch job's clean-up does not know) and report a
+    full or read-only disk as a ``SafetensorError`` instead of an ``OSError``."""
+    from safetensors.torch import save
 
     from .writer import atomic_write
 
     state = {k: v.detach().cpu().contiguous() for k, v in stack.state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=weights_metadata(stack)))
+    data = save(state, metadata=weights_metadata(stack))
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def same_weights(stack: ConvStack, path: str | Path) -> bool:

@@ -260,7 +260,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     out_stem = Path(cfg.input).stem
 
     def log_run(path: str, in_channels: int, frames: int, sample_rate: int, stack: ConvStack) -> None:
-        # Logged once every check has passed, so an error is the only line a failed run prints.
+        # Logged once the features are written, so an error is the only line a failed run prints.
         log.info(
             "%s: %d channel(s), %d frames at %d Hz (%.2f s)",
             path, in_channels, frames, sample_rate, frames / sample_rate,
@@ -276,9 +276,9 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
         config = plain_config(cfg)
         config["model"]["in_channels"] = in_channels
         weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
-        log_run(audio.info.path, in_channels, audio.frames, audio.sample_rate, stack)
         out_path = feature_path(out_dir, out_stem, fmt)
         write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
+        log_run(audio.info.path, in_channels, audio.frames, audio.sample_rate, stack)  # written: now say so
         sample_rate, num_samples, shape = audio.sample_rate, audio.frames, tuple(features.shape)
     else:  # block by block, the features written as they come (bounded memory)
         stream = open_audio_stream(cfg.input, cfg.audio, chunk_seconds)  # header checks
@@ -292,7 +292,6 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
 
         def commit() -> None:  # the features are complete under their temporary name
             done["weights"] = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
-            log_run(stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)
 
         out_path = feature_path(out_dir, out_stem, fmt)
         to_file = file_writer(out_path, stack.geometry, config, commit)
@@ -310,6 +309,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
                     pass
             raise
         weights = done["weights"]
+        log_run(stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)  # written: now say so
         sample_rate, num_samples, shape = result.sample_rate, result.num_samples, result.shape
 
     append_record(

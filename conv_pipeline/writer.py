@@ -42,8 +42,20 @@ __all__ = [
 TMP_MARKER = ".tmp-"
 
 
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there; never raises (on a read-only or vanished folder the
+    clean-up itself fails, and must not hide the error that matters)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary path beside ``path``, fsync it, rename it to ``path``."""
+    """Call ``write(tmp)`` for a temporary path beside ``path``, fsync it, rename it to ``path``.
+
+    An ``OSError`` (full disk, read-only or missing folder, a folder in the way) becomes a one-line
+    ``OutputError``; the temporary file is removed whatever happens."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
     try:
@@ -55,10 +67,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+        _discard(tmp)
+        # numpy reports a short write (a full disk) as an OSError without errno: say what it means
+        detail = err.strerror or (f"{err}: the disk is probably full" if err.errno is None else str(err))
+        raise OutputError(f"cannot write {path}: {detail}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
 
@@ -234,7 +248,7 @@ class NpyStreamWriter:
             os.close(self._fd)
             self._fd = -1
         if self._overflow is not None:
-            self._overflow.unlink(missing_ok=True)
+            _discard(self._overflow)
             self._overflow = None
 
     def _relayout(self) -> None:
@@ -259,7 +273,7 @@ class NpyStreamWriter:
                 os.close(fd)
             os.replace(fixed, self.path)
         except BaseException:
-            fixed.unlink(missing_ok=True)
+            _discard(fixed)
             raise
 
 
@@ -312,7 +326,7 @@ def write_features_stream(
                         with zf.open(f"{key}.npy", "w", force_zip64=True) as dst:
                             np.lib.format.write_array(dst, np.asanyarray(value), allow_pickle=False)
             finally:
-                features.unlink(missing_ok=True)
+                _discard(features)
             if before_commit is not None:
                 before_commit()
 
