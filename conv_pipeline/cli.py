@@ -16,6 +16,8 @@ __all__ = ["report_errors", "hydra_output_dir", "check_command_line"]
 # set from the command line; ``_target_`` is refused under any key.
 CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra.searchpath",
              "hydra.launcher", "hydra.sweeper")
+# Hydra keys that make Hydra write files of its own next to the run (outside output.dir).
+WRITE_KEYS = ("hydra.output_subdir",)
 
 
 @contextlib.contextmanager
@@ -59,8 +61,9 @@ def check_command_line(argv: Sequence[str]) -> None:
 
     Raises ``ConfigError`` (one line) for an override Hydra cannot parse (a path with spaces,
     quotes or non-ASCII characters must be quoted: the message gives the quoted form), a value
-    with a comma outside a multirun (Hydra would read a list of values), and any override that
-    would make Hydra import or instantiate code (``_target_`` anywhere, ``CODE_KEYS``).
+    with a comma outside a multirun (Hydra would read a list of values), any override that
+    would make Hydra import or instantiate code (``_target_`` anywhere, ``CODE_KEYS``) and any
+    that would make Hydra write files outside ``output.dir`` (``WRITE_KEYS``).
     """
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -96,6 +99,11 @@ def check_command_line(argv: Sequence[str]) -> None:
                     f"{text!r}: refused: _target_ and Hydra's callback, logging, search-path and plugin keys "
                     "name code to import; nothing named on the command line is ever imported or instantiated"
                 )
+        if any(name == k or name.startswith(k + ".") for k in WRITE_KEYS):
+            raise ConfigError(
+                f"{text!r}: refused: Hydra would write its own files outside output.dir; "
+                "the resolved config is already written to output.dir/config.yaml"
+            )
         if override.is_sweep_override() and not args.multirun and eq:
             raise ConfigError(
                 f"{text!r}: Hydra reads the comma as several values (a sweep); quote the value if it is one: "
