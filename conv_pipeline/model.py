@@ -83,6 +83,16 @@ _NORM_TYPES = {"layer_norm": ChannelLayerNorm, "group_norm": TimeGroupNorm}
 assert set(_NORM_TYPES) == set(NORMS)
 
 
+def _row_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major strides. A per-frame norm leaves its output transposed, and torch's
+    CPU grouped conv segfaults on such a tensor of 1 frame; ``contiguous()`` is not enough there
+    (a 1-frame tensor counts as contiguous whatever its strides). No copy for the usual input."""
+    b, c, t = x.shape
+    if x.stride() == (c * t, t, 1):
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 class ConvLayer(nn.Module):
     """``Conv1d``, then an optional per-frame norm, then an optional activation."""
 
@@ -108,7 +118,7 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: Optional[Sequence[int]] = None) -> torch.Tensor:
         """``(B, C_in, T) -> (B, C_out, T')``; ``valid``: each item's valid output frames (time norms)."""
-        x = self.conv(x)  # (B, C_in, T) -> (B, C_out, T')
+        x = self.conv(_row_major(x))  # (B, C_in, T) -> (B, C_out, T')
         if self.norm is not None:
             x = self.norm(x, valid) if self.mixes_time else self.norm(x)
         if self.act is not None:
