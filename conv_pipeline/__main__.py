@@ -34,6 +34,10 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     import sys
 
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # a path that is not valid UTF-8 (Python holds its bytes as surrogates) is printed as the
+        # bytes it is, as ls does, instead of failing after the features were written
+        sys.stdout.reconfigure(errors="surrogateescape")
     register_configs()
     with report_errors(prog="conv_pipeline"):
         check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything

@@ -54,7 +54,7 @@ from conftest import FIGURES, ROOT
 from conv_pipeline.audio import load_audio
 from conv_pipeline.batch import run_batch
 from conv_pipeline.config import AudioConfig
-from conv_pipeline.errors import InputError
+from conv_pipeline.errors import InputError, PipelineError
 from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
 
 SCRIPT = ROOT / "scripts" / "batch_process.py"
@@ -209,14 +209,15 @@ def test_batch_folder_with_links_pipes_and_odd_names(tmp_path):
 
 
 # ---------------------------------------------------------------- real processes
-def _real(argv: list[str], cwd: Path, script: bool = False) -> subprocess.CompletedProcess:
+def _real(argv: list[str], cwd: Path, script: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     try:
         preexec = unprivileged_preexec()
     except RuntimeError as err:
         pytest.skip(str(err))
     cmd = [sys.executable, str(SCRIPT)] if script else [sys.executable, "-m", "conv_pipeline"]
     return subprocess.run([*cmd, *argv], cwd=str(cwd), capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, preexec_fn=preexec)
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, preexec_fn=preexec,
+                          errors="surrogateescape")
 
 
 def test_real_processes_cli(tmp_path):
@@ -254,6 +255,14 @@ def test_real_processes_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     check_features(out, out / f"{odd.stem}.npy", odd, BY_NAME["odd_name"])
 
+    # a name that is not UTF-8, with stdout as strict as under an en_US.UTF-8 locale
+    raw = build(BY_NAME["non_utf8_name"], folder)
+    proc = _real([f"input={hydra_quote(raw)}", *common], tmp_path, env={"PYTHONIOENCODING": "utf-8:strict"})
+    ok = proc.returncode == 0 and "Traceback" not in proc.stderr and f"wrote {out / raw.stem}.npy" in proc.stdout
+    FIGURES.outcome("bad input", ok, f"real CLI non-UTF-8 name: {proc.returncode} {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    check_features(out, out / f"{raw.stem}.npy", raw, BY_NAME["non_utf8_name"])
+
 
 def test_real_processes_batch(tmp_path):
     """``scripts/batch_process.py`` over every list-able case at once, as an unprivileged root:
@@ -274,6 +283,84 @@ def test_real_processes_batch(tmp_path):
     for rec in read_manifest(out).values():
         if rec.status == "failed":
             assert f"  {rec.error}\n" in proc.stdout  # listed, one line each
+
+
+NON_UTF8_LIST = (
+    "batch.py: _read_list decodes the list file as strict UTF-8, so one entry naming a file whose name is "
+    "not UTF-8 makes the whole list 'neither a folder, a glob nor a text list' (fix: "
+    "raw.decode('utf-8-sig', errors='surrogateescape'), as os.fsdecode does; the NUL check still refuses "
+    "binary files)"
+)
+BATCH_STDOUT = (
+    "scripts/batch_process.py: print(summary.format()) raises UnicodeEncodeError when a failed input's "
+    "name is not UTF-8 and stdout is strict (an en_US.UTF-8 locale) (fix: in main(), "
+    "sys.stdout.reconfigure(errors='surrogateescape') when sys.stdout.errors == 'strict', as "
+    "conv_pipeline/__main__.py does)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NON_UTF8_LIST)
+def test_batch_list_may_name_files_that_are_not_utf8(tmp_path):
+    raw = build(BY_NAME["non_utf8_name"], tmp_path / "in")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(os.fsencode(raw) + b"\n")
+    with FIGURES.expecting_defect(NON_UTF8_LIST):
+        try:
+            s = run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={tmp_path / 'out'}",
+                                         *MATRIX_OVERRIDES, "batch.progress=none"]))
+            ok = s.ok == 1
+        except PipelineError:
+            ok = False
+        FIGURES.outcome("bad input", ok, "batch list naming a non-UTF-8 file")
+    assert ok
+
+
+@pytest.mark.xfail(strict=True, reason=BATCH_STDOUT)
+def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
+    import io
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    build(BY_NAME["non_utf8_name"], tmp_path / "in")
+    (tmp_path / "in" / os.fsdecode(b"br\xffken.wav")).write_bytes(b"not audio")  # fails: listed in the summary
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", strict)
+    monkeypatch.setattr(sys, "argv", ["batch_process.py", f"input={tmp_path / 'in'}", f"output.dir={tmp_path / 'out'}",
+                                      *MATRIX_OVERRIDES, "batch.progress=none"])
+    GlobalHydra.instance().clear()
+    with FIGURES.expecting_defect(BATCH_STDOUT):
+        try:
+            runpy.run_path(str(SCRIPT), run_name="__main__")
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            GlobalHydra.instance().clear()
+        strict.flush()
+        printed = strict.buffer.getvalue()
+        ok = code == 1 and b"1 ok, 0 skipped, 1 failed" in printed and b"br\xffken.wav" in printed
+        FIGURES.outcome("bad input", ok, f"batch summary with a non-UTF-8 name: exit {code}")
+    assert ok
+
+
+BATCH_COMMAND_LINE = (
+    "scripts/batch_process.py: an override Hydra cannot parse (an unquoted path with non-ASCII characters "
+    "or quotes) gets Hydra's several-line error, exit 1 (fix: call conv_pipeline.cli.check_command_line("
+    "sys.argv[1:]) inside report_errors(prog='batch_process') in main(), before _main(), as "
+    "conv_pipeline/__main__.py does)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=BATCH_COMMAND_LINE)
+def test_batch_script_unquoted_odd_path_is_one_line(tmp_path, capfd):
+    odd = build(BY_NAME["odd_name"], tmp_path / "in é")
+    r = cli_inprocess([f"input={odd.parent}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES], capfd,
+                      main=str(SCRIPT))
+    with FIGURES.expecting_defect(BATCH_COMMAND_LINE):
+        ok = r.code == 2 and len(r.err_lines) == 1 and "quote the value for Hydra" in r.err
+        FIGURES.outcome("bad input", ok, f"batch script, unquoted odd path: {r.err[-200:]}")
+    assert ok, r.err
 
 
 # ---------------------------------------------------------------- unit checks behind the matrix
