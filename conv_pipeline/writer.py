@@ -51,13 +51,24 @@ def _discard(path: Path) -> None:
         pass
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+
+
+def _bounded_name(name: str, suffix: str) -> str:
+    """``name + suffix``, ``name`` shortened (whole characters) so that it fits ``NAME_MAX`` bytes:
+    a temporary name adds 14+ bytes to a final name that may already be near the limit."""
+    while len(name) > 1 and len(os.fsencode(name + suffix)) > NAME_MAX:
+        name = name[:-1]
+    return name + suffix
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` for a temporary path beside ``path``, fsync it, rename it to ``path``.
 
     An ``OSError`` (full disk, read-only or missing folder, a folder in the way) becomes a one-line
     ``OutputError``; the temporary file is removed whatever happens."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(_bounded_name(f".{path.name}", f"{TMP_MARKER}{uuid.uuid4().hex[:8]}"))
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -148,7 +159,7 @@ def npz_metadata(
 
 def _aux_path(tmp: Path, tag: str) -> Path:
     """Another temporary file beside ``tmp``, named so that temp-file clean-ups recognise it."""
-    return tmp.with_name(f"{tmp.name}.{tag}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
+    return tmp.with_name(_bounded_name(tmp.name, f".{tag}{TMP_MARKER}{uuid.uuid4().hex[:8]}"))
 
 
 def _preallocate(path: Path, channels: int, frames: int) -> int:
