@@ -72,6 +72,7 @@ from .pipeline import (
     DEFAULT_OUTPUT_DIR,
     WEIGHTS_NAME,
     extract,
+    overflow_error,
     plain_config,
     prepare_output_dir,
     resolve_device,
@@ -165,11 +166,9 @@ def _read_list(list_path: str) -> list[str]:
             raw = f.read()
     except OSError as err:
         raise InputError(f"input={list_path!r}: cannot read the list file ({err.strerror or err})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = None
-    if text is None or "\x00" in text:
+    # names that are not UTF-8 survive as surrogates, as os.fsdecode gives them; NULs mean binary
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    if "\x00" in text:
         raise InputError(
             f"input={list_path!r} is neither a folder, a glob nor a text list; give a folder, a glob "
             "like 'corpus/**/*.wav' or a text file with one audio path per line"
@@ -1020,9 +1019,16 @@ class _Work:
             it = batch[0]
             return [(it, self.failed(it, _error_message(it.path, err, "running the stack", self.debug), it.decoded.audio))]  # type: ignore[union-attr]
         share = (time.perf_counter() - t0) / len(batch)
-        for it in batch:
+        out: list[tuple[_Item, Any]] = []
+        for it, y in zip(batch, feats):
             it.compute_s = share
-        return list(zip(batch, feats))
+            finite = torch.isfinite(y)
+            if not bool(finite.all()):  # float32 overflow: refuse, naming the input, never write it
+                err = overflow_error(it.path, int(y.numel() - finite.sum()), float(it.decoded.audio.waveform.abs().max()))  # type: ignore[union-attr]
+                out.append((it, self.failed(it, str(err), it.decoded.audio)))  # type: ignore[union-attr]
+            else:
+                out.append((it, y))
+        return out
 
     def write(self, item: _Item, features: torch.Tensor) -> ManifestRecord:
         """Write one file's features atomically; its record (``failed`` if the write failed)."""

@@ -373,8 +373,17 @@ class OutputDir:
         return f"{self.root}/{check_rel(rel)}"
 
     def local(self, rel: str) -> Path:
+        """``rel``'s local path; refuses a subfolder that is a link leading outside ``output.dir``."""
         assert self.path is not None
-        return self.path / check_rel(rel)
+        dest = self.path / check_rel(rel)
+        root = os.path.realpath(self.path)
+        parent = os.path.realpath(dest.parent)
+        if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
+            raise OutputError(
+                f"{dest.parent} leads outside output.dir (to {parent}) through a symbolic link; "
+                "remove the link or choose another output.dir"
+            )
+        return dest
 
     # -- setup
     def create(self) -> None:

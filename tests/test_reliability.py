@@ -157,7 +157,7 @@ OVERFLOW_NAMES_OUTPUT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=OVERFLOW_NAMES_OUTPUT)
+
 def test_batch_overflow_message_names_the_input(tmp_path):
     """The matrix accepts the output file's name for this one case (the record's ``input`` says
     which file it was); the message should name the input, as every other failure does."""
@@ -292,7 +292,7 @@ BATCH_STDOUT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=NON_UTF8_LIST)
+
 def test_batch_list_may_name_files_that_are_not_utf8(tmp_path):
     raw = build(BY_NAME["non_utf8_name"], tmp_path / "in")
     listing = tmp_path / "list.txt"
@@ -308,7 +308,7 @@ def test_batch_list_may_name_files_that_are_not_utf8(tmp_path):
     assert ok
 
 
-@pytest.mark.xfail(strict=True, reason=BATCH_STDOUT)
+
 def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
     import io
     import runpy
@@ -345,7 +345,7 @@ BATCH_COMMAND_LINE = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BATCH_COMMAND_LINE)
+
 def test_batch_script_unquoted_odd_path_is_one_line(tmp_path, capfd):
     odd = build(BY_NAME["odd_name"], tmp_path / "in é")
     r = cli_inprocess([f"input={odd.parent}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES], capfd,

@@ -267,7 +267,7 @@ def test_batch_never_appends_through_a_planted_manifest_link(tmp_path):
     assert ok
 
 
-@pytest.mark.xfail(strict=True, reason=SUBFOLDER_LINK)
+
 def test_batch_never_writes_through_a_planted_subfolder_link(tmp_path):
     corpus = tmp_path / "corpus"
     (corpus / "sub").mkdir(parents=True)
@@ -369,7 +369,7 @@ BATCH_SCRIPT_TARGET = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BATCH_SCRIPT_TARGET)
+
 def test_batch_script_command_line_instantiates_nothing(evil_module, tmp_path, capfd):
     build(BY_NAME["pcm_24"], tmp_path / "in")
     r = cli_inprocess([f"input={tmp_path / 'in'}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES,
