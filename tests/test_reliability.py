@@ -19,11 +19,13 @@ real ``scripts/batch_process.py`` process.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,12 @@ def test_cli_matrix(case, tmp_path, capfd, monkeypatch):
                              f"output.dir={out}", chunk], capfd)
         leftovers = temp_files(tmp_path)
         noise = [l for l in run.err_lines if "libmpg123" in l or l.startswith(("Warning:", "Note:", "[src/"))]
+        if threading.active_count() > 1:
+            # In-process only: an earlier test left a thread running (fsspec's IO loop, Ray), and
+            # the decoder's C-level notes are held back only in a single-threaded process (as the
+            # real command line is); they are not this file's verdict, so set them aside here.
+            run = dataclasses.replace(run, err="\n".join(l for l in run.err_lines if l not in noise))
+            noise = []
         if case.ok:
             ok = run.code == 0 and not leftovers and not noise and "Traceback" not in run.err
             FIGURES.outcome("bad input", ok, f"CLI {mode} {case.name}: exit {run.code}: {run.err[-300:]}")
@@ -150,17 +158,9 @@ def test_batch_matrix(mode, group, tmp_path, monkeypatch):
     check_batch_records(out, paths, cases, mode)
 
 
-OVERFLOW_NAMES_OUTPUT = (
-    "batch.py: features that overflow in a padded batch are refused by writer.write_features, whose "
-    "message names the output file, not the input (fix: in _Work.compute, check torch.isfinite per item "
-    "and fail it with pipeline.overflow_error(item.path, n, peak))"
-)
-
-
-
 def test_batch_overflow_message_names_the_input(tmp_path):
-    """The matrix accepts the output file's name for this one case (the record's ``input`` says
-    which file it was); the message should name the input, as every other failure does."""
+    """Features that overflow in a padded batch: the failed record's message names the input (it
+    named the output file before batch.py checked them per item)."""
     case = BY_NAME["overflow"]
     path = build(case, tmp_path / "in")
     build(BY_NAME["flac24"], tmp_path / "in")
@@ -168,8 +168,8 @@ def test_batch_overflow_message_names_the_input(tmp_path):
     run_batch(compose_batch([f"input={hydra_quote(tmp_path / 'in')}", f"output.dir={out}", *case.overrides,
                              "batch.progress=none"]))
     rec = read_manifest(out)[str(path)]
-    with FIGURES.expecting_defect(OVERFLOW_NAMES_OUTPUT):
-        ok = FIGURES.outcome("bad input", rec.status == "failed" and path.name in rec.error, rec.error or "")
+    ok = FIGURES.outcome("bad input", rec.status == "failed" and path.name in rec.error and "too large" in rec.error,
+                         rec.error or "")
     assert ok, rec.error
 
 
@@ -278,35 +278,18 @@ def test_real_processes_batch(tmp_path):
             assert f"  {rec.error}\n" in proc.stdout  # listed, one line each
 
 
-NON_UTF8_LIST = (
-    "batch.py: _read_list decodes the list file as strict UTF-8, so one entry naming a file whose name is "
-    "not UTF-8 makes the whole list 'neither a folder, a glob nor a text list' (fix: "
-    "raw.decode('utf-8-sig', errors='surrogateescape'), as os.fsdecode does; the NUL check still refuses "
-    "binary files)"
-)
-BATCH_STDOUT = (
-    "scripts/batch_process.py: print(summary.format()) raises UnicodeEncodeError when a failed input's "
-    "name is not UTF-8 and stdout is strict (an en_US.UTF-8 locale) (fix: in main(), "
-    "sys.stdout.reconfigure(errors='surrogateescape') when sys.stdout.errors == 'strict', as "
-    "conv_pipeline/__main__.py does)"
-)
-
-
-
 def test_batch_list_may_name_files_that_are_not_utf8(tmp_path):
     raw = build(BY_NAME["non_utf8_name"], tmp_path / "in")
     listing = tmp_path / "list.txt"
     listing.write_bytes(os.fsencode(raw) + b"\n")
-    with FIGURES.expecting_defect(NON_UTF8_LIST):
-        try:
-            s = run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={tmp_path / 'out'}",
-                                         *MATRIX_OVERRIDES, "batch.progress=none"]))
-            ok = s.ok == 1
-        except PipelineError:
-            ok = False
-        FIGURES.outcome("bad input", ok, "batch list naming a non-UTF-8 file")
+    try:
+        s = run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={tmp_path / 'out'}",
+                                     *MATRIX_OVERRIDES, "batch.progress=none"]))
+        ok = s.ok == 1
+    except PipelineError:
+        ok = False
+    FIGURES.outcome("bad input", ok, "batch list naming a non-UTF-8 file")
     assert ok
-
 
 
 def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
@@ -322,37 +305,26 @@ def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["batch_process.py", f"input={tmp_path / 'in'}", f"output.dir={tmp_path / 'out'}",
                                       *MATRIX_OVERRIDES, "batch.progress=none"])
     GlobalHydra.instance().clear()
-    with FIGURES.expecting_defect(BATCH_STDOUT):
-        try:
-            runpy.run_path(str(SCRIPT), run_name="__main__")
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        finally:
-            GlobalHydra.instance().clear()
-        strict.flush()
-        printed = strict.buffer.getvalue()
-        ok = code == 1 and b"1 ok, 0 skipped, 1 failed" in printed and b"br\xffken.wav" in printed
-        FIGURES.outcome("bad input", ok, f"batch summary with a non-UTF-8 name: exit {code}")
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        GlobalHydra.instance().clear()
+    strict.flush()
+    printed = strict.buffer.getvalue()
+    ok = code == 1 and b"1 ok, 0 skipped, 1 failed" in printed and b"br\xffken.wav" in printed
+    FIGURES.outcome("bad input", ok, f"batch summary with a non-UTF-8 name: exit {code}")
     assert ok
-
-
-BATCH_COMMAND_LINE = (
-    "scripts/batch_process.py: an override Hydra cannot parse (an unquoted path with non-ASCII characters "
-    "or quotes) gets Hydra's several-line error, exit 1 (fix: call conv_pipeline.cli.check_command_line("
-    "sys.argv[1:]) inside report_errors(prog='batch_process') in main(), before _main(), as "
-    "conv_pipeline/__main__.py does)"
-)
-
 
 
 def test_batch_script_unquoted_odd_path_is_one_line(tmp_path, capfd):
     odd = build(BY_NAME["odd_name"], tmp_path / "in é")
     r = cli_inprocess([f"input={odd.parent}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES], capfd,
                       main=str(SCRIPT))
-    with FIGURES.expecting_defect(BATCH_COMMAND_LINE):
-        ok = r.code == 2 and len(r.err_lines) == 1 and "quote the value for Hydra" in r.err
-        FIGURES.outcome("bad input", ok, f"batch script, unquoted odd path: {r.err[-200:]}")
+    ok = r.code == 2 and len(r.err_lines) == 1 and "quote the value for Hydra" in r.err
+    FIGURES.outcome("bad input", ok, f"batch script, unquoted odd path: {r.err[-200:]}")
     assert ok, r.err
 
 
