@@ -36,7 +36,7 @@ from .geometry import StackGeometry
 from .model import ConvStack, build_stack, checkpoint_in_channels, same_weights, save_weights
 from .manifest import ManifestRecord, append_record
 from .streaming import extract_stream, file_writer, open_audio_stream, validate_chunk_seconds
-from .writer import feature_path, write_features, write_text
+from .writer import feature_path, overflow_error, write_features, write_text
 
 log = logging.getLogger("conv_pipeline")
 
@@ -129,24 +129,6 @@ def stack_in_channels(model: ModelConfig, audio_channels: int, path: Optional[st
         if path is None:
             raise
         raise InputError(f"{path}: {err}") from None
-
-
-def overflow_error(path: str, bad: int, peak: Optional[float] = None) -> InputError:
-    """Features with NaN/Inf values: the input's samples were too large for float32 arithmetic."""
-    where = f" (peak {peak:.3g}; audio is expected within [-1, 1])" if peak is not None else ""
-    return InputError(
-        f"{path}: the features overflow float32 ({bad} NaN/Inf value(s)): the samples are too large{where}; "
-        "rescale the file; nothing was written"
-    )
-
-
-def _finite_chunks(chunks: Any, path: str) -> Any:
-    """``chunks`` as they come, refusing the first one with NaN/Inf features (nothing is committed)."""
-    for chunk in chunks:
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            raise overflow_error(path, int(chunk.size - np.count_nonzero(finite)))
-        yield chunk
 
 
 def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device("cpu")) -> torch.Tensor:
@@ -294,13 +276,8 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
             done["weights"] = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
 
         out_path = feature_path(out_dir, out_stem, fmt)
-        to_file = file_writer(out_path, stack.geometry, config, commit)
-
-        def write(chunks: Any, shape: tuple[int, int], sample_rate: int) -> Path:
-            return to_file(_finite_chunks(chunks, stream.path), shape, sample_rate)
-
         try:
-            result = extract_stream(stream, stack, device, write)
+            result = extract_stream(stream, stack, device, file_writer(out_path, stack.geometry, config, commit))
         except BaseException:
             if created:
                 try:

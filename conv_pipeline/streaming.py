@@ -56,6 +56,7 @@ from .audio import AudioInfo, BlockReader, normalize_waveform, open_blocks, resa
 from .config import AudioConfig
 from .errors import ConfigError, InputError
 from .model import _ACTIVATION_TYPES, ChannelLayerNorm, ConvLayer, ConvStack
+from .writer import overflow_error
 
 __all__ = [
     "StreamingStack",
@@ -587,9 +588,9 @@ def extract_stream(
     """``stream`` through ``stack`` chunk by chunk; ``writer(chunks, shape, sample_rate)`` consumes
     the float32 ``(C_out, m)`` chunks (``shape`` is the prediction from the header).
 
-    Errors are ``extract``'s and ``load_audio``'s, with the same messages: NaN/Inf samples and a
-    too short file raise ``InputError`` (from inside the chunk iterator when found while
-    streaming, so a writer that cleans up on exceptions leaves nothing).
+    Errors are ``extract``'s and ``load_audio``'s, with the same messages: NaN/Inf samples, a
+    too short file and features that overflow float32 raise ``InputError`` (from inside the chunk
+    iterator when found while streaming, so a writer that cleans up on exceptions leaves nothing).
     """
     t0 = time.perf_counter()
     if stream.channels != stack.in_channels:
@@ -609,7 +610,11 @@ def extract_stream(
         nonlocal emitted
         for y in iter_features(stream, stack, device):
             emitted += int(y.shape[-1])
-            yield y.to("cpu", torch.float32).numpy()
+            chunk = y.to("cpu", torch.float32).numpy()
+            finite = np.isfinite(chunk)
+            if not finite.all():  # samples too large for float32 features: never written
+                raise overflow_error(stream.path, int(chunk.size - np.count_nonzero(finite)))
+            yield chunk
         expected = geometry.check_input_length(stream.frames_read, what=stream.path)
         if emitted != expected:
             raise RuntimeError(f"internal error: chunked execution gave {emitted} frames, geometry predicts {expected}")

@@ -36,6 +36,7 @@ __all__ = [
     "NpyStreamWriter",
     "npz_metadata",
     "feature_path",
+    "overflow_error",
     "TMP_MARKER",
 ]
 
@@ -121,6 +122,18 @@ def write_features(
     else:
         raise ValueError(f"unknown feature format {path.suffix!r}; use .npy or .npz")
     return atomic_write(path, write)
+
+
+def overflow_error(path: str, bad: int, peak: Optional[float] = None):
+    """The ``InputError`` for features with NaN/Inf values, naming the input ``path``: its samples
+    were too large for float32 arithmetic (``peak``: their largest magnitude, when known)."""
+    from .errors import InputError
+
+    where = f" (peak {peak:.3g}; audio is expected within [-1, 1])" if peak is not None else ""
+    return InputError(
+        f"{path}: the features overflow float32 ({bad} NaN/Inf value(s)): the samples are too large{where}; "
+        "rescale the file; nothing was written"
+    )
 
 
 def _check_finite(path: Path, features: np.ndarray) -> None:
