@@ -517,11 +517,8 @@ def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], la
             assert rec.sample_rate == target_rate(case, sf.info(os.fsencode(path)).samplerate)
             ok_outputs.add(rec.output)
         else:
-            # overflowing features in a padded batch are refused naming the output file (the record's
-            # ``input`` names the input): see test_batch_overflow_message_names_the_input
-            named = path if case.name != "overflow" or path.name in rec.error else path.with_suffix(".npy")
             clear = rec.status == "failed" and rec.output is None and rec.error is not None \
-                and is_clear_error(rec.error, case, named)
+                and is_clear_error(rec.error, case, path)
             FIGURES.outcome("bad input", clear, f"batch {label} {case.name}: {rec.status} {rec.error}")
             assert clear, rec
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}

@@ -96,8 +96,9 @@ class Figures:
     mode), ``fault`` (one injected fault: a kill, a full disk, an unwritable folder, ...),
     ``fuzz`` (one generated example) and ``attack`` (one security probe). ``outcome(kind, ok,
     what)`` records the attempt and, when it ended in anything but a clear error or a correct
-    output, what happened (the test then fails). ``known(what)``: a defect a test proves in a file
-    this suite does not own (the test is ``xfail(strict=True)`` until it is fixed).
+    output, what happened (the test then fails). ``expecting_defect(what)``: inside it, bad
+    outcomes are the known defect ``what`` of a file this suite does not own (its test is
+    ``xfail(strict=True)`` until the owner fixes it), listed apart.
     """
 
     KINDS = ("bad input", "fault", "fuzz", "attack")

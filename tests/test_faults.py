@@ -556,7 +556,7 @@ def test_ray_actor_killed(ray_local, tmp_path):
         ok = rec.status == "ok" or (rec.status == "failed" and "no result from the Ray pipeline" in rec.error)
         FIGURES.outcome("fault", ok, f"actor killed: {rec}")
         assert ok, rec
-    all_loadable(out)
-    assert not temp_files(out)
+    all_loadable(out)  # (the killed actor may have left its temporary file: the next job removes it)
     s2 = run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "batch.progress=none"]))
     assert s2.failed == 0 and s2.ok + s2.skipped == len(paths)
+    assert not temp_files(out)

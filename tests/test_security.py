@@ -246,28 +246,6 @@ def test_symlinks_planted_in_output_dir_are_never_followed_by_the_cli(tmp_path):
     assert victim.read_text() == "precious"
 
 
-SUBFOLDER_LINK = (
-    "storage.py: OutputDir.writing follows a symlinked subfolder of output.dir (out/sub -> /elsewhere), "
-    "so the batch job writes features outside output.dir (fix: in writing()/local(), refuse a dest whose "
-    "parent's realpath is not under realpath(output.dir), OutputError naming the link)"
-)
-
-
-def test_batch_never_appends_through_a_planted_manifest_link(tmp_path):
-    build(BY_NAME["pcm_24"], tmp_path / "in")
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    out = tmp_path / "out"
-    out.mkdir()
-    os.symlink(victim, out / MANIFEST_NAME)
-    with pytest.raises(OutputError, match="is a symbolic link; the manifest is never written through one"):
-        run_batch(compose_batch([f"input={tmp_path / 'in'}", f"output.dir={out}", *MATRIX_OVERRIDES,
-                                 "batch.progress=none"]))
-    ok = FIGURES.outcome("attack", victim.read_text() == "precious", "manifest symlink (batch)")
-    assert ok
-
-
-
 def test_batch_never_writes_through_a_planted_subfolder_link(tmp_path):
     corpus = tmp_path / "corpus"
     (corpus / "sub").mkdir(parents=True)
@@ -281,8 +259,7 @@ def test_batch_never_writes_through_a_planted_subfolder_link(tmp_path):
         run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "batch.progress=none"]))
     except PipelineError:
         pass
-    with FIGURES.expecting_defect(SUBFOLDER_LINK):
-        ok = FIGURES.outcome("attack", not any(elsewhere.iterdir()), "subfolder symlink (batch)")
+    ok = FIGURES.outcome("attack", not any(elsewhere.iterdir()), "subfolder symlink (batch)")
     assert ok
 
 
@@ -362,20 +339,12 @@ def test_batch_config_values_never_name_code(evil_module, tmp_path):
         assert not evil_module.exists() and not (tmp_path / "out").exists()
 
 
-BATCH_SCRIPT_TARGET = (
-    "scripts/batch_process.py: Hydra instantiates +hydra.callbacks.*._target_ (any importable class) before "
-    "the job starts (fix: call conv_pipeline.cli.check_command_line(sys.argv[1:]) inside "
-    "report_errors(prog='batch_process') in main(), before _main(), as conv_pipeline/__main__.py does)"
-)
-
-
-
 def test_batch_script_command_line_instantiates_nothing(evil_module, tmp_path, capfd):
     build(BY_NAME["pcm_24"], tmp_path / "in")
     r = cli_inprocess([f"input={tmp_path / 'in'}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES,
                        "+hydra.callbacks.x._target_=evil_mod.Evil"], capfd, main=str(SCRIPT))
-    with FIGURES.expecting_defect(BATCH_SCRIPT_TARGET):
-        ok = FIGURES.outcome("attack", not evil_module.exists() and r.code == 2, "batch script _target_")
+    ok = FIGURES.outcome("attack", not evil_module.exists() and r.code == 2 and len(r.err_lines) == 1,
+                         f"batch script _target_: {r.err[-200:]}")
     assert ok
 
 
