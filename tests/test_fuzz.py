@@ -130,7 +130,7 @@ REGRESSION = ModelConfig(  # torch segfaulted on this one (a transposed 1-frame 
 )
 
 
-@fuzz_settings(60)
+@fuzz_settings(40)
 @given(spec=valid_models(), extra=st.integers(0, 400), others=st.lists(st.integers(0, 300), min_size=1, max_size=3),
        chunks=st.lists(st.integers(1, 97), min_size=1, max_size=4), seed=st.integers(0, 2**16))
 @example(spec=(REGRESSION, 1), extra=0, others=[3], chunks=[2, 3], seed=0)
@@ -163,7 +163,7 @@ def test_predicted_shape_is_the_shape_in_every_mode(spec, extra, others, chunks,
     FIGURES.outcome("fuzz", True, "")
 
 
-@fuzz_settings(25)
+@fuzz_settings(20)
 @given(spec=valid_models(), extra=st.integers(0, 200), chunk=st.sampled_from([None, 0.003, 0.011]),
        fmt=st.sampled_from(["npy", "npz"]), seed=st.integers(0, 99))
 def test_the_file_written_has_the_predicted_shape(spec, extra, chunk, fmt, seed, tmp_path_factory):

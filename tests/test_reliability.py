@@ -238,6 +238,14 @@ def test_real_processes_cli(tmp_path, capfd):
     assert ok, proc.stderr
     assert not out.exists()
 
+    damaged = build(BY_NAME["mp3_damaged"], folder)  # libmpg123 prints notes on fd 2: held back
+    proc = _real([f"input={damaged}", *common], tmp_path)
+    noise = "Illegal Audio-MPEG-Header" in proc.stderr or "libmpg123" in proc.stderr
+    ok = proc.returncode == 0 and not noise and "Traceback" not in proc.stderr
+    FIGURES.outcome("bad input", ok, f"real CLI damaged mp3: {proc.returncode} {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    assert "holds less audio than its header declares" in proc.stderr
+
     proc = _real([f"input={odd}", *common], tmp_path)  # unquoted: Hydra cannot parse it
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     ok = proc.returncode == 2 and len(lines) == 1 and "quote the value for Hydra: input='" in lines[0]
