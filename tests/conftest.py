@@ -113,8 +113,10 @@ class Figures:
     def tried(self, kind: str, n: int = 1) -> None:
         self.counts[kind] += n
 
-    def outcome(self, kind: str, ok: bool, what: str) -> bool:
-        self.tried(kind)
+    def outcome(self, kind: str, ok: bool, what: str, count: bool = True) -> bool:
+        """``count=False``: one more check of an attempt already counted (each record after one kill)."""
+        if count:
+            self.tried(kind)
         if not ok:
             if self._expecting is not None:
                 self.known_defects[self._expecting] = self.known_defects.get(self._expecting, 0) + 1

@@ -198,7 +198,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path):
         got = np.load(out / rec.output, allow_pickle=False)
         want = np.load(tmp_path / "ref" / rec.output, allow_pickle=False)
         assert got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-5 * max(1.0, float(np.abs(want).max()))
-    FIGURES.outcome("fault", True, f"SIGKILL {kills}")
+    FIGURES.outcome("fault", True, f"SIGKILL {kills}", count=False)
 
 
 # ---------------------------------------------------------------- output folder not writable
@@ -238,10 +238,11 @@ def test_read_only_output_folder(tmp_path, capfd):
                 ok = rec.status == "failed" and "Read-only file system" in rec.error and f"d1/{p.stem}.npy" in rec.error
             else:
                 ok = rec.status == "ok" and (out / rec.output).is_file()
-            FIGURES.outcome("fault", ok, f"read-only subfolder: {rec}")
+            FIGURES.outcome("fault", ok, f"read-only subfolder: {rec}", count=False)
             assert ok, rec
         assert s.failed == 2 and s.ok == 4
         assert not any((out / "d1").iterdir())
+        FIGURES.tried("fault")
     all_loadable(out)
     assert not temp_files(out)
 
@@ -300,9 +301,10 @@ def test_output_paths_taken_by_files_or_folders(tmp_path, capfd):
         rec = records[str(p)]
         blocked = p.parent.name == "d0" or p.name == "f001.wav"
         ok = (rec.status == "failed" and "cannot write" in rec.error) if blocked else rec.status == "ok"
-        FIGURES.outcome("fault", ok, f"output path taken: {rec}")
+        FIGURES.outcome("fault", ok, f"output path taken: {rec}", count=False)
         assert ok, rec
     assert (s.ok, s.failed) == (3, 3)
+    FIGURES.tried("fault", 2)  # a file and a folder in the job's way
     assert (out / "d0").read_text() == "a file where the job wants a folder"
     all_loadable(out)
     assert not temp_files(out)
@@ -359,7 +361,7 @@ def test_disk_full_on_a_small_tmpfs_then_rerun(tmp_path, capfd):
         assert all(r.status in ("ok", "skipped") for r in read_manifest(full).values())
         all_loadable(full)
         assert not temp_files(full)
-        FIGURES.outcome("fault", True, "disk full")
+        FIGURES.outcome("fault", True, "disk full", count=False)
 
 
 class _Enospc:
@@ -462,7 +464,7 @@ def test_decode_worker_killed(tmp_path, seed):
     assert set(records) == {str(p) for p in paths} and s.total == len(paths)  # none silently lost
     for rec in records.values():
         ok = rec.status == "ok" or (rec.status == "failed" and "the decoder crashed on this file" in rec.error)
-        FIGURES.outcome("fault", ok, f"worker killed: {rec}")
+        FIGURES.outcome("fault", ok, f"worker killed: {rec}", count=False)
         assert ok, rec
     all_loadable(out)
     s2 = run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "batch.progress=none"]))
@@ -554,7 +556,7 @@ def test_ray_actor_killed(ray_local, tmp_path):
     print("after killing the actor:", s.format())
     for rec in records.values():
         ok = rec.status == "ok" or (rec.status == "failed" and "no result from the Ray pipeline" in rec.error)
-        FIGURES.outcome("fault", ok, f"actor killed: {rec}")
+        FIGURES.outcome("fault", ok, f"actor killed: {rec}", count=False)
         assert ok, rec
     all_loadable(out)  # (the killed actor may have left its temporary file: the next job removes it)
     s2 = run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "batch.progress=none"]))
