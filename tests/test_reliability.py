@@ -336,6 +336,25 @@ def test_batch_script_unquoted_odd_path_is_one_line(tmp_path, capfd):
     assert ok, r.err
 
 
+def test_batch_input_a_file_where_a_folder_is_expected(tmp_path):
+    """The reverse of a folder given to the CLI: the batch job given one audio file processes it;
+    given a file that is neither audio (by extension) nor a text list, it stops with one line."""
+    wav = build(BY_NAME["pcm_24"], tmp_path / "in")
+    s = run_batch(compose_batch([f"input={wav}", f"output.dir={tmp_path / 'one'}", *MATRIX_OVERRIDES,
+                                 "batch.progress=none"]))
+    FIGURES.outcome("bad input", s.ok == s.total == 1, "batch input: one audio file")
+    assert s.ok == s.total == 1
+    blob = tmp_path / "in" / "data.bin"
+    blob.write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(InputError) as err:
+        run_batch(compose_batch([f"input={blob}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES,
+                                 "batch.progress=none"]))
+    ok = "neither a folder, a glob nor a text list" in str(err.value) and "data.bin" in str(err.value) \
+        and "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    FIGURES.outcome("bad input", ok, f"batch input: a binary file: {err.value}")
+    assert ok
+
+
 def test_comma_in_an_unquoted_path_is_one_line(tmp_path, capfd):
     path = build(BY_NAME["pcm_24"], tmp_path / "live, remastered")
     r = cli_inprocess([f"input={path}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES], capfd)
