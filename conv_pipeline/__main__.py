@@ -9,8 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .cli import check_command_line, hydra_output_dir, report_errors
-from .config import register_configs
+from .cli import hydra_output_dir, report_errors, run_entry_point
 from .pipeline import run, to_config
 
 
@@ -32,16 +31,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    import sys
-
-    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
-        # a path that is not valid UTF-8 (Python holds its bytes as surrogates) is printed as the
-        # bytes it is, as ls does, instead of failing after the features were written
-        sys.stdout.reconfigure(errors="surrogateescape")
-    register_configs()
-    with report_errors(prog="conv_pipeline"):
-        check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
-    _main()
+    run_entry_point(_main, prog="conv_pipeline")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,18 @@ def check_command_line(argv: Sequence[str]) -> None:
                 f"{text!r}: Hydra reads the comma as several values (a sweep); quote the value if it is one: "
                 f"{key}={_quoted(value)}, or add -m to run one job per value"
             )
+
+
+def run_entry_point(hydra_main: Any, prog: str) -> None:
+    """What every Hydra entry point does before Hydra runs: a strict stdout prints names that are
+    not UTF-8 as their bytes (as ls does) instead of failing after outputs were written; the
+    schemas are registered; the command line is checked (one-line errors; nothing instantiated
+    from it). Then ``hydra_main()``."""
+    from .config import register_configs
+
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    register_configs()
+    with report_errors(prog=prog):
+        check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
+    hydra_main()

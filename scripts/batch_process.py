@@ -23,8 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from conv_pipeline.batch import run_batch
-from conv_pipeline.cli import check_command_line, hydra_output_dir, report_errors
-from conv_pipeline.config import register_configs
+from conv_pipeline.cli import hydra_output_dir, report_errors, run_entry_point
 
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
@@ -37,13 +36,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
-        # a failed input whose name is not UTF-8 is printed as its bytes in the summary
-        sys.stdout.reconfigure(errors="surrogateescape")
-    register_configs()
-    with report_errors(prog="batch_process"):
-        check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
-    _main()
+    run_entry_point(_main, prog="batch_process")
 
 
 if __name__ == "__main__":
