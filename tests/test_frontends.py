@@ -227,3 +227,29 @@ def test_from_preset_loads_a_checkpoint(tmp_path):
     x = speech(0.5)[None]
     with torch.no_grad():
         torch.testing.assert_close(stack(x[:, None]), ref(x, None)[0].transpose(1, 2), atol=1e-4, rtol=1e-4)
+
+
+def test_batch_job_with_a_torchaudio_checkpoint_equals_reference(tmp_path):
+    """wav2vec2_base (GroupNorm over time) through the batch job: files of different lengths share
+    padded batches, and each equals torchaudio's extractor on that file alone."""
+    from conv_pipeline.batch import run_batch
+
+    ref = reference_extractor("wav2vec2_base", seed=7)
+    ckpt = tmp_path / "w2v.pt"
+    torch.save({f"feature_extractor.{k}": v for k, v in ref.state_dict().items()}, ckpt)
+    lengths = {"a.wav": 16000, "b.wav": 9100, "c.wav": 5555}
+    for i, (name, n) in enumerate(lengths.items()):
+        make_audio(tmp_path / "in" / name, channels=1, frames=n, sr=16000, seed=i, subtype="FLOAT")
+    out = tmp_path / "out"
+    cfg = compose_config([f"input={tmp_path / 'in'}", f"output.dir={out}", "model=wav2vec2_base",
+                          f"model.checkpoint={ckpt}", "runtime.batch_size=3", "batch.progress=none"],
+                         config_name="batch")
+    summary = run_batch(cfg)
+    assert summary.exit_code == 0
+    for name in lengths:
+        data, _ = sf.read(tmp_path / "in" / name, dtype="float32", always_2d=True)
+        x = normalize_waveform(torch.from_numpy(data.T))
+        with torch.no_grad():
+            expected, _ = ref(x, None)
+        got = np.load(out / name.replace(".wav", ".npy"))
+        np.testing.assert_allclose(got, expected[0].T.numpy(), atol=1e-4, rtol=1e-4)
