@@ -58,6 +58,17 @@ def max_abs(t: torch.Tensor) -> float:
     return float(t.abs().max())
 
 
+def largest_value(stack: ConvStack, x: torch.Tensor) -> float:
+    """The largest magnitude any layer computes (float64, whole input): the scale of float32
+    rounding at the output, even where the output itself cancels to small values."""
+    with torch.inference_mode():
+        y, top = x.double()[None], 0.0
+        for layer in copy.deepcopy(stack).double().layers:
+            y = layer(y.clone(memory_format=torch.contiguous_format))
+            top = max(top, max_abs(y))
+    return top
+
+
 def float32_error(stack: ConvStack, x: torch.Tensor) -> float:
     """How far float32 rounding moves the whole-file result from the float64 one: a random stack
     can amplify rounding (a norm over near-constant values: up to 1/sqrt(eps) per norm), and then
@@ -129,13 +140,14 @@ def test_chunked_equals_whole_file_exactly_in_float64(case, length, sizes, seed)
 @given(case=stacks(channels=(2, 4, 8), norms=(None,)), length=st.integers(1, 400),
        sizes=st.lists(st.integers(1, 80), min_size=1, max_size=3), seed=st.integers(0, 2**31 - 1))
 def test_chunked_equals_whole_file_float32_within_1e5(case, length, sizes, seed):
-    """The issue's tolerance on float32 stacks, 1e-5 of the largest value; on the rare stack whose
-    own float32 result is less accurate than that (cancellation), as close as that accuracy."""
+    """The issue's tolerance on float32 stacks: 1e-5 of the largest value (the largest any layer
+    computes: a random last layer can cancel to small values, and float32 rounding scales with
+    what was summed, in either computation)."""
     stack, x, n_out = _random_case(*case, length, seed, torch.float32)
     out = torch.cat(list(iter_features(split(x, sizes), stack)), dim=1)
     ref = whole(stack, x)
     assert out.shape == (stack.out_channels, n_out)
-    assert max_abs(out - ref) <= max(1e-5 * max_abs(ref), 4 * float32_error(stack, x))
+    assert max_abs(out - ref) <= 1e-5 * largest_value(stack, x)
 
 
 @pytest.mark.parametrize("norm", ["layer_norm", "group_norm"])
