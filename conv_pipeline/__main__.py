@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .cli import hydra_output_dir, report_errors, run_entry_point
+from .cli import exit_after, hydra_output_dir, report_errors, run_entry_point
 from .pipeline import run, to_config
 
 
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_after(main)

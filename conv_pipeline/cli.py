@@ -124,3 +124,34 @@ def run_entry_point(hydra_main: Any, prog: str) -> None:
     with report_errors(prog=prog):
         check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
     hydra_main()
+
+
+def exit_after(main: Any) -> None:
+    """Run ``main()`` as a program and end the process without the interpreter's teardown.
+
+    Every output is already fsynced and renamed into place when ``main`` returns; the teardown
+    only unloads libraries, and with torch's CUDA builds it pages in ~125 MB of library code on
+    the way out (measured: peak RSS of a 2-hour chunked run 571 MB while it runs, 693 MB at exit).
+    Streams and logging are flushed first. Inside pytest (a test running a script as __main__)
+    the normal exit is kept.
+    """
+    import logging
+    import os
+
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    if "pytest" in sys.modules:
+        raise SystemExit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message") prints the message
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)

@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from conv_pipeline.batch import run_batch
-from conv_pipeline.cli import hydra_output_dir, report_errors, run_entry_point
+from conv_pipeline.cli import exit_after, hydra_output_dir, report_errors, run_entry_point
 
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_after(main)
