@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["load_features", "FeatureDataset", "ConvStack", "StackGeometry", "PipelineError"]
 
 _LAZY = {
-    "load_features": ".features",
-    "FeatureDataset": ".features",
-    "ConvStack": ".model",
+    "load_features": ".dataset.features",
+    "FeatureDataset": ".dataset.features",
+    "ConvStack": ".stack.stack",
     "StackGeometry": ".geometry",
     "PipelineError": ".errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import PipelineError
-    from .features import FeatureDataset, load_features
+    from .dataset.features import FeatureDataset, load_features
     from .geometry import StackGeometry
-    from .model import ConvStack
+    from .stack.stack import ConvStack
 
 
 def __getattr__(name: str) -> Any:

@@ -1,38 +1,7 @@
-"""``python -m conv_pipeline input=song.wav [overrides]``: one file through the pipeline.
+"""``python -m conv_pipeline input=song.wav [overrides]``: see ``conv_pipeline.cli.main``."""
 
-``plot=true`` also draws ``<output.dir>/<stem>.png`` (waveform + features, see plot.py);
-``summary=true [input_seconds=10]`` prints the model's per-layer summary and exits without audio.
-"""
-
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from .cli import exit_after, hydra_output_dir, report_errors, run_entry_point
-from .pipeline import run, to_config
-
-
-@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")
-def _main(cfg: DictConfig) -> None:
-    with report_errors(cfg):
-        if cfg.summary:
-            from .inspect import summary_for_config
-
-            print(summary_for_config(to_config(cfg)))
-            return
-        result = run(cfg, output_dir=hydra_output_dir())
-        print(f"wrote {result.output} shape {result.shape} (weights: {result.weights})")
-        if cfg.plot:
-            from .plot import plot_features
-
-            drawn = plot_features(result.output, result.output.with_suffix(".png"), audio_path=cfg.input)
-            print(f"wrote {drawn.path}")
-
-
-def main() -> None:
-    run_entry_point(_main, prog="conv_pipeline")
-
+from conv_pipeline.cli.common import exit_after
+from conv_pipeline.cli.main import main
 
 if __name__ == "__main__":
     exit_after(main)

@@ -7,8 +7,6 @@ command-line entry points print that line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
-__all__ = ["PipelineError", "ConfigError", "InputError", "OutputError"]
-
 
 class PipelineError(Exception):
     """A problem the user can fix; ``str(err)`` is a single line."""

@@ -2,7 +2,7 @@
 
 Pure Python, no tensors. Every other stage asks this module: shape prediction, config
 validation, trimming padded batches, chunked execution and timestamps. The formulas are
-those of ``shared/design/geometry.md``:
+those of ``docs/geometry.md``:
 
     e_i = d_i * (k_i - 1) + 1                         effective kernel of layer i
     L_i = floor((L_{i-1} + 2 p_i - e_i) / s_i) + 1      output length (torch's rule)
@@ -18,16 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .errors import ConfigError
-
-__all__ = [
-    "LayerGeometry",
-    "StackGeometry",
-    "conv_parameters",
-    "conv_macs_per_frame",
-    "conv_flops_per_frame",
-    "frames_per_second",
-]
+from conv_pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -145,7 +136,7 @@ class StackGeometry:
 
     def check_input_length(self, length: int, what: str = "input") -> int:
         """Return the output length, or raise ``InputError`` when ``length`` gives no frame."""
-        from .errors import InputError
+        from conv_pipeline.errors import InputError
 
         n = self.output_length(length)
         if n < 1:
@@ -198,12 +189,6 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-
-
-# ---------------------------------------------------------------- cost of a layer
-# Channels enter here only as counts. FLOP convention (stated wherever these numbers are shown):
-# one multiply-accumulate (MAC) is 2 FLOPs, each bias add is 1 FLOP; activations and norms are not
-# counted. Stride and dilation change how many frames a layer outputs, not the cost of one frame.
 
 
 def conv_parameters(in_channels: int, out_channels: int, kernel_size: int, groups: int = 1, bias: bool = True) -> int:

@@ -66,11 +66,14 @@ def _timed(fn: Callable[[], None]) -> tuple[float, float]:
 
 
 def run(args) -> None:
-    from conv_pipeline.audio import load_audio
-    from conv_pipeline.batch import extract_batch, find_inputs, run_batch
-    from conv_pipeline.config import AudioConfig, BatchConfig, BatchOptions, OutputConfig, RuntimeConfig
-    from conv_pipeline.model import build_stack
-    from conv_pipeline.pipeline import compose_config, extract
+    from conv_pipeline.load.audio import load_audio
+    from conv_pipeline.execute.whole import extract_batch
+    from conv_pipeline.source.inputs import find_inputs
+    from conv_pipeline.engines.job import run_batch
+    from conv_pipeline.config.schema import AudioConfig, BatchConfig, BatchOptions, OutputConfig, RuntimeConfig
+    from conv_pipeline.stack.stack import build_stack
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.execute.whole import extract
 
     quick = bool(getattr(args, "quick", False))
     n_files, max_s, rounds = (40, 10.0, 2) if quick else (300, 30.0, 3)

@@ -147,9 +147,9 @@ def peak_rss(args: list[str], tmp: Path) -> tuple[float, float, float]:
 
 # ---------------------------------------------------------------- sections
 def speed_stack(seconds: float, n_rounds: int) -> None:
-    from conv_pipeline.config import LayerConfig
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.streaming import iter_features
+    from conv_pipeline.config.schema import LayerConfig
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.execute.chunked import iter_features
 
     torch.manual_seed(0)
     stack = ConvStack(1, [LayerConfig(512, k, s, activation="gelu") for k, s in W2V_SHAPES]).eval()
@@ -189,7 +189,8 @@ def speed_stack(seconds: float, n_rounds: int) -> None:
 
 
 def speed_pipeline(seconds: float, n_rounds: int, tmp: Path) -> None:
-    from conv_pipeline.pipeline import compose_config, run
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.engines.single import run
 
     wav = tmp / "w2v.wav"
     sf.write(str(wav), signal(seconds, 16000), 16000, subtype="PCM_16")
@@ -218,9 +219,9 @@ def speed_pipeline(seconds: float, n_rounds: int, tmp: Path) -> None:
 def speed_torchaudio(seconds: float, n_rounds: int) -> None:
     from torchaudio.models.wav2vec2.components import _get_feature_extractor
 
-    from conv_pipeline.config import LayerConfig
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.streaming import iter_features
+    from conv_pipeline.config.schema import LayerConfig
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.execute.chunked import iter_features
 
     torch.manual_seed(0)
     theirs = _get_feature_extractor("layer_norm", [(512, k, s) for k, s in W2V_SHAPES], bias=True).eval()
@@ -258,10 +259,11 @@ def speed_torchaudio(seconds: float, n_rounds: int) -> None:
 
 
 def speed_default_model(wav: Path, seconds: float, n_rounds: int) -> None:
-    from conv_pipeline.audio import load_audio
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.pipeline import compose_config, extract
-    from conv_pipeline.streaming import extract_file_chunked
+    from conv_pipeline.load.audio import load_audio
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.execute.whole import extract
+    from conv_pipeline.execute.chunked import extract_file_chunked
 
     cfg = compose_config([])
     stack = ConvStack.from_config(cfg.model, in_channels=2).eval()
@@ -277,7 +279,7 @@ def speed_default_model(wav: Path, seconds: float, n_rounds: int) -> None:
 
 
 def memory(long_s: float, short_s: float, tmp: Path) -> None:
-    from conv_pipeline.config import RuntimeConfig
+    from conv_pipeline.config.schema import RuntimeConfig
 
     default_chunk = RuntimeConfig().chunk_seconds
     short, long = tmp / "short.wav", tmp / "long.wav"

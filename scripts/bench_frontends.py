@@ -35,8 +35,8 @@ def _reference(name: str, stack):
 
 
 def run(args) -> None:
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.streaming import iter_features
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.execute.chunked import iter_features
 
     seconds = 10.0 if args.quick else 60.0
     n_rounds = 2 if args.quick else 3

@@ -383,7 +383,7 @@ def compose_batch(overrides: list[str]):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from conv_pipeline.config import register_configs
+    from conv_pipeline.config.schema import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -496,7 +496,7 @@ def is_clear_error(line: str, case: Case, path: Path) -> bool:
 def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], label: str) -> None:
     """Every case has exactly one record: ``ok`` with correct features, or ``failed`` with a clear
     one-line error; nothing else is in ``out`` (no partial output, no temporary file)."""
-    from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
+    from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
 
     FIGURES = _conftest().FIGURES
     records = read_manifest(out)

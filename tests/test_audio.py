@@ -7,8 +7,9 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import make_audio
-from conv_pipeline.audio import apply_channel_policy, load_audio, probe, resampled_length
-from conv_pipeline.config import AudioConfig
+from conv_pipeline.load.signal import apply_channel_policy, resampled_length
+from conv_pipeline.load.audio import load_audio, probe
+from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
 
 FORMATS = [

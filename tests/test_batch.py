@@ -24,31 +24,16 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conv_pipeline import pipeline
-from conv_pipeline.batch import (
-    _OutputLock,
-    clean_temp_files,
-    extract_batch,
-    find_inputs,
-    plan_outputs,
-    run_batch,
-)
-from conv_pipeline.audio import load_audio
-from conv_pipeline.config import (
-    ACTIVATIONS,
-    NORMS,
-    AudioConfig,
-    BatchConfig,
-    BatchOptions,
-    Config,
-    LayerConfig,
-    ModelConfig,
-    OutputConfig,
-    RuntimeConfig,
-)
+from conv_pipeline.engines import single as pipeline
+from conv_pipeline.sink.outputs import OutputLock as _OutputLock, clean_temp_files
+from conv_pipeline.execute.whole import extract_batch
+from conv_pipeline.source.inputs import find_inputs, plan_outputs
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.config.schema import ACTIVATIONS, NORMS, AudioConfig, BatchConfig, BatchOptions, Config, LayerConfig, ModelConfig, OutputConfig, RuntimeConfig
 from conv_pipeline.errors import ConfigError, InputError, OutputError
-from conv_pipeline.manifest import MANIFEST_NAME, iter_records, read_manifest
-from conv_pipeline.model import ConvStack
+from conv_pipeline.sink.manifest import MANIFEST_NAME, iter_records, read_manifest
+from conv_pipeline.stack.stack import ConvStack
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "batch_process.py"
@@ -516,7 +501,7 @@ def test_a_crashing_worker_does_not_end_the_job(tmp_path, workers, decode, messa
 
 @pytest.mark.parametrize("chunk_seconds", [0.1, None])  # chunked executor / whole file
 def test_long_files_take_the_per_file_path(tmp_path, monkeypatch, chunk_seconds):
-    import conv_pipeline.batch as batch
+    import conv_pipeline.engines.work as batch
 
     calls = []
     original = batch.process_long_file

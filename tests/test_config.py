@@ -3,16 +3,10 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conv_pipeline.config import (
-    Config,
-    LayerConfig,
-    ModelConfig,
-    OutputFormat,
-    resolve_in_channels,
-    validate_model,
-)
+from conv_pipeline.config.schema import Config, LayerConfig, ModelConfig, OutputFormat
+from conv_pipeline.config.checks import resolve_in_channels, validate_model
 from conv_pipeline.errors import ConfigError, InputError
-from conv_pipeline.pipeline import compose_config
+from conv_pipeline.config.compose import compose_config
 
 
 def test_presets_compose():

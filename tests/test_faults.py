@@ -50,11 +50,12 @@ from bad_inputs import (
     unprivileged_preexec,
 )
 from conftest import FIGURES, ROOT
-from conv_pipeline.audio import load_audio
-from conv_pipeline.batch import run_batch
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.engines.job import run_batch
 from conv_pipeline.errors import OutputError, PipelineError
-from conv_pipeline.manifest import MANIFEST_NAME, iter_records, read_manifest
-from conv_pipeline.pipeline import compose_config, run
+from conv_pipeline.sink.manifest import MANIFEST_NAME, iter_records, read_manifest
+from conv_pipeline.config.compose import compose_config
+from conv_pipeline.engines.single import run
 
 SCRIPT = ROOT / "scripts" / "batch_process.py"
 
@@ -395,7 +396,7 @@ def test_disk_full_injected(tmp_path, monkeypatch, where):
     else:
         import types
 
-        import conv_pipeline.manifest as manifest_mod
+        import conv_pipeline.sink.manifest as manifest_mod
 
         full_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
         full_os.write = _Enospc(os.write)

@@ -16,7 +16,8 @@ MONO = ROOT / "data" / "example_mono.flac"  # 3.0 s, 16 kHz, 1 channel
 
 
 def run_pipeline(audio: Path, out_dir: Path, *overrides: str):
-    from conv_pipeline.pipeline import compose_config, run
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.engines.single import run
 
     return run(compose_config([f"input={audio}", f"output.dir={out_dir}", *overrides]))
 
@@ -86,10 +87,10 @@ def test_load_npy_finds_metadata_beside_it(runs):
 def test_nested_npy_uses_its_own_record(tmp_path):
     """A batch-style file in a subfolder: metadata from the root, sample rate from its record."""
     from conv_pipeline import load_features
-    from conv_pipeline.config import LayerConfig
+    from conv_pipeline.config.schema import LayerConfig
     from conv_pipeline.geometry import StackGeometry
-    from conv_pipeline.manifest import ManifestRecord, append_record
-    from conv_pipeline.writer import write_features
+    from conv_pipeline.sink.manifest import ManifestRecord, append_record
+    from conv_pipeline.sink.writer import write_features
 
     run_pipeline(MONO, tmp_path)  # root: model.safetensors, config.yaml (sample_rate 16000), manifest
     sub = tmp_path / "a" / "b"
@@ -166,7 +167,7 @@ def _npy_bytes() -> bytes:
 @pytest.fixture(scope="module")
 def batch_dir(tmp_path_factory):
     """A batch-like output folder: three inputs run, one re-run, one failed, one skipped."""
-    from conv_pipeline.manifest import ManifestRecord, append_record
+    from conv_pipeline.sink.manifest import ManifestRecord, append_record
 
     base = tmp_path_factory.mktemp("batch")
     out = base / "feats"
@@ -184,7 +185,7 @@ def batch_dir(tmp_path_factory):
 
 def test_dataset_items_follow_the_manifest(batch_dir):
     from conv_pipeline import FeatureDataset
-    from conv_pipeline.manifest import read_manifest
+    from conv_pipeline.sink.manifest import read_manifest
 
     ds = FeatureDataset(batch_dir)
     with open(batch_dir / "manifest.jsonl") as f:
@@ -255,18 +256,20 @@ def test_dataset_missing_file_and_bad_root(batch_dir, tmp_path):
 
 def test_package_exports_and_light_imports():
     import conv_pipeline
-    from conv_pipeline import errors, features, geometry, model
+    from conv_pipeline import errors, geometry
+    from conv_pipeline.dataset import features
+    from conv_pipeline.stack import stack
 
     assert conv_pipeline.load_features is features.load_features
     assert conv_pipeline.FeatureDataset is features.FeatureDataset
-    assert conv_pipeline.ConvStack is model.ConvStack
+    assert conv_pipeline.ConvStack is stack.ConvStack
     assert conv_pipeline.StackGeometry is geometry.StackGeometry
     assert conv_pipeline.PipelineError is errors.PipelineError
     with pytest.raises(AttributeError):
         conv_pipeline.no_such_name
     # inspecting needs neither torch nor matplotlib: a fresh interpreter proves it
     code = (
-        "import sys, conv_pipeline.inspect, conv_pipeline.features; from conv_pipeline import load_features; "
+        "import sys, conv_pipeline.inspect.describe, conv_pipeline.dataset.features; from conv_pipeline import load_features; "
         "bad = [m for m in ('torch', 'matplotlib', 'hydra') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -274,18 +277,19 @@ def test_package_exports_and_light_imports():
 
 
 def test_output_names_match_the_pipeline():
-    from conv_pipeline import features, pipeline
+    from conv_pipeline.dataset import features
+    from conv_pipeline.sink import outputs
 
-    assert (features.WEIGHTS_NAME, features.CONFIG_NAME) == (pipeline.WEIGHTS_NAME, pipeline.CONFIG_NAME)
+    assert (features.WEIGHTS_NAME, features.CONFIG_NAME) == (outputs.WEIGHTS_NAME, outputs.CONFIG_NAME)
 
 
 def test_dataset_and_inspect_on_a_real_batch_output(tmp_path):
     """The batch job's own output: nested folders mirrored, a failed input, npz metadata."""
     from conv_pipeline import FeatureDataset, load_features
-    from conv_pipeline.batch import run_batch
-    from conv_pipeline.config import AudioConfig, BatchConfig, BatchOptions, OutputConfig, OutputFormat
-    from conv_pipeline.inspect import describe_dir
-    from conv_pipeline.pipeline import compose_config
+    from conv_pipeline.engines.job import run_batch
+    from conv_pipeline.config.schema import AudioConfig, BatchConfig, BatchOptions, OutputConfig, OutputFormat
+    from conv_pipeline.inspect.describe import describe_dir
+    from conv_pipeline.config.compose import compose_config
 
     corpus = tmp_path / "corpus"
     (corpus / "a" / "b").mkdir(parents=True)

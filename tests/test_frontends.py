@@ -11,11 +11,11 @@ import torchaudio
 from torchaudio.models.wav2vec2.components import _get_feature_extractor
 
 from conftest import ROOT, assert_one_line_error, make_audio, run_cli
-from conv_pipeline.audio import normalize_waveform
+from conv_pipeline.load.signal import normalize_waveform
 from conv_pipeline.errors import ConfigError
-from conv_pipeline.frontends import sinc_cutoffs
-from conv_pipeline.model import ConvStack, build_stack
-from conv_pipeline.pipeline import compose_config
+from conv_pipeline.stack.frontends import sinc_cutoffs
+from conv_pipeline.stack.stack import ConvStack, build_stack
+from conv_pipeline.config.compose import compose_config
 
 SHAPES = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 MODES = {"wav2vec2_base": ("group_norm", False), "wav2vec2_large": ("layer_norm", True)}
@@ -232,7 +232,7 @@ def test_from_preset_loads_a_checkpoint(tmp_path):
 def test_batch_job_with_a_torchaudio_checkpoint_equals_reference(tmp_path):
     """wav2vec2_base (GroupNorm over time) through the batch job: files of different lengths share
     padded batches, and each equals torchaudio's extractor on that file alone."""
-    from conv_pipeline.batch import run_batch
+    from conv_pipeline.engines.job import run_batch
 
     ref = reference_extractor("wav2vec2_base", seed=7)
     ckpt = tmp_path / "w2v.pt"

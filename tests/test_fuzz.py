@@ -30,27 +30,18 @@ from hypothesis import strategies as st
 
 from bad_inputs import signal as make_signal
 from conftest import FIGURES
-from conv_pipeline import audio as audio_mod
-from conv_pipeline.audio import Audio, AudioInfo, load_audio, open_blocks
-from conv_pipeline.batch import extract_batch, run_batch
-from conv_pipeline.config import (
-    ACTIVATIONS,
-    NORMS,
-    AudioConfig,
-    BatchConfig,
-    BatchOptions,
-    Config,
-    FrontendConfig,
-    LayerConfig,
-    ModelConfig,
-    OutputConfig,
-    RuntimeConfig,
-    validate_model,
-)
+import conv_pipeline.load.signal as signal_mod
+from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
+from conv_pipeline.load.blocks import open_blocks
+from conv_pipeline.execute.whole import extract_batch
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.config.schema import ACTIVATIONS, NORMS, AudioConfig, BatchConfig, BatchOptions, Config, FrontendConfig, LayerConfig, ModelConfig, OutputConfig, RuntimeConfig
+from conv_pipeline.config.checks import validate_model
 from conv_pipeline.errors import ConfigError, InputError, PipelineError
-from conv_pipeline.model import ConvStack
-from conv_pipeline.pipeline import extract, run
-from conv_pipeline.streaming import iter_features
+from conv_pipeline.stack.stack import ConvStack
+from conv_pipeline.execute.whole import extract
+from conv_pipeline.engines.single import run
+from conv_pipeline.execute.chunked import iter_features
 
 N = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
@@ -114,7 +105,7 @@ def valid_models(draw):
     """(ModelConfig, in_channels): any stack the config allows, front-end or not."""
     fe = draw(st.one_of(st.none(), frontends()))
     if fe is not None:
-        from conv_pipeline.config import frontend_out_channels
+        from conv_pipeline.config.checks import frontend_out_channels
 
         in_channels = 1
         layers = draw(layer_lists(frontend_out_channels(fe), 0))
@@ -227,13 +218,27 @@ def _tripwire(*a, **k):
     raise AssertionError("audio was read before the config was checked")
 
 
+def _trip_on_audio_reads(monkeypatch):
+    """Every decoder entry point (soundfile's, looked up at call time by every loader) trips on a
+    read; writing (the next example's input) still works."""
+    real = sf.SoundFile
+
+    def soundfile(file, mode="r", *a, **k):
+        if "r" in mode:
+            _tripwire()
+        return real(file, mode, *a, **k)
+
+    monkeypatch.setattr(sf, "SoundFile", soundfile)
+    monkeypatch.setattr(sf, "info", _tripwire)
+
+
 @fuzz_settings(120)
 @given(model=broken_models(), groups_mismatch=st.booleans())
 def test_a_broken_config_fails_before_any_audio_is_read(model, groups_mismatch, tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("broken")
     wav = folder / "x.wav"
     sf.write(str(wav), make_signal(4000, 2, 8000), 8000)
-    monkeypatch.setattr(audio_mod, "probe", _tripwire)  # every audio read starts with a probe
+    _trip_on_audio_reads(monkeypatch)  # every audio read opens the file through soundfile
     out = folder / "out"
     for chunk in (None, 0.1):
         cfg = Config(input=str(wav), model=model, output=OutputConfig(dir=str(out)),
@@ -256,7 +261,7 @@ def test_a_broken_config_stops_the_batch_job_before_any_audio_is_read(model, tmp
     folder = tmp_path_factory.mktemp("broken_batch")
     (folder / "in").mkdir()
     sf.write(str(folder / "in" / "x.wav"), make_signal(4000, 2, 8000), 8000)
-    monkeypatch.setattr(audio_mod, "probe", _tripwire)
+    _trip_on_audio_reads(monkeypatch)
     cfg = BatchConfig(input=str(folder / "in"), model=model, output=OutputConfig(dir=str(folder / "out")),
                       batch=BatchOptions(progress="none"))
     try:
@@ -371,7 +376,7 @@ def check_loader(data: bytes, ext: str, folder: Path, rate) -> None:
 def small_memory(monkeypatch):
     """The loader's memory checks see 512 MB available: a header that asks for more is refused
     without this test ever allocating it (the machine is shared)."""
-    monkeypatch.setattr(audio_mod, "_available_bytes", lambda: 512 << 20)
+    monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 512 << 20)
 
 
 @fuzz_settings(250)

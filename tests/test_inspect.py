@@ -17,7 +17,8 @@ STEREO = ROOT / "data" / "example_stereo.wav"  # 2.5 s, 22.05 kHz, 2 channels
 
 
 def run_pipeline(audio: Path, out_dir: Path, *overrides: str):
-    from conv_pipeline.pipeline import compose_config, run
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.engines.single import run
 
     return run(compose_config([f"input={audio}", f"output.dir={out_dir}", *overrides]))
 
@@ -31,7 +32,7 @@ def inspect_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def batch_dir(tmp_path_factory):
     """An output folder as the batch job leaves it: ok files (one nested), a failed input,
     a listed file that went missing and a stray feature file the manifest does not know."""
-    from conv_pipeline.manifest import ManifestRecord, append_record
+    from conv_pipeline.sink.manifest import ManifestRecord, append_record
 
     base = tmp_path_factory.mktemp("inspect")
     out = base / "feats"
@@ -52,7 +53,7 @@ def batch_dir(tmp_path_factory):
 
 # ---------------------------------------------------------------- files
 def test_describe_npz(batch_dir):
-    from conv_pipeline.inspect import describe_file
+    from conv_pipeline.inspect.describe import describe_file
 
     text = describe_file(batch_dir / "example_mono.npz")
     with np.load(batch_dir / "example_mono.npz", allow_pickle=False) as z:
@@ -70,7 +71,7 @@ def test_describe_npz(batch_dir):
 
 
 def test_describe_nested_npy_finds_its_root(batch_dir):
-    from conv_pipeline.inspect import describe_file
+    from conv_pipeline.inspect.describe import describe_file
 
     text = describe_file(batch_dir / "sub" / "dir" / "tone.npy")
     assert "(npy)" in text and "128 channels x 48 frames" in text and "sample rate      16000 Hz" in text
@@ -79,7 +80,7 @@ def test_describe_nested_npy_finds_its_root(batch_dir):
 
 
 def test_feature_stats_against_numpy():
-    from conv_pipeline.inspect import feature_stats
+    from conv_pipeline.inspect.describe import feature_stats
 
     rng = np.random.default_rng(1)
     a = rng.standard_normal((4, 50)).astype(np.float32)
@@ -98,7 +99,7 @@ def test_feature_stats_against_numpy():
 
 # ---------------------------------------------------------------- folders
 def test_describe_dir_lists_every_input(batch_dir):
-    from conv_pipeline.inspect import describe_dir
+    from conv_pipeline.inspect.describe import describe_dir
 
     lines = describe_dir(batch_dir).splitlines()
     assert lines[0].startswith(f"{batch_dir}  model default:")
@@ -145,8 +146,8 @@ def test_cli_on_folder_and_broken_files(batch_dir, tmp_path):
 # ---------------------------------------------------------------- model summary
 def test_tutorial_summary_hand_count():
     """Conv1d(2, 3, 5) with a bias, at 16 kHz, 10 s: counted by hand."""
-    from conv_pipeline.inspect import model_summary, model_summary_rows
-    from conv_pipeline.pipeline import compose_config
+    from conv_pipeline.inspect.summary import model_summary, model_summary_rows
+    from conv_pipeline.config.compose import compose_config
 
     model = compose_config(["model=tutorial"]).model
     (row,) = model_summary_rows(model.layers, 2, 16000, 160000)
@@ -168,11 +169,11 @@ def test_summary_numbers_against_torch_and_geometry():
     """Parameters and FLOPs from torch's own modules; frames from running the stack."""
     import torch
 
-    from conv_pipeline.config import LayerConfig, ModelConfig
+    from conv_pipeline.config.schema import LayerConfig, ModelConfig
     from conv_pipeline.geometry import StackGeometry
-    from conv_pipeline.inspect import model_summary_rows
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.pipeline import compose_config
+    from conv_pipeline.inspect.summary import model_summary_rows
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.config.compose import compose_config
 
     custom = ModelConfig(name="custom", in_channels=4, layers=[
         LayerConfig(8, 7, stride=2, padding=3, dilation=2, groups=2, bias=False, norm="layer_norm", activation="gelu"),
@@ -204,9 +205,9 @@ def test_every_preset_summary_against_its_torch_stack(preset):
     """The README shows the summary per preset: check each one's totals on the stack it builds."""
     import torch
 
-    from conv_pipeline.inspect import summary_for_config
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.pipeline import compose_config
+    from conv_pipeline.inspect.summary import summary_for_config
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.config.compose import compose_config
 
     cfg = compose_config([f"model={preset}", "input_seconds=1"])
     text = summary_for_config(cfg)
@@ -233,8 +234,8 @@ def test_every_preset_summary_against_its_torch_stack(preset):
 
 def test_summary_for_config_states_its_assumptions():
     from conv_pipeline.errors import ConfigError
-    from conv_pipeline.inspect import summary_for_config
-    from conv_pipeline.pipeline import compose_config
+    from conv_pipeline.inspect.summary import summary_for_config
+    from conv_pipeline.config.compose import compose_config
 
     text = summary_for_config(compose_config(["input_seconds=10"]))
     assert "in_channels: 1 (assumed: model.in_channels=auto" in text
@@ -253,7 +254,7 @@ def test_summary_for_config_states_its_assumptions():
     with pytest.raises(ConfigError, match="input_seconds must be a number of seconds > 0"):
         summary_for_config(compose_config(["input_seconds=0"]))
     # with the assumed single channel, a layer with groups=2 cannot run: said before anything else
-    from conv_pipeline.config import Config, LayerConfig, ModelConfig
+    from conv_pipeline.config.schema import Config, LayerConfig, ModelConfig
 
     grouped = ModelConfig(name="g", in_channels="auto", layers=[LayerConfig(4, 3, groups=2)])
     with pytest.raises(ConfigError, match=r"groups=2 must divide its input channels"):

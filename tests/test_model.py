@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from safetensors.torch import save_file
 
-from conv_pipeline.config import LayerConfig, ModelConfig
+from conv_pipeline.config.schema import LayerConfig, ModelConfig
 from conv_pipeline.errors import ConfigError
-from conv_pipeline.model import ConvStack, build_stack, load_checkpoint, save_weights, same_weights
+from conv_pipeline.stack.stack import ConvStack, build_stack
+from conv_pipeline.stack.checkpoint import load_checkpoint, save_weights, same_weights
 
 ACT = {None: lambda x: x, "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "leaky_relu": F.leaky_relu}
 

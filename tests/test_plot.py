@@ -37,9 +37,9 @@ def luminance(px: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from conv_pipeline.config import LayerConfig
+    from conv_pipeline.config.schema import LayerConfig
     from conv_pipeline.geometry import StackGeometry
-    from conv_pipeline.writer import write_features
+    from conv_pipeline.sink.writer import write_features
 
     base = tmp_path_factory.mktemp("plot")
     t = np.arange(int(SR * SECONDS)) / SR
@@ -59,7 +59,7 @@ def synthetic(tmp_path_factory):
 
 
 def test_plot_pixels(synthetic, tmp_path):
-    from conv_pipeline.plot import plot_features
+    from conv_pipeline.inspect.plot import plot_features
 
     path, audio = synthetic
     res = plot_features(path, tmp_path / "out" / "tone.png")
@@ -108,7 +108,7 @@ def test_plot_pixels(synthetic, tmp_path):
 
 
 def test_plot_without_audio_still_draws_the_features(synthetic, tmp_path):
-    from conv_pipeline.plot import plot_features
+    from conv_pipeline.inspect.plot import plot_features
 
     path, _ = synthetic
     res = plot_features(path, tmp_path / "x.png", audio_path=tmp_path / "missing.wav")
@@ -124,10 +124,10 @@ def test_plot_without_audio_still_draws_the_features(synthetic, tmp_path):
 
 
 def test_long_feature_map_is_averaged_not_dropped(tmp_path):
-    from conv_pipeline.config import LayerConfig
+    from conv_pipeline.config.schema import LayerConfig
     from conv_pipeline.geometry import StackGeometry
-    from conv_pipeline.plot import plot_features
-    from conv_pipeline.writer import write_features
+    from conv_pipeline.inspect.plot import plot_features
+    from conv_pipeline.sink.writer import write_features
 
     frames = 30000
     feats = np.zeros((3, frames), np.float32)
@@ -145,7 +145,7 @@ def test_long_feature_map_is_averaged_not_dropped(tmp_path):
 def test_envelope_matches_numpy_and_reads_in_blocks(tmp_path, monkeypatch):
     import soundfile
 
-    from conv_pipeline.plot import waveform_envelope
+    from conv_pipeline.inspect.plot import waveform_envelope
 
     rng = np.random.default_rng(3)
     data = rng.uniform(-1, 1, size=(10007, 3)).astype(np.float32)

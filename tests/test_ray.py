@@ -39,11 +39,11 @@ from test_storage import (  # noqa: E402  (shared corpus and S3 server; test_sto
     upload,
 )
 
-from conv_pipeline.batch import run_batch  # noqa: E402
-from conv_pipeline.config import EngineConfig  # noqa: E402
-from conv_pipeline.errors import ConfigError  # noqa: E402
-from conv_pipeline.manifest import read_manifest  # noqa: E402
-from conv_pipeline.ray_engine import plan_resources  # noqa: E402
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.config.schema import EngineConfig
+from conv_pipeline.errors import ConfigError
+from conv_pipeline.sink.manifest import read_manifest
+from conv_pipeline.engines.ray_engine import plan_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "batch_process.py"

@@ -53,11 +53,11 @@ from bad_inputs import (
     written_features,
 )
 from conftest import FIGURES, ROOT
-from conv_pipeline.audio import load_audio
-from conv_pipeline.batch import run_batch
-from conv_pipeline.config import AudioConfig
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import InputError, PipelineError
-from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
+from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
 
 SCRIPT = ROOT / "scripts" / "batch_process.py"
 CHUNK = "0.1"  # seconds of audio per block: several blocks per file
@@ -383,7 +383,7 @@ def test_truncated_wav_is_processed_as_far_as_it_goes_with_a_warning(tmp_path, c
 
 def test_a_header_that_lies_allocates_nothing_it_claims(tmp_path, monkeypatch):
     """The FLAC header says 2**36 frames (512 GiB of float32): decoding must not ask for them."""
-    import conv_pipeline.audio as audio_mod
+    import conv_pipeline.load.audio as audio_mod
 
     path = build(BY_NAME["flac_huge_header"], tmp_path)
     asked = []
@@ -395,7 +395,7 @@ def test_a_header_that_lies_allocates_nothing_it_claims(tmp_path, monkeypatch):
 
 
 def test_resampling_filter_size_is_checked_before_it_is_built(tmp_path):
-    from conv_pipeline.audio import MAX_RESAMPLE_TAPS, resample_taps
+    from conv_pipeline.load.signal import MAX_RESAMPLE_TAPS, resample_taps
 
     for rate in (8000, 11025, 22050, 44100, 47952, 48000, 96000, 192000, 44056):  # rates in use: accepted
         assert resample_taps(rate, SR) <= MAX_RESAMPLE_TAPS, rate
@@ -405,10 +405,10 @@ def test_resampling_filter_size_is_checked_before_it_is_built(tmp_path):
 
 
 def test_too_large_for_memory_is_a_clear_error_naming_the_fix(tmp_path, monkeypatch):
-    import conv_pipeline.audio as audio_mod
+    import conv_pipeline.load.signal as signal_mod
 
     path = build(BY_NAME["pcm_24"], tmp_path)
-    monkeypatch.setattr(audio_mod, "_available_bytes", lambda: 1000)
+    monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 1000)
     with pytest.raises(InputError, match=r"too large to load whole .* set runtime.chunk_seconds"):
         load_audio(path)
 
@@ -436,7 +436,7 @@ def test_decoder_stderr_is_held_back_only_when_single_threaded(tmp_path, capfd):
 
 def test_chunked_and_whole_agree_on_damaged_files(tmp_path):
     """The block reader and the whole-file decoder share one decode: same frames, same errors."""
-    from conv_pipeline.audio import open_blocks
+    from conv_pipeline.load.blocks import open_blocks
 
     for name in ("mp3_damaged", "mp3_truncated", "truncated_wav", "truncated_flac", "ogg_truncated", "flac_huge_header"):
         path = build(BY_NAME[name], tmp_path / name)
@@ -454,7 +454,7 @@ def test_chunked_and_whole_agree_on_damaged_files(tmp_path):
 
 
 def test_manifest_keeps_names_that_are_not_utf8(tmp_path):
-    from conv_pipeline.manifest import ManifestRecord, append_record
+    from conv_pipeline.sink.manifest import ManifestRecord, append_record
 
     name = os.fsdecode(b"/data/caf\xe9.wav")
     append_record(tmp_path, ManifestRecord(input=name, status="ok", output="caf.npy"))
@@ -465,7 +465,7 @@ def test_manifest_keeps_names_that_are_not_utf8(tmp_path):
 
 
 def test_manifest_line_torn_by_a_full_disk_does_not_swallow_the_next(tmp_path):
-    from conv_pipeline.manifest import ManifestRecord, append_record
+    from conv_pipeline.sink.manifest import ManifestRecord, append_record
 
     (tmp_path / MANIFEST_NAME).write_bytes(b'{"input": "a.wav", "sta')  # a write cut short
     append_record(tmp_path, ManifestRecord(input="b.wav", status="ok", output="b.npy"))

@@ -29,11 +29,12 @@ import torch
 
 from bad_inputs import BY_NAME, MATRIX_OVERRIDES, build, cli_inprocess, compose_batch, hydra_quote
 from conftest import FIGURES, ROOT
-from conv_pipeline.batch import run_batch
-from conv_pipeline.config import ACTIVATIONS, FRONTENDS, NORMS, WINDOWS
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.config.schema import ACTIVATIONS, FRONTENDS, NORMS, WINDOWS
 from conv_pipeline.errors import ConfigError, InputError, OutputError, PipelineError
-from conv_pipeline.manifest import MANIFEST_NAME, read_manifest
-from conv_pipeline.pipeline import compose_config, run
+from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
+from conv_pipeline.config.compose import compose_config
+from conv_pipeline.engines.single import run
 
 SCRIPT = ROOT / "scripts" / "batch_process.py"
 
@@ -139,9 +140,10 @@ def test_outputs_read_back_without_pickle(tmp_path):
 
 
 def test_feature_readers_never_unpickle(tmp_path, capsys):
-    from conv_pipeline import inspect as inspect_mod
-    from conv_pipeline.features import FeatureDataset, load_features
-    from conv_pipeline.plot import plot_features
+    from conv_pipeline.inspect import __main__ as inspect_mod
+    from conv_pipeline.dataset.features import FeatureDataset
+    from conv_pipeline.dataset.features import load_features
+    from conv_pipeline.inspect.plot import plot_features
 
     marker = tmp_path / "PWNED"
     folder = tmp_path / "feats"
@@ -350,10 +352,10 @@ def test_batch_script_command_line_instantiates_nothing(evil_module, tmp_path, c
 
 def test_registries_are_fixed_tables():
     """The names config values may use are the tables' keys; nothing else resolves."""
-    from conv_pipeline import frontends, model
+    from conv_pipeline.stack import frontends, layer
 
-    assert set(model._ACTIVATION_TYPES) == set(ACTIVATIONS)
-    assert set(model._NORM_TYPES) == set(NORMS)
-    assert all(isinstance(v, type) and issubclass(v, torch.nn.Module) for v in model._ACTIVATION_TYPES.values())
+    assert set(layer.ACTIVATION_TYPES) == set(ACTIVATIONS)
+    assert set(layer.NORM_TYPES) == set(NORMS)
+    assert all(isinstance(v, type) and issubclass(v, torch.nn.Module) for v in layer.ACTIVATION_TYPES.values())
     assert set(FRONTENDS) == {"stft", "mel", "sinc"} and "hann" in WINDOWS
     assert not hasattr(frontends, "importlib")

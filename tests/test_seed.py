@@ -36,8 +36,8 @@ def test_seed_input_must_be_3d():
         y2 = conv1d(torch.rand(2, 6))  # torch treats 2-D as unbatched (in_channels, length)
     assert y2.shape == (3, 2)
     from conv_pipeline.errors import InputError
-    from conv_pipeline.model import ConvStack
-    from conv_pipeline.config import LayerConfig
+    from conv_pipeline.stack.stack import ConvStack
+    from conv_pipeline.config.schema import LayerConfig
 
     stack = ConvStack(2, [LayerConfig(out_channels=3, kernel_size=5)])
     try:

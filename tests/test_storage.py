@@ -24,10 +24,9 @@ import soundfile as sf
 fsspec = pytest.importorskip("fsspec")
 
 from conftest import reference_features  # noqa: E402
-from conv_pipeline import storage  # noqa: E402
-from conv_pipeline.audio import load_audio  # noqa: E402
-from conv_pipeline.batch import find_inputs, run_batch  # noqa: E402
-from conv_pipeline.config import (  # noqa: E402
+from conv_pipeline.fs import filesystem, is_url, join, local_path  # noqa: E402
+import conv_pipeline.sink.outputs as outputs_mod  # noqa: E402
+from conv_pipeline.config.schema import (  # noqa: E402
     AudioConfig,
     BatchConfig,
     BatchOptions,
@@ -38,8 +37,14 @@ from conv_pipeline.config import (  # noqa: E402
     RuntimeConfig,
     StorageConfig,
 )
-from conv_pipeline.errors import ConfigError, InputError, OutputError  # noqa: E402
-from conv_pipeline.manifest import MANIFEST_NAME, ManifestRecord, read_manifest  # noqa: E402
+from conv_pipeline.load import remote as url_io  # noqa: E402
+from conv_pipeline.sink.manifest_sink import ManifestSink  # noqa: E402
+from conv_pipeline.sink.outputs import OutputDir  # noqa: E402
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.source.inputs import find_inputs
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.errors import ConfigError, InputError, OutputError
+from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, read_manifest
 
 SR = 8000  # every job resamples to 8 kHz
 LAYERS = [
@@ -116,9 +121,9 @@ def batch_cfg(input: Any, out: Any, batch_size: int = 3, options: dict | None = 
 
 def check_records(records: dict[str, ManifestRecord], prefix: str, expected: dict[str, str], fmt: str = "npy") -> None:
     """Every input has its expected status; outputs mirror the tree; errors name the input."""
-    assert set(records) == {storage.join(prefix, rel) for rel in expected}
+    assert set(records) == {join(prefix, rel) for rel in expected}
     for rel, want in expected.items():
-        rec = records[storage.join(prefix, rel)]
+        rec = records[join(prefix, rel)]
         if want == "ok":
             assert rec.status == "ok" and rec.error is None, rec
             assert rec.output == f"{rel.rsplit('.', 1)[0]}.{fmt}"
@@ -126,7 +131,7 @@ def check_records(records: dict[str, ManifestRecord], prefix: str, expected: dic
         else:
             assert rec.status == "failed" and rec.output is None, rec
             assert want in rec.error and "\n" not in rec.error
-            assert storage.join(prefix, rel) in rec.error  # names the input as given (the URL)
+            assert join(prefix, rel) in rec.error  # names the input as given (the URL)
             assert "conv_pipeline-in-" not in rec.error  # never the local temporary copy
 
 
@@ -187,13 +192,13 @@ def remote_files(fs: Any, root: str) -> set[str]:
 
 # ---------------------------------------------------------------- storage primitives
 def test_specs_paths_and_urls():
-    assert storage.is_url("s3://bucket/x") and storage.is_url("memory://x") and storage.is_url("simplecache::s3://b/x")
-    assert not storage.is_url("/data/x") and not storage.is_url("file:///data/x") and not storage.is_url("rel/x.wav")
-    assert storage.local_path("file:///data/x") == "/data/x" and storage.local_path("data/x") == "data/x"
-    assert storage.join("s3://b/feats/", "a/x.npy") == "s3://b/feats/a/x.npy"
-    assert storage.join("/tmp/feats", "a/x.npy") == os.path.join("/tmp/feats", "a/x.npy")
+    assert is_url("s3://bucket/x") and is_url("memory://x") and is_url("simplecache::s3://b/x")
+    assert not is_url("/data/x") and not is_url("file:///data/x") and not is_url("rel/x.wav")
+    assert local_path("file:///data/x") == "/data/x" and local_path("data/x") == "data/x"
+    assert join("s3://b/feats/", "a/x.npy") == "s3://b/feats/a/x.npy"
+    assert join("/tmp/feats", "a/x.npy") == os.path.join("/tmp/feats", "a/x.npy")
     with pytest.raises(ConfigError) as err:
-        storage.filesystem("nosuchprotocol://x/y")
+        filesystem("nosuchprotocol://x/y")
     assert "nosuchprotocol://x/y" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -201,7 +206,7 @@ def test_specs_paths_and_urls():
 def test_outputs_never_leave_output_dir(rel):
     mem = fsspec.filesystem("memory")
     before = set(mem.store)
-    out = storage.OutputDir("memory://sec/out")
+    out = OutputDir("memory://sec/out")
     with pytest.raises(OutputError, match="outside output.dir"):
         out.write_bytes(rel, b"x")
     with pytest.raises(OutputError, match="outside output.dir"):
@@ -212,7 +217,7 @@ def test_outputs_never_leave_output_dir(rel):
 
 def test_remote_writes_are_atomic_and_leave_nothing_behind(monkeypatch):
     mem = fsspec.filesystem("memory")
-    out = storage.OutputDir("memory://atomic/out")
+    out = OutputDir("memory://atomic/out")
     with out.writing("a/x.npy") as path:
         np.save(path, np.arange(3, dtype=np.float32))
         assert not mem.exists("/atomic/out/a/x.npy")  # nothing visible before the block ends
@@ -229,7 +234,7 @@ def test_remote_writes_are_atomic_and_leave_nothing_behind(monkeypatch):
 
     # a filesystem with a rename: upload under a temporary name in the same folder, then move
     moves = []
-    monkeypatch.setattr(storage, "OBJECT_STORES", frozenset())
+    monkeypatch.setattr(outputs_mod, "OBJECT_STORES", frozenset())
     real_mv = out.fs.mv
 
     def spy_mv(src, dst, **kw):
@@ -248,8 +253,8 @@ def test_remote_writes_are_atomic_and_leave_nothing_behind(monkeypatch):
 def test_manifest_on_an_object_store_is_rewritten_whole(monkeypatch):
     mem = fsspec.filesystem("memory")
     mem.pipe_file("/man/out/manifest.jsonl", b'{"input": "old", "status": "ok", "output": "old.npy"}\n{"input": "torn", "sta')
-    out = storage.OutputDir("memory://man/out")
-    sink = storage.ManifestSink(out, flush_s=3600)
+    out = OutputDir("memory://man/out")
+    sink = ManifestSink(out, flush_s=3600)
     assert set(sink.read()) == {"old"}  # the torn last line is skipped
     recs = [ManifestRecord(input=f"in{i}", status="ok", output=f"{i}.npy") for i in range(3)]
     sink.add(recs[:2])
@@ -261,7 +266,7 @@ def test_manifest_on_an_object_store_is_rewritten_whole(monkeypatch):
     assert [r for r in read_manifest_from(mem, "/man/out")] == ["old", "in0", "in1", "in2"]
 
     puts = []
-    sink = storage.ManifestSink(out, flush_s=0)  # every add is one PUT of the whole manifest
+    sink = ManifestSink(out, flush_s=0)  # every add is one PUT of the whole manifest
     monkeypatch.setattr(out, "write_bytes", lambda rel, data: puts.append((rel, data)))
     sink.add([ManifestRecord(input="in3", status="failed", error="x")])
     assert len(puts) == 1 and puts[0][0] == MANIFEST_NAME
@@ -282,22 +287,22 @@ def test_probe_and_decode_by_url_match_local_files(tmp_path):
     mem = fsspec.filesystem("memory")
     mem.pipe_file("/probe/x.flac", (tmp_path / "x.flac").read_bytes())
     mem.pipe_file("/probe/bad.wav", (tmp_path / "bad.wav").read_bytes())
-    local, remote = storage.probe(str(tmp_path / "x.flac")), storage.probe("memory://probe/x.flac")
+    local, remote = url_io.probe(str(tmp_path / "x.flac")), url_io.probe("memory://probe/x.flac")
     assert (remote.sample_rate, remote.channels, remote.frames, remote.format) == (local.sample_rate, local.channels, local.frames, local.format)
     audio = AudioConfig(sample_rate=SR, channels="mono")
     a = load_audio(tmp_path / "x.flac", audio)
-    b = storage.decode(load_audio)("memory://probe/x.flac", audio)
+    b = url_io.UrlDecoder(load_audio)("memory://probe/x.flac", audio)
     assert np.array_equal(a.waveform.numpy(), b.waveform.numpy()) and a.sample_rate == b.sample_rate
     errors = []
-    for path, call in [(str(tmp_path / "bad.wav"), load_audio), ("memory://probe/bad.wav", storage.decode(load_audio)),
-                       ("memory://probe/bad.wav", lambda p, a: storage.probe(p))]:
+    for path, call in [(str(tmp_path / "bad.wav"), load_audio), ("memory://probe/bad.wav", url_io.UrlDecoder(load_audio)),
+                       ("memory://probe/bad.wav", lambda p, a: url_io.probe(p))]:
         with pytest.raises(InputError) as err:
             call(path, audio)
         errors.append(str(err.value).replace(path, "<path>"))
     assert errors[0] == errors[1] == errors[2]
     assert errors[0].startswith("<path>: not a readable audio file (")
     with pytest.raises(InputError, match="memory://probe/missing.wav: no such file"):
-        storage.decode(load_audio)("memory://probe/missing.wav", audio)
+        url_io.UrlDecoder(load_audio)("memory://probe/missing.wav", audio)
 
 
 def test_find_inputs_on_a_filesystem_url(tmp_path):
@@ -470,7 +475,7 @@ def test_a_symlinked_local_manifest_is_never_written_through(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / MANIFEST_NAME).symlink_to(outside)
-    sink = storage.ManifestSink(storage.OutputDir(out))
+    sink = ManifestSink(OutputDir(out))
     with pytest.raises(OutputError, match="is a symbolic link"):
         sink.add([ManifestRecord(input="x", status="failed", error="e")])
     assert outside.read_text() == "precious, no newline at the end"

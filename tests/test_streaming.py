@@ -23,19 +23,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, make_audio, run_cli
-from conv_pipeline.audio import load_audio
-from conv_pipeline.config import ACTIVATIONS, AudioConfig, LayerConfig
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.config.schema import ACTIVATIONS, AudioConfig, LayerConfig
 from conv_pipeline.errors import ConfigError, InputError
-from conv_pipeline.model import ConvStack
-from conv_pipeline.pipeline import compose_config, extract, run
-from conv_pipeline.streaming import (
-    StreamingResampler,
-    StreamingStack,
-    extract_file_chunked,
-    iter_features,
-    open_audio_stream,
-)
-from conv_pipeline.writer import TMP_MARKER, NpyStreamWriter, write_features_stream
+from conv_pipeline.stack.stack import ConvStack
+from conv_pipeline.config.compose import compose_config
+from conv_pipeline.execute.whole import extract
+from conv_pipeline.engines.single import run
+from conv_pipeline.load.stream import StreamingResampler, open_audio_stream
+from conv_pipeline.execute.chunked import StreamingStack, extract_file_chunked, iter_features
+from conv_pipeline.sink.writer import TMP_MARKER, NpyStreamWriter, write_features_stream
 
 W2V_SHAPES = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
 
@@ -271,7 +268,7 @@ def test_output_is_preallocated_with_the_predicted_shape(tmp_path):
 
 
 def test_pipeline_preallocates_what_the_geometry_predicts(tmp_path, monkeypatch):
-    import conv_pipeline.writer as writer
+    import conv_pipeline.sink.writer as writer
 
     shapes = []
     real = writer.NpyStreamWriter.__init__

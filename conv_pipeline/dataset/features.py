@@ -18,25 +18,28 @@ import os
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from .errors import InputError
-from .manifest import MANIFEST_NAME
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import ModelConfig
-    from .geometry import StackGeometry
-    from .manifest import ManifestRecord
-
-__all__ = ["load_features", "FeatureDataset", "OutputRoot", "find_output_root", "FEATURE_SUFFIXES"]
+from conv_pipeline.config.schema import FrontendConfig, ModelConfig
+from conv_pipeline.errors import InputError
+from conv_pipeline.geometry import StackGeometry
+from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
 FEATURE_SUFFIXES = (".npy", ".npz")
+
+
 # The names pipeline.py writes at the root of output.dir (repeated here: pipeline.py imports torch).
 WEIGHTS_NAME = "model.safetensors"
+
+
 CONFIG_NAME = "config.yaml"
+
+
 _NPZ_SCALARS = ("sample_rate", "hop", "receptive_field", "left_padding")
 
 
@@ -58,7 +61,7 @@ class OutputRoot:
 
     @classmethod
     def read(cls, path: PathLike) -> "OutputRoot":
-        from .manifest import read_manifest
+        from conv_pipeline.sink.manifest import read_manifest
 
         root = cls(Path(path))
         cfg_path = root.path / CONFIG_NAME
@@ -123,9 +126,9 @@ def _weights_model(path: Path, problems: list) -> Optional[dict]:
     return model if isinstance(model, dict) else None
 
 
-def _layers(model: Optional[dict]) -> Optional[list]:
+def layer_configs(model: Optional[dict]) -> Optional[list]:
     """``LayerConfig``s from a model config dict, or None when it has no usable layers."""
-    from .config import LayerConfig
+    from conv_pipeline.config.schema import LayerConfig
 
     if not model or not isinstance(model.get("layers"), list) or not model["layers"]:
         return None
@@ -139,18 +142,17 @@ def _layers(model: Optional[dict]) -> Optional[list]:
 def model_config(model: Optional[dict]) -> "Optional[ModelConfig]":
     """A ``ModelConfig`` from its plain-data form (config.yaml, the weights' metadata, a .npz's
     config), keeping the keys this version knows; None when it has no layers."""
-    from . import config as schema
 
     if not isinstance(model, dict):
         return None
-    layers = _layers(model) or []
+    layers = layer_configs(model) or []
     kwargs: dict = {"layers": layers}
-    known = {f.name for f in fields(schema.ModelConfig)}
+    known = {f.name for f in fields(ModelConfig)}
     for key in ("name", "in_channels", "checkpoint"):
         if key in model and key in known:
             kwargs[key] = model[key]
     frontend = model.get("frontend")
-    frontend_type = getattr(schema, "FrontendConfig", None)
+    frontend_type = FrontendConfig
     if isinstance(frontend, dict) and frontend_type is not None and "frontend" in known:
         names = {f.name for f in fields(frontend_type)}
         kwargs["frontend"] = frontend_type(**{k: v for k, v in frontend.items() if k in names})
@@ -159,7 +161,7 @@ def model_config(model: Optional[dict]) -> "Optional[ModelConfig]":
     if not layers and kwargs.get("frontend") is None:
         return None
     try:
-        return schema.ModelConfig(**kwargs)
+        return ModelConfig(**kwargs)
     except TypeError:
         return None
 
@@ -167,8 +169,8 @@ def model_config(model: Optional[dict]) -> "Optional[ModelConfig]":
 def model_geometry(model: Optional[dict]) -> "Optional[StackGeometry]":
     """The whole stack's geometry (front-end included) from a model config dict; None when unknown
     or invalid. ``config.validate_model`` is the one place that knows which layers make the stack."""
-    from .config import validate_model
-    from .errors import PipelineError
+    from conv_pipeline.config.checks import validate_model
+    from conv_pipeline.errors import PipelineError
 
     mc = model_config(model)
     if mc is None:
@@ -232,7 +234,7 @@ def _scalar(arrays: dict, name: str, kind: type) -> Any:
     return kind(value.item() if hasattr(value, "item") else value)
 
 
-def _read_features(path: PathLike, root: Optional[OutputRoot] = None, record: Any = None) -> tuple[np.ndarray, dict]:
+def read_features(path: PathLike, root: Optional[OutputRoot] = None, record: Any = None) -> tuple[np.ndarray, dict]:
     """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading."""
     path = Path(path)
     features, arrays = _read_array_file(path)
@@ -275,7 +277,7 @@ def _read_features(path: PathLike, root: Optional[OutputRoot] = None, record: An
     if model is None and root is not None:
         model = root.model
     geometry = model_geometry(model)
-    layers = _layers(model)
+    layers = layer_configs(model)
     if model is not None and geometry is None:
         warnings.append("the model config is not one this version can read: hop and receptive field unknown")
     if geometry is not None:
@@ -357,7 +359,7 @@ def load_features(path: PathLike) -> tuple[np.ndarray, dict]:
 
     Unknown values are None. Raises ``InputError`` (one line) for a missing, damaged or non-feature file.
     """
-    return _read_features(path)
+    return read_features(path)
 
 
 # ---------------------------------------------------------------- a folder as a torch Dataset
@@ -414,7 +416,7 @@ def _make_dataset_class() -> type:
 
         def __getitem__(self, index: int):
             rec = self.records[index]
-            features, meta = _read_features(self.root.path / rec.output, root=self.root, record=rec)
+            features, meta = read_features(self.root.path / rec.output, root=self.root, record=rec)
             return torch.from_numpy(np.ascontiguousarray(features)), meta
 
         @staticmethod

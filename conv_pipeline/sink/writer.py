@@ -26,19 +26,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from .errors import OutputError
-from .geometry import StackGeometry
-
-__all__ = [
-    "atomic_write",
-    "write_features",
-    "write_features_stream",
-    "NpyStreamWriter",
-    "npz_metadata",
-    "feature_path",
-    "overflow_error",
-    "TMP_MARKER",
-]
+from conv_pipeline.errors import OutputError
+from conv_pipeline.geometry import StackGeometry
 
 TMP_MARKER = ".tmp-"
 
@@ -127,7 +116,7 @@ def write_features(
 def overflow_error(path: str, bad: int, peak: Optional[float] = None):
     """The ``InputError`` for features with NaN/Inf values, naming the input ``path``: its samples
     were too large for float32 arithmetic (``peak``: their largest magnitude, when known)."""
-    from .errors import InputError
+    from conv_pipeline.errors import InputError
 
     where = f" (peak {peak:.3g}; audio is expected within [-1, 1])" if peak is not None else ""
     return InputError(
@@ -140,7 +129,7 @@ def _check_finite(path: Path, features: np.ndarray) -> None:
     """Never write NaN/Inf features: ``InputError`` naming the file they were for."""
     finite = np.isfinite(features)
     if not finite.all():
-        from .errors import InputError
+        from conv_pipeline.errors import InputError
 
         raise InputError(
             f"{path}: not written: the features hold {features.size - np.count_nonzero(finite)} NaN/Inf "

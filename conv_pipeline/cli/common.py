@@ -1,4 +1,5 @@
-"""What every command-line entry point shares: one line per user error, no traceback."""
+"""What every command-line entry point shares: one line per user error, no traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import contextlib
 import sys
 from typing import Any, Iterator, Optional, Sequence
 
-from .errors import PipelineError
-
-__all__ = ["report_errors", "hydra_output_dir", "check_command_line"]
+from conv_pipeline.errors import PipelineError
 
 # Hydra keys whose values make Hydra import or instantiate code: callbacks (``_target_``), the
 # logging configs (``logging.config.dictConfig``: ``class``, ``()``, ``ext://``), the config
@@ -16,6 +15,8 @@ __all__ = ["report_errors", "hydra_output_dir", "check_command_line"]
 # set from the command line; ``_target_`` is refused under any key.
 CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra.searchpath",
              "hydra.launcher", "hydra.sweeper")
+
+
 # Hydra keys that make Hydra write files of its own next to the run (outside output.dir).
 WRITE_KEYS = ("hydra.output_subdir",)
 
@@ -69,7 +70,7 @@ def check_command_line(argv: Sequence[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from .errors import ConfigError
+    from conv_pipeline.errors import ConfigError
 
     args, unknown = get_args_parser().parse_known_args(list(argv))
     overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
@@ -116,7 +117,7 @@ def run_entry_point(hydra_main: Any, prog: str) -> None:
     not UTF-8 as their bytes (as ls does) instead of failing after outputs were written; the
     schemas are registered; the command line is checked (one-line errors; nothing instantiated
     from it). Then ``hydra_main()``."""
-    from .config import register_configs
+    from conv_pipeline.config.schema import register_configs
 
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")

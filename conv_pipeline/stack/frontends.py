@@ -23,10 +23,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import FrontendConfig, LayerConfig, frontend_out_channels, frontend_specs
-from .errors import ConfigError
-
-__all__ = ["build_frontend", "stft_kernels", "sinc_kernels", "mel_matrix", "window"]
+from conv_pipeline.config.checks import frontend_specs
+from conv_pipeline.config.schema import FrontendConfig
+from conv_pipeline.errors import ConfigError
 
 _WINDOWS: dict[str, Callable[[int], torch.Tensor]] = {
     "hann": lambda n: torch.hann_window(n, periodic=True, dtype=torch.float64),
@@ -122,7 +121,7 @@ class Abs(nn.Module):
 
 def build_frontend(fe: FrontendConfig, in_channels: int) -> list[nn.Module]:
     """The front-end's layers, ``ConvLayer`` modules with fixed kernels, first layer first."""
-    from .model import ConvLayer
+    from conv_pipeline.stack.layer import ConvLayer
 
     if in_channels != 1:
         raise ConfigError(

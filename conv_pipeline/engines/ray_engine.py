@@ -6,15 +6,15 @@ the inputs, planning the outputs, fixing the channel count, writing ``model.safe
 gets the files still to do and returns their records:
 
     inputs (the driver's list: path or URL, output name)
-      -> read and decode: CPU tasks (``engine.read_cpus`` each), ``batch._decode`` with
+      -> read and decode: CPU tasks (``engine.read_cpus`` each), ``batch.decode_item`` with
          ``storage.decode`` (a remote file is copied to the worker and decoded there), checked
-         against the job's channel count and the stack's minimum length (``_Work.accept``)
+         against the job's channel count and the stack's minimum length (``Work.accept``)
       -> the conv stack: an actor pool (``engine.num_actors``); each actor builds the stack once
          from ``output.dir/model.safetensors`` (on its GPU with ``engine.num_gpus_per_actor``),
          cuts its rows into padded batches of ``runtime.batch_size`` files of similar length
-         (``batch._take_batch``), and writes each file's features straight to ``output.dir``
-         (``_Work.write``: atomic, local or remote); a long file (``batch.long_file_seconds``)
-         goes through ``process_long_file``, the local engine's chunked path (``_Work.long_file``)
+         (``batch.take_batch``), and writes each file's features straight to ``output.dir``
+         (``Work.write``: atomic, local or remote); a long file (``batch.long_file_seconds``)
+         goes through ``process_long_file``, the local engine's chunked path (``Work.long_file``)
       -> one manifest record per file back to the driver (small JSON rows; no audio or features
          pass through the driver), which appends it to the manifest and updates the progress.
 
@@ -46,30 +46,20 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from . import storage
-from .audio import Audio, AudioInfo, load_audio
-from .batch import (
-    SORT_WINDOW,
-    BatchSummary,
-    _count,
-    _decode,
-    _Decoded,
-    _Item,
-    _one_line,
-    _Progress,
-    _take_batch,
-    _Work,
-)
-from .config import BatchOptions, Config, EngineConfig
-from .errors import ConfigError, PipelineError
-from .manifest import ManifestRecord
-from .model import build_stack
-from .pipeline import WEIGHTS_NAME
-from .storage import ManifestSink, OutputDir
+from conv_pipeline.config.schema import BatchOptions, Config, EngineConfig
+from conv_pipeline.engines.local import SORT_WINDOW, take_batch
+from conv_pipeline.engines.progress import BatchSummary, Progress, count_record
+from conv_pipeline.engines.work import Decoded, Item, Work, decode_item
+from conv_pipeline.errors import ConfigError, PipelineError
+from conv_pipeline.fs import one_line
+from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
+from conv_pipeline.load.remote import UrlDecoder, fetched
+from conv_pipeline.sink.manifest import ManifestRecord
+from conv_pipeline.sink.manifest_sink import ManifestSink
+from conv_pipeline.sink.outputs import WEIGHTS_NAME, OutputDir
+from conv_pipeline.stack.stack import build_stack
 
 log = logging.getLogger("conv_pipeline.batch")
-
-__all__ = ["Sizing", "plan_resources", "RayRunner"]
 
 
 # ---------------------------------------------------------------- resources
@@ -149,20 +139,24 @@ def plan_resources(engine: EngineConfig, cpus: float, gpus: float) -> Sizing:
 
 # ---------------------------------------------------------------- the pipeline's functions
 DECODE_RETRIES = 2
+
+
 ACTOR_TASK_RETRIES = 2
+
+
 _EMPTY_ROW = {"kind": "", "wave": b"", "channels": 0, "frames": 0, "sample_rate": 0, "decode_s": 0.0, "record": ""}
 
 
-def _decode_row(row: dict[str, Any], work: _Work) -> dict[str, Any]:
-    """A CPU task: read and decode one input (``batch._decode``), check it (``_Work.accept``).
+def _decode_row(row: dict[str, Any], work: Work) -> dict[str, Any]:
+    """A CPU task: read and decode one input (``batch.decode_item``), check it (``Work.accept``).
 
     ``kind``: ``audio`` (``wave``: float32 ``(channels, frames)`` bytes), ``long`` (for the
     actor's chunked path) or ``record`` (a ``failed`` record, JSON)."""
-    item = _Item(int(row["index"]), str(row["input"]), str(row["output"]))
+    item = Item(int(row["index"]), str(row["input"]), str(row["output"]))
     out = {"index": item.index, "input": item.path, "output": item.out_rel, **_EMPTY_ROW}
-    decode = storage.decode(load_audio, work.options)
+    decode = UrlDecoder(load_audio, work.options)
     try:
-        decoded, err = _decode(item.path, work.cfg.audio, work.long_after_s, decode, work.options), None
+        decoded, err = decode_item(item.path, work.cfg.audio, work.long_after_s, decode, work.options), None
     except Exception as e:  # noqa: BLE001 - becomes this file's record
         decoded, err = None, e
     rec = work.accept(item, decoded, err)
@@ -183,12 +177,12 @@ def _decode_row(row: dict[str, Any], work: _Work) -> dict[str, Any]:
 class _StackActor:
     """One member of the actor pool: the stack, built once from ``output.dir/model.safetensors``."""
 
-    def __init__(self, work: _Work, batch_size: int, torch_threads: int, use_gpu: bool) -> None:
+    def __init__(self, work: Work, batch_size: int, torch_threads: int, use_gpu: bool) -> None:
         torch.set_num_threads(torch_threads)
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("this actor was given a GPU but torch sees no CUDA device")
         device = torch.device("cuda" if use_gpu else "cpu")
-        with storage.fetched(work.out.url(WEIGHTS_NAME), work.options) as weights:
+        with fetched(work.out.url(WEIGHTS_NAME), work.options) as weights:
             model = dataclasses.replace(work.cfg.model, checkpoint=weights)
             stack = build_stack(model, work.channels.count, seed=work.cfg.seed).to(device).eval()
         self.work = work.bind(stack, device)
@@ -198,26 +192,26 @@ class _StackActor:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, list]:
         records: list[Optional[str]] = [None] * len(rows["index"])
         writes: dict[cf.Future, int] = {}
-        pool: list[_Item] = []
+        pool: list[Item] = []
         slot: dict[int, int] = {}  # item index -> row position
         for pos in range(len(records)):
             kind = str(rows["kind"][pos])
             if kind == "record":
                 records[pos] = str(rows["record"][pos])
                 continue
-            item = _Item(int(rows["index"][pos]), str(rows["input"][pos]), str(rows["output"][pos]))
+            item = Item(int(rows["index"][pos]), str(rows["input"][pos]), str(rows["output"][pos]))
             slot[item.index] = pos
             if kind == "long":
-                item.decoded = _Decoded(None, float(rows["decode_s"][pos]))
+                item.decoded = Decoded(None, float(rows["decode_s"][pos]))
                 records[pos] = self.work.long_file(item).to_json()
                 continue
             c, t, sr = int(rows["channels"][pos]), int(rows["frames"][pos]), int(rows["sample_rate"][pos])
             wave = torch.from_numpy(np.frombuffer(rows["wave"][pos], dtype=np.float32).reshape(c, t).copy())
             info = AudioInfo(item.path, sr, c, t, "", "")  # only the decoded figures are used from here on
-            item.decoded = _Decoded(Audio(wave, sr, info), float(rows["decode_s"][pos]))
+            item.decoded = Decoded(Audio(wave, sr, info), float(rows["decode_s"][pos]))
             pool.append(item)
         while pool:
-            for item, res in self.work.compute(_take_batch(pool, self.batch_size)):
+            for item, res in self.work.compute(take_batch(pool, self.batch_size)):
                 if isinstance(res, ManifestRecord):
                     records[slot[item.index]] = res.to_json()
                 else:
@@ -256,7 +250,7 @@ def _ray_error(err: BaseException) -> str:
         err = cause
     lines = [l for l in str(err).splitlines() if l.strip()]
     text = lines[-1] if lines else type(err).__name__
-    return f"{type(err).__name__}: {_one_line(text)[:300]}"
+    return f"{type(err).__name__}: {one_line(text)[:300]}"
 
 
 class RayRunner:
@@ -351,7 +345,7 @@ class RayRunner:
             self.started = False
 
     # -- the job
-    def run(self, work: _Work, todo: list[_Item], manifest: ManifestSink, summary: BatchSummary, opts: BatchOptions) -> None:
+    def run(self, work: Work, todo: list[Item], manifest: ManifestSink, summary: BatchSummary, opts: BatchOptions) -> None:
         import ray
         import ray.data
 
@@ -371,7 +365,7 @@ class RayRunner:
             for key, value in saved.items():
                 setattr(ctx, key, value)
 
-    def _run(self, ray: Any, work: _Work, todo: list[_Item], manifest: ManifestSink, summary: BatchSummary, opts: BatchOptions) -> None:
+    def _run(self, ray: Any, work: Work, todo: list[Item], manifest: ManifestSink, summary: BatchSummary, opts: BatchOptions) -> None:
         sizing = self.sizing
         assert sizing is not None
         batch_size = int(self.cfg.runtime.batch_size)
@@ -380,14 +374,14 @@ class RayRunner:
         # blocks per actor
         per_call = batch_size * max(1, min(SORT_WINDOW, len(todo) // max(1, sizing.num_actors * batch_size * 4)))
         per_block = max(1, min(batch_size, math.ceil(len(todo) / max(1, 4 * sizing.num_actors))))
-        progress = _Progress(len(todo), opts.progress, opts.log_every_s)
+        progress = Progress(len(todo), opts.progress, opts.log_every_s)
         done: set[str] = set()
 
         def record(recs: Sequence[ManifestRecord]) -> None:
             manifest.add(recs)
             for rec in recs:
                 done.add(rec.input)
-                _count(summary, rec)
+                count_record(summary, rec)
                 progress.update(rec)
 
         try:
@@ -409,7 +403,7 @@ class RayRunner:
             progress.close()
 
     def _pass(
-        self, ray: Any, work: _Work, items: list[_Item], record: Any, done: set[str],
+        self, ray: Any, work: Work, items: list[Item], record: Any, done: set[str],
         per_block: int, per_call: int, decode_retries: int,
     ) -> None:
         """One Ray Data pipeline over ``items``; every record it returns goes to ``record``."""

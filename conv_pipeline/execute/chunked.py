@@ -1,7 +1,7 @@
 """Chunked (streaming) execution: the frames of the whole-file computation, in bounded memory.
 
-The rule is the "Chunks (exact streaming)" section of ``shared/design/geometry.md``, applied to
-every windowed operation between the file and the features (``_Window``): each layer of a
+The rule is the "Chunks (exact streaming)" section of ``docs/geometry.md``, applied to
+every windowed operation between the file and the features (``Window``): each layer of a
 ``ConvStack``, and torchaudio's polyphase sinc resampler, which is itself one strided conv
 (kernel ``2w + orig``, stride ``orig``, ``w`` zeros before and ``w + orig`` after, the output
 truncated to ``ceil(new * frames / orig)``). Per operation a buffer of its input and a count of
@@ -41,7 +41,6 @@ Public API:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,110 +51,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import AudioInfo, BlockReader, normalize_waveform, open_blocks, resampled_length
-from .config import AudioConfig
-from .errors import ConfigError, InputError
-from .model import _ACTIVATION_TYPES, ChannelLayerNorm, ConvLayer, ConvStack
-from .writer import overflow_error
-
-__all__ = [
-    "StreamingStack",
-    "StreamingResampler",
-    "AudioStream",
-    "ChunkedResult",
-    "iter_features",
-    "open_audio_stream",
-    "extract_stream",
-    "extract_file_chunked",
-    "file_writer",
-    "collect_features",
-    "validate_chunk_seconds",
-]
+from conv_pipeline.config.schema import AudioConfig
+from conv_pipeline.errors import ConfigError, InputError
+from conv_pipeline.load.audio import AudioInfo
+from conv_pipeline.load.stream import AudioStream, open_audio_stream
+from conv_pipeline.sink.writer import overflow_error
+from conv_pipeline.stack.layer import ACTIVATION_TYPES, ChannelLayerNorm, ConvLayer
+from conv_pipeline.stack.stack import ConvStack
+from conv_pipeline.windows import Moments, Rows, Window
 
 Writer = Callable[[Iterator[np.ndarray], "tuple[int, int]", int], Any]
 
 
-def validate_chunk_seconds(value: object) -> float:
-    """``runtime.chunk_seconds`` as a float; ``ConfigError`` unless it is a number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ConfigError(f"runtime.chunk_seconds must be null or a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-# ---------------------------------------------------------------- the rule
-class _Rows:
-    """A time-major buffer ``buf[:n]`` (rows are samples, columns channels) that grows to the
-    largest chunk seen and is then reused, so a long stream allocates nothing per chunk."""
-
-    def __init__(self, rows: int, channels: int, dtype, device) -> None:
-        self.channels = channels
-        self.buf = torch.zeros(rows, channels, dtype=dtype, device=device)
-        self.n = 0
-
-    def tail(self, rows: int) -> torch.Tensor:
-        """A writable ``(rows, channels)`` view just past the buffered rows."""
-        need = self.n + rows
-        if need > self.buf.shape[0]:
-            grown = torch.empty(max(need, 2 * self.buf.shape[0]), self.channels, dtype=self.buf.dtype, device=self.buf.device)
-            grown[: self.n] = self.buf[: self.n]
-            self.buf = grown
-        return self.buf[self.n : need]
-
-    def commit(self, rows: int) -> None:
-        self.n += rows
-
-
-class _Window(_Rows):
-    """The buffer-and-skip rule for one windowed operation, over a time-major buffer.
-
-    ``buf[:n]`` holds the input not yet consumed. Input is appended with ``append``, or written
-    by the previous stage straight into ``tail(rows)`` and then ``commit(rows)``-ed. ``ready()``
-    outputs are complete; the caller computes them from ``buf[:n]`` and calls ``consume(m)``.
-    """
-
-    def __init__(self, span: int, stride: int, left: int, right: int, channels: int, dtype, device) -> None:
-        super().__init__(max(64, span + left), channels, dtype, device)
-        self.span, self.stride, self.right = span, stride, right
-        self.n = left  # the zeros at the true start
-        self.skip = 0
-
-    def commit(self, rows: int) -> None:
-        """``rows`` written into ``tail(rows)`` become input (after the samples still to skip)."""
-        if self.skip:
-            drop = min(self.skip, rows)
-            self.skip -= drop
-            if drop < rows:
-                self.buf[self.n : self.n + rows - drop] = self.buf[self.n + drop : self.n + rows].clone()
-            rows -= drop
-        self.n += rows
-
-    def append(self, x: torch.Tensor) -> None:
-        """Append time-major input ``(rows, channels)``."""
-        rows = int(x.shape[0])
-        self.tail(rows).copy_(x)
-        self.commit(rows)
-
-    def finish(self) -> None:
-        """The true end: the zeros after the last sample."""
-        self.tail(self.right).zero_()
-        self.commit(self.right)
-
-    def ready(self) -> int:
-        return (self.n - self.span) // self.stride + 1 if self.n >= self.span else 0
-
-    def consume(self, m: int) -> None:
-        used = m * self.stride
-        if used >= self.n:
-            self.skip += used - self.n
-            self.n = 0
-            return
-        rest = self.n - used
-        src = self.buf[used : self.n]
-        self.buf[:rest] = src if used >= rest else src.clone()  # regions overlap when used < rest
-        self.n = rest
-
-
-class _Output(_Rows):
+class _Output(Rows):
     """The last stage's sink: collects ``(rows, channels)`` and hands them out as ``(channels, rows)``."""
 
     def __init__(self, channels: int, dtype, device) -> None:
@@ -168,30 +76,6 @@ class _Output(_Rows):
         return out
 
 
-class _Moments:
-    """Count, mean and sum of squared deviations, combined chunk by chunk (Chan et al.), float64."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean: Any = 0.0
-        self.m2: Any = 0.0
-
-    def add(self, x: torch.Tensor) -> None:
-        """``x`` ``(rows, ...)``: statistics over the rows, per trailing position."""
-        n = int(x.shape[0])
-        if n == 0:
-            return
-        x = x.double()
-        mean = x.mean(0)
-        m2 = ((x - mean) ** 2).sum(0)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
-        self.count = total
-
-    def mean_var(self) -> tuple[Any, Any]:
-        return self.mean, self.m2 / max(self.count, 1)
 
 
 class _Stats(_Output):
@@ -199,7 +83,7 @@ class _Stats(_Output):
 
     def __init__(self, channels: int, dtype, device) -> None:
         super().__init__(channels, dtype, device)
-        self.moments = _Moments()
+        self.moments = Moments()
 
     def commit(self, rows: int) -> None:
         self.moments.add(self.buf[:rows])  # nothing is kept: n stays 0
@@ -217,7 +101,9 @@ _INPLACE_ACTIVATIONS: dict[type, Callable[[nn.Module, torch.Tensor], torch.Tenso
     nn.LeakyReLU: lambda a, y: F.leaky_relu_(y, a.negative_slope),
     nn.ELU: lambda a, y: F.elu_(y, a.alpha),
 }
-_ELEMENTWISE = tuple(_ACTIVATION_TYPES.values())
+
+
+_ELEMENTWISE = tuple(ACTIVATION_TYPES.values())
 
 
 def _per_frame(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -242,7 +128,7 @@ class _Layer:
         (k,), (s,), (p,), (d,) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
         self.k, self.s, self.d, self.groups = k, s, d, conv.groups
         self.c_in, self.c_out = conv.in_channels, conv.out_channels
-        self.window = _Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
+        self.window = Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
         self.weight, self.bias = conv.weight.detach(), (conv.bias.detach() if conv.bias is not None else None)
         if self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
             self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
@@ -308,7 +194,7 @@ class _Layer:
                 y = _per_frame(self.act, y)
         return y
 
-    def run(self, sink: _Rows) -> None:
+    def run(self, sink: Rows) -> None:
         """Compute every complete output and pass it to ``sink``."""
         m = self.window.ready()
         if m == 0:
@@ -370,7 +256,7 @@ class StreamingStack:
         self.frames_in = 0
         self.frames_out = 0
 
-    def _sinks(self) -> list[_Rows]:
+    def _sinks(self) -> list[Rows]:
         return [layer.window for layer in self.layers[1:]] + [self.sink]
 
     def _take(self) -> torch.Tensor:
@@ -434,121 +320,6 @@ def iter_features(
         yield y
 
 
-# ---------------------------------------------------------------- the resampler
-class StreamingResampler:
-    """``torchaudio.functional.resample`` (default sinc_interp_hann, width 6, rolloff 0.99) on a stream.
-
-    ``push((C, n))`` returns the resampled samples it completes; ``flush()`` the rest. The
-    concatenation has ``ceil(new * frames / orig)`` samples, equal to the whole-signal result up
-    to float32 rounding (same kernel, the same strided conv over each window).
-    """
-
-    def __init__(self, orig: int, new: int, channels: int, dtype=torch.float32, device=torch.device("cpu")) -> None:
-        from torchaudio.functional.functional import _get_sinc_resample_kernel
-
-        g = math.gcd(int(orig), int(new))
-        self.orig_hz, self.new_hz = int(orig), int(new)
-        self.orig, self.new = self.orig_hz // g, self.new_hz // g
-        self.kernel, width = _get_sinc_resample_kernel(self.orig_hz, self.new_hz, g, device=device, dtype=dtype)
-        span = int(self.kernel.shape[-1])  # 2 * width + orig
-        self.window = _Window(span, self.orig, width, width + self.orig, channels, dtype, device)
-        self.channels = channels
-        self.frames_in = 0
-        self.frames_out = 0
-
-    # Windows per conv call: the conv unfolds its input (kernel-length copies of each window), so
-    # memory would grow with the chunk length; slices keep it to a few MB whatever the chunk.
-    SLICE = 1 << 14
-
-    def _run(self) -> torch.Tensor:
-        m = self.window.ready()
-        if m == 0:
-            return self.window.buf[:0].t()
-        span, parts = self.window.span, []
-        for a in range(0, m, self.SLICE):
-            b = min(m, a + self.SLICE)  # windows a..b-1 read samples a*orig .. (b-1)*orig + span - 1
-            x = self.window.buf[a * self.orig : (b - 1) * self.orig + span].t().contiguous()[:, None, :]  # (C, 1, n)
-            y = F.conv1d(x, self.kernel, stride=self.orig)  # (C, new, b - a): one row per output phase
-            parts.append(y.transpose(1, 2).reshape(self.channels, (b - a) * self.new))  # interleave the phases
-        self.window.consume(m)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    @torch.inference_mode()
-    def push(self, x: torch.Tensor) -> torch.Tensor:
-        self.frames_in += int(x.shape[-1])
-        self.window.append(x.t())
-        y = self._run()
-        self.frames_out += int(y.shape[-1])
-        return y
-
-    @torch.inference_mode()
-    def flush(self) -> torch.Tensor:
-        self.window.finish()
-        y = self._run()
-        keep = resampled_length(self.frames_in, self.orig_hz, self.new_hz) - self.frames_out
-        if keep < 0 or keep > y.shape[-1]:
-            raise RuntimeError("internal error: the streaming resampler's length disagrees with torchaudio's")
-        self.frames_out += keep
-        return y[:, :keep]
-
-
-# ---------------------------------------------------------------- a file as a stream
-class AudioStream:
-    """A file as float32 ``(channels, n)`` blocks at the target rate, as ``load_audio`` would give it
-    whole: decoded block by block, channel policy, resampled (context carried between blocks),
-    and normalised when ``audio.normalize`` (statistics from a first pass over the file).
-
-    Re-iterable: each iteration decodes the file again. ``frames`` is what the header predicts
-    (at the target rate); ``frames_read`` what the last complete iteration gave.
-    """
-
-    def __init__(self, reader: BlockReader, audio: AudioConfig, chunk_seconds: float) -> None:
-        self.reader = reader
-        self.info: AudioInfo = reader.info
-        self.path = reader.info.path
-        self.channels = reader.channels
-        self.sample_rate = int(audio.sample_rate or reader.info.sample_rate)
-        self.frames = resampled_length(reader.info.frames, reader.info.sample_rate, self.sample_rate)
-        self.normalize = bool(getattr(audio, "normalize", False))
-        self.norm_stats: Optional[tuple[float, float]] = None
-        self.frames_read: Optional[int] = None
-        reader.block_frames = max(1, round(chunk_seconds * reader.info.sample_rate))
-
-    def _decode(self) -> Iterator[torch.Tensor]:
-        rate = self.info.sample_rate
-        resampler = StreamingResampler(rate, self.sample_rate, self.channels) if rate != self.sample_rate else None
-        frames = 0
-        for block in self.reader:
-            y = resampler.push(block) if resampler is not None else block
-            frames += int(y.shape[-1])
-            if y.shape[-1]:
-                yield y
-        if resampler is not None:
-            y = resampler.flush()
-            frames += int(y.shape[-1])
-            if y.shape[-1]:
-                yield y
-        self.frames_read = frames
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.normalize and self.norm_stats is None:
-            moments = _Moments()
-            for y in self._decode():
-                moments.add(y.reshape(-1))
-            mean, var = moments.mean_var()
-            self.norm_stats = (float(mean), float(var))
-        for y in self._decode():
-            yield normalize_waveform(y, self.norm_stats) if self.normalize else y
-
-
-def open_audio_stream(path: Union[str, Path], audio: Optional[AudioConfig] = None, chunk_seconds: float = 1.0) -> AudioStream:
-    """Check ``path`` from its header as ``load_audio`` would (same errors) and return its stream,
-    read ``chunk_seconds`` at a time."""
-    audio = audio or AudioConfig()
-    chunk_seconds = validate_chunk_seconds(chunk_seconds)
-    return AudioStream(open_blocks(path, audio), audio, chunk_seconds)
-
-
 # ---------------------------------------------------------------- one file
 @dataclass
 class ChunkedResult:
@@ -571,7 +342,7 @@ def collect_features(chunks: Iterator[np.ndarray], shape: tuple[int, int], sampl
 def file_writer(path: Union[str, Path], geometry, config: Optional[dict] = None, before_commit=None) -> Writer:
     """A writer that streams the features into ``path`` (``.npy`` or ``.npz``, atomically,
     preallocated with the predicted shape); see ``writer.write_features_stream``."""
-    from .writer import write_features_stream
+    from conv_pipeline.sink.writer import write_features_stream
 
     def write(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> Path:
         return write_features_stream(Path(path), chunks, shape, geometry, sample_rate, config, before_commit)

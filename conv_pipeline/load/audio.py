@@ -7,11 +7,9 @@ extension.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import logging
-import math
 import os
 import re
 import stat
@@ -20,33 +18,27 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
-from .config import AudioConfig, validate_audio
-from .errors import InputError
+from conv_pipeline.config.checks import validate_audio
+from conv_pipeline.config.schema import AudioConfig
+from conv_pipeline.errors import InputError
+from conv_pipeline.load.signal import (
+    apply_channel_policy,
+    check_memory,
+    check_resample,
+    normalize_waveform,
+    resample,
+    resampled_length,
+)
 
 log = logging.getLogger("conv_pipeline.audio")
 
-__all__ = [
-    "Audio",
-    "AudioInfo",
-    "BlockReader",
-    "probe",
-    "load_audio",
-    "open_blocks",
-    "apply_channel_policy",
-    "resample",
-    "resampled_length",
-    "check_resample",
-    "normalize_waveform",
-]
 
-ChannelPolicy = Union[str, Sequence[int]]
 
 
 @dataclass(frozen=True)
@@ -116,12 +108,12 @@ def _check_path(path: Union[str, os.PathLike]) -> str:
     return str(Path(spath))
 
 
-def _sf_name(spath: str) -> bytes:
+def sf_name(spath: str) -> bytes:
     """The name to hand libsndfile: bytes, so a file name that is not valid UTF-8 opens too."""
     return os.fsencode(spath)
 
 
-class _NativeStderr:
+class NativeStderr:
     """While active (``with``), hold back what the C decoders print on file descriptor 2
     (libmpg123 prints warnings and errors about damaged MP3 frames there), so that a
     command-line user sees one line per problem; ``close()`` sends the text to this module's debug
@@ -135,7 +127,7 @@ class _NativeStderr:
         self.held: Optional[Any] = None
         self.saved = -1
 
-    def __enter__(self) -> "_NativeStderr":
+    def __enter__(self) -> "NativeStderr":
         if threading.active_count() != 1 or threading.current_thread() is not threading.main_thread():
             return self
         try:
@@ -168,10 +160,10 @@ class _NativeStderr:
 
 
 def _sf_info(spath: str) -> Any:
-    quiet = _NativeStderr()
+    quiet = NativeStderr()
     try:
         with quiet:
-            return sf.info(_sf_name(spath))
+            return sf.info(sf_name(spath))
     finally:
         quiet.close()
 
@@ -186,12 +178,12 @@ def _libsndfile_detail(err: Exception) -> str:
     return detail or type(err).__name__
 
 
-def _decode_error(path: str, err: Exception) -> InputError:
+def decode_error(path: str, err: Exception) -> InputError:
     """The file could not be opened as audio (its header)."""
     return InputError(f"{path}: not a readable audio file ({_libsndfile_detail(err)})")
 
 
-def _damaged_error(path: str, err: Exception) -> InputError:
+def damaged_error(path: str, err: Exception) -> InputError:
     """The header was read but decoding the audio data failed."""
     return InputError(
         f"{path}: decoding failed ({_libsndfile_detail(err)}): the audio data is truncated or corrupt; "
@@ -199,7 +191,9 @@ def _damaged_error(path: str, err: Exception) -> InputError:
     )
 
 
-_SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
 _SHORTER_THAN_HEADER = re.compile(r"^(data|SSND)\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
 
 
@@ -210,8 +204,8 @@ def probe(path: Union[str, os.PathLike]) -> AudioInfo:
         raise InputError(f"{path}: empty file (0 bytes), not audio")
     try:
         info = _sf_info(spath)
-    except _SF_ERRORS as err:
-        raise _decode_error(spath, err) from None
+    except SF_ERRORS as err:
+        raise decode_error(spath, err) from None
     if int(info.samplerate) < 1 or int(info.channels) < 1:
         raise InputError(
             f"{path}: not a readable audio file (its header says {info.samplerate} Hz, {info.channels} channel(s))"
@@ -222,7 +216,7 @@ def probe(path: Union[str, os.PathLike]) -> AudioInfo:
     )
 
 
-def _no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputError:
+def no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputError:
     size = os.path.getsize(info.path)
     if size > 1024:  # more than a bare header: libsndfile found no frame it could decode
         return InputError(
@@ -232,7 +226,7 @@ def _no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputErr
     return InputError(f"{name}: has no audio frames (0 samples)")
 
 
-def _warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int) -> None:
+def warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int) -> None:
     """Say so when a file held less audio than its header declares (it is processed as it is)."""
     if info.truncated or frames < info.frames:
         log.warning(
@@ -242,121 +236,13 @@ def _warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int)
         )
 
 
-# ---------------------------------------------------------------- memory limits
-# torchaudio's resampler builds a filter bank of (new / g) x (orig / g + 2 * width) taps for rates
-# with greatest common divisor g; rates that share no large factor (a header saying 16001 Hz)
-# would need gigabytes. 2**24 taps (64 MB in float32) covers every rate in use: 44100 -> 16000
-# needs 76 000 taps, 44056 (NTSC) -> 16000 about 11 million.
-MAX_RESAMPLE_TAPS = 1 << 24
-_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio.functional.resample's defaults
-
-
-def resample_taps(orig: int, new: int) -> int:
-    """Taps of the filter bank ``torchaudio.functional.resample`` builds for ``orig -> new`` Hz."""
-    if orig == new:
-        return 0
-    g = math.gcd(int(orig), int(new))
-    o, n = int(orig) // g, int(new) // g
-    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
-    return n * (o + 2 * width)
-
-
-def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
-    """``InputError`` when resampling ``orig -> new`` Hz needs more than ``MAX_RESAMPLE_TAPS`` taps."""
-    taps = resample_taps(orig, new)
-    if taps > MAX_RESAMPLE_TAPS:
-        raise InputError(
-            f"{path}: resampling {orig} Hz to {new} Hz needs a filter of {taps / 1e6:.0f} million taps "
-            f"({4 * taps / 2**30:.1f} GiB: the two rates share no large common factor); convert the file "
-            "to a standard rate first, or set audio.sample_rate=null to keep its own rate"
-        )
-
-
-def _available_bytes() -> Optional[int]:
-    """Memory the kernel says is available now (``MemAvailable``), or None when unknown."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
-    """``InputError`` when ``nbytes`` (for ``what``) exceed the memory available, before allocating."""
-    avail = _available_bytes()
-    if avail is not None and nbytes > avail:
-        raise InputError(
-            f"{path}: too large to load whole ({what} needs {nbytes / 2**30:.1f} GiB, "
-            f"{avail / 2**30:.1f} GiB available); set runtime.chunk_seconds (e.g. 30) to stream it"
-        )
-
-
-def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: str = "audio") -> torch.Tensor:
-    """``waveform`` ``(channels, frames)`` -> ``(channels', frames)``.
-
-    ``keep``: unchanged; ``mono``: the mean of all channels, ``(1, frames)``; a list of indices:
-    those channels in that order.
-    """
-    if channels == "keep":
-        return waveform
-    if channels == "mono":
-        return waveform.mean(dim=0, keepdim=True)  # (C, T) -> (1, T)
-    n = waveform.shape[0]
-    bad = [c for c in channels if c >= n]
-    if bad:
-        raise InputError(
-            f"{path}: audio.channels={list(channels)} selects channel {bad[0]} but the file has {n} "
-            f"channel(s) (indices 0..{n - 1}); fix audio.channels"
-        )
-    return waveform[list(channels)]  # (C, T) -> (len(channels), T)
-
-
-def resample(waveform: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """``(channels, frames)`` at ``orig`` Hz -> ``(channels, frames')`` at ``new`` Hz (torchaudio)."""
-    if orig == new:
-        return waveform
-    return AF.resample(waveform, orig_freq=orig, new_freq=new)
-
-
-def resampled_length(frames: int, orig: int, new: int) -> int:
-    """Frames torchaudio's resample gives: ``ceil(new * frames / orig)``."""
-    if orig == new:
-        return frames
-    g = math.gcd(orig, new)
-    return -(-(new // g) * frames // (orig // g))
-
-
-NORMALIZE_EPS = 1e-7
-
-
-def normalize_waveform(waveform: torch.Tensor, stats: Optional[tuple[float, float]] = None) -> torch.Tensor:
-    """Zero mean, unit variance over the whole file (all channels): ``(x - mean) / sqrt(var + 1e-7)``,
-    the input convention of wav2vec2/HuBERT models (Hugging Face ``do_normalize``). Statistics in float64.
-
-    ``stats``: the whole file's ``(mean, var)`` when ``waveform`` is only a block of it (chunked
-    execution computes them in a first pass); by default they are computed from ``waveform``.
-    """
-    x = waveform.double()
-    if stats is None:
-        mean, var = x.mean(), x.var(unbiased=False)
-    else:
-        mean, var = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in stats)
-    return ((x - mean) / torch.sqrt(var + NORMALIZE_EPS)).to(waveform.dtype)
-
-
-def _rewind(f: sf.SoundFile) -> None:
+def rewind(f: sf.SoundFile) -> None:
     """Seek to the first frame, as ``soundfile.read`` does: libmpg123 rounds the first frames a
     hair differently (1 ulp) before its first seek, and decoding must equal ``soundfile.read``."""
     if f.seekable():
         try:
             f.seek(0)
-        except _SF_ERRORS:  # a damaged file may fail to seek; it is at its first frame anyway
+        except SF_ERRORS:  # a damaged file may fail to seek; it is at its first frame anyway
             pass
 
 
@@ -364,6 +250,8 @@ def _rewind(f: sf.SoundFile) -> None:
 # this many samples per byte of file (a header can claim anything; a real codec's silence can
 # exceed it, and the buffer then grows).
 _DECODE_BLOCK = 1 << 16
+
+
 _SAMPLES_PER_BYTE = 64
 
 
@@ -374,29 +262,29 @@ def _decode_whole(name: Union[str, os.PathLike], info: AudioInfo) -> np.ndarray:
     c = info.channels
     size = os.path.getsize(info.path)
     capacity = max(1, min(info.frames, _SAMPLES_PER_BYTE * size // c))
-    _check_memory(name, 4 * capacity * c, f"{capacity} frames x {c} channel(s)")
+    check_memory(name, 4 * capacity * c, f"{capacity} frames x {c} channel(s)")
     out = np.empty((capacity, c), np.float32)
     n = 0
-    quiet = _NativeStderr()
+    quiet = NativeStderr()
     try:
         with quiet:  # nothing is yielded inside: one redirection for the whole decode
             try:
-                f = sf.SoundFile(_sf_name(info.path))
-                _rewind(f)
-            except _SF_ERRORS as err:
-                raise _decode_error(info.path, err) from None
+                f = sf.SoundFile(sf_name(info.path))
+                rewind(f)
+            except SF_ERRORS as err:
+                raise decode_error(info.path, err) from None
             with f:
                 while True:
                     if n == out.shape[0]:
-                        _check_memory(name, 8 * n * c, f"more than {n} frames x {c} channel(s)")
+                        check_memory(name, 8 * n * c, f"more than {n} frames x {c} channel(s)")
                         grown = np.empty((2 * n, c), np.float32)
                         grown[:n] = out
                         out = grown
                     k = min(_DECODE_BLOCK, out.shape[0] - n)
                     try:  # libsndfile decides where the audio ends (SoundFile.read stops at the header's count)
                         got = f.buffer_read_into(out[n : n + k], dtype="float32")
-                    except _SF_ERRORS as err:
-                        raise _damaged_error(info.path, err) from None
+                    except SF_ERRORS as err:
+                        raise damaged_error(info.path, err) from None
                     if got == 0:
                         break
                     n += got
@@ -421,19 +309,19 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     check_resample(path, info.sample_rate, target)
     data = _decode_whole(path, info)  # (T, C)
     if data.shape[0] == 0:
-        raise _no_frames_error(path, info)
+        raise no_frames_error(path, info)
     finite = np.isfinite(data)
     if not finite.all():
-        raise _non_finite_error(path, int(data.size - np.count_nonzero(finite)))
+        raise non_finite_error(path, int(data.size - np.count_nonzero(finite)))
     del finite
     decoded = int(data.shape[0])
-    _warn_truncated(path, info, decoded)
+    warn_truncated(path, info, decoded)
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
     del data
     wave = apply_channel_policy(wave, audio.channels, info.path)
     if target != info.sample_rate:
         n_out = resampled_length(int(wave.shape[-1]), info.sample_rate, target)
-        _check_memory(path, 3 * 4 * n_out * int(wave.shape[0]), f"resampling to {n_out} frames")
+        check_memory(path, 3 * 4 * n_out * int(wave.shape[0]), f"resampling to {n_out} frames")
     wave = resample(wave, info.sample_rate, target)
     if audio.normalize:
         wave = normalize_waveform(wave)
@@ -442,76 +330,5 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     return Audio(wave.contiguous(), target, info)
 
 
-def _non_finite_error(path: Union[str, os.PathLike], bad: int) -> InputError:
+def non_finite_error(path: Union[str, os.PathLike], bad: int) -> InputError:
     return InputError(f"{path}: contains {bad} NaN or Inf sample(s); repair or drop the file")
-
-
-class BlockReader:
-    """A file decoded block by block (``SoundFile.read``), with the channel policy applied.
-
-    Iterating yields float32 ``(channels', n)`` blocks at the file's own rate, ``block_frames``
-    frames each (the last may be shorter); every iteration decodes the file again from the
-    start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
-    is read to its end to count them, then refused; a file that decodes to no frames is refused.
-    ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
-    for a truncated file). Memory: one block, whatever the file's length.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
-        self.name = path  # as the caller gave it: load_audio's messages name it this way
-        self.info = info
-        self.policy = channels
-        self.block_frames = max(1, int(block_frames))
-        self.channels = int(apply_channel_policy(torch.empty(info.channels, 0), channels, info.path).shape[0])
-        self.frames_read: Optional[int] = None
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        frames, bad = 0, 0
-        quiet = _NativeStderr()  # around each libsndfile call, never across a yield
-        try:
-            try:
-                with quiet:
-                    f = sf.SoundFile(_sf_name(self.info.path))
-                    _rewind(f)
-            except _SF_ERRORS as err:
-                raise _decode_error(self.info.path, err) from None
-            with f:
-                while True:
-                    data = np.empty((self.block_frames, self.info.channels), np.float32)  # (n, C)
-                    try:  # as in _decode_whole: libsndfile decides where the audio ends
-                        with quiet:
-                            got = f.buffer_read_into(data, dtype="float32")
-                    except _SF_ERRORS as err:
-                        raise _damaged_error(self.info.path, err) from None
-                    if got == 0:
-                        break
-                    data = data[:got]
-                    frames += data.shape[0]
-                    finite = np.isfinite(data)
-                    if bad or not finite.all():  # count them all, as load_audio does, then refuse
-                        bad += int(data.size - np.count_nonzero(finite))
-                        continue
-                    block = torch.from_numpy(data).t()  # (n, C) -> (C, n), a view
-                    yield apply_channel_policy(block, self.policy, self.info.path)
-        finally:
-            quiet.close()
-        if frames == 0:
-            raise _no_frames_error(self.name, self.info)
-        if bad:
-            raise _non_finite_error(self.name, bad)
-        if self.frames_read is None:  # once, however many passes the stream takes
-            _warn_truncated(self.name, self.info, frames)
-        self.frames_read = frames
-
-
-def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None, block_frames: int = 16000) -> BlockReader:
-    """Check ``path`` and ``audio`` as ``load_audio`` does, from the header alone (missing, empty,
-    non-audio, zero frames, a channel index the file lacks, an impossible resampling), and return
-    a ``BlockReader``."""
-    audio = audio or AudioConfig()
-    validate_audio(audio)
-    info = probe(path)
-    if info.frames == 0:
-        raise _no_frames_error(path, info)
-    check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate)
-    return BlockReader(path, info, audio.channels, block_frames)

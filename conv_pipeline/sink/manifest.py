@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-__all__ = ["MANIFEST_NAME", "ManifestRecord", "append_record", "iter_records", "read_manifest"]
-
 MANIFEST_NAME = "manifest.jsonl"
+
+
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -58,7 +58,7 @@ def append_record(out_dir: Path | str, record: ManifestRecord) -> None:
     A ``manifest.jsonl`` that is a symbolic link is never written through (it could point
     anywhere outside ``output.dir``). Raises ``OutputError`` (one line) when the line cannot be
     appended."""
-    from .errors import OutputError
+    from conv_pipeline.errors import OutputError
 
     path = Path(out_dir) / MANIFEST_NAME
     line = (record.to_json() + "\n").encode("utf-8")

@@ -23,14 +23,18 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .features import _read_features
-from .writer import atomic_write
-
-__all__ = ["PlotResult", "plot_features", "waveform_envelope", "Envelope"]
+from conv_pipeline.dataset.features import read_features
+from conv_pipeline.sink.writer import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
 ENVELOPE_COLUMNS = 2400  # min/max pairs drawn across the width; more than the pixels of the axes
+
+
 BLOCK_FRAMES = 1 << 18  # audio frames read per block when building an envelope
+
+
 MAX_HEATMAP_FRAMES = 4000  # at most this many columns; never more than the heatmap's pixel width
 
 
@@ -176,7 +180,7 @@ def plot_features(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    features, meta = _read_features(feature_path)
+    features, meta = read_features(feature_path)
     n_ch, n_fr = meta["shape"]
     sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
     frame_times = meta["frame_times"]

@@ -1,0 +1,49 @@
+"""``conv-pipeline-batch`` / ``python scripts/batch_process.py``: a whole collection.
+
+    conv-pipeline-batch input=corpus/ output.dir=feats/
+    conv-pipeline-batch input='corpus/**/*.flac' output.dir=feats/ runtime.batch_size=16
+    conv-pipeline-batch input=list.txt output.dir=feats/ audio.channels=mono
+    conv-pipeline-batch input=corpus/ output.dir=feats/ engine=ray      # a local Ray instance
+    conv-pipeline-batch input=s3://bucket/corpus output.dir=s3://bucket/feats engine=ray \
+        engine.address=auto engine.num_gpus_per_actor=1 runtime.device=auto runtime.batch_size=32
+
+``engine=local`` (default) runs in this process; ``engine=ray`` runs on a Ray cluster
+(``conv_pipeline/engines/ray_engine.py``, needs the ray extra). Inputs and output.dir may be
+fsspec URLs (storage.options: the filesystem's options, e.g. an S3 endpoint and credentials).
+
+Exit status: 0 when every input is ok or skipped, 1 when any failed, 2 for a config or setup
+error (one line on stderr, before any audio is read).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from conv_pipeline.cli.common import exit_after, hydra_output_dir, report_errors, run_entry_point
+
+
+
+def _prog() -> str:
+    """The name the user typed: ``batch_process`` for the script, ``conv-pipeline-batch`` for the console script."""
+    name = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
+    return name if name and name != "-c" else "conv-pipeline-batch"
+
+
+@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
+def _main(cfg: DictConfig) -> None:
+    from conv_pipeline.engines.job import run_batch
+
+    with report_errors(cfg, prog=_prog()):
+        summary = run_batch(cfg, output_dir=hydra_output_dir())
+    print(summary.format(), flush=True)
+    if summary.exit_code:
+        sys.exit(summary.exit_code)
+
+
+def main() -> None:
+    """The console script: runs the job, then ends the process (see ``exit_after``)."""
+    exit_after(lambda: run_entry_point(_main, prog=_prog()))

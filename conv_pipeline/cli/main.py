@@ -1,0 +1,35 @@
+"""``python -m conv_pipeline input=song.wav [overrides]``: one file through the pipeline.
+
+``plot=true`` also draws ``<output.dir>/<stem>.png`` (waveform + features, see plot.py);
+``summary=true [input_seconds=10]`` prints the model's per-layer summary and exits without audio.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from conv_pipeline.cli.common import hydra_output_dir, report_errors, run_entry_point
+from conv_pipeline.config.compose import to_config
+from conv_pipeline.engines.single import run
+
+
+@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")
+def _main(cfg: DictConfig) -> None:
+    with report_errors(cfg):
+        if cfg.summary:
+            from conv_pipeline.inspect.summary import summary_for_config
+
+            print(summary_for_config(to_config(cfg)))
+            return
+        result = run(cfg, output_dir=hydra_output_dir())
+        print(f"wrote {result.output} shape {result.shape} (weights: {result.weights})")
+        if cfg.plot:
+            from conv_pipeline.inspect.plot import plot_features
+
+            drawn = plot_features(result.output, result.output.with_suffix(".png"), audio_path=cfg.input)
+            print(f"wrote {drawn.path}")
+
+
+def main() -> None:
+    run_entry_point(_main, prog="conv_pipeline")

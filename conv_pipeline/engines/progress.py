@@ -1,0 +1,140 @@
+"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+
+Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
+
+1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
+   recursively, a glob, a text file with one path per line, or one audio file) and plans one
+   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
+2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
+   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
+   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
+   different model or different audio settings unless ``overwrite=true``);
+3. removes temporary files left by a killed run, records every input whose output already
+   exists as ``skipped`` (outputs are written atomically, so existing means complete);
+4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
+   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
+   files at a time (padded batch of files of similar length, each output trimmed to its own
+   length, ``extract_batch``), and one writer thread writes each file's features atomically,
+   then appends its manifest record.
+
+Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
+(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
+decoder) gets a ``failed`` record with a one-line message and the job goes on.
+
+Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
+``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
+here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
+atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
+local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from conv_pipeline.fs import join
+from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
+
+log = logging.getLogger("conv_pipeline.batch")
+
+
+class Progress:
+    """A tqdm bar on a terminal, else a log line every ``every_s`` seconds."""
+
+    def __init__(self, total: int, mode: str, every_s: float) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self.mode, self.total, self.every_s = mode, total, every_s
+        self.done = self.failed = 0
+        self.audio_s = 0.0
+        self.t0 = self.last = time.perf_counter()
+        self.bar = None
+        if mode == "bar" and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+    def update(self, record: ManifestRecord) -> None:
+        self.done += 1
+        if record.status == "failed":
+            self.failed += 1
+        elif record.duration_s:
+            self.audio_s += record.duration_s
+        now = time.perf_counter()
+        speed = self.audio_s / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{speed:.0f} audio s/s, {self.failed} failed", refresh=False)
+            self.bar.update(1)
+        elif self.mode == "log" and (now - self.last >= self.every_s or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info(
+                "batch: %d/%d files (%.0f%%), %d failed, %.0f audio s/s, ETA %s",
+                self.done, self.total, 100 * self.done / self.total, self.failed, speed, _hms(eta),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hms(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ---------------------------------------------------------------- the job
+@dataclass
+class BatchSummary:
+    """What a batch job did. ``exit_code``: 1 if any input failed, else 0."""
+
+    output_dir: Path | str  # a URL for a remote output.dir
+    total: int = 0
+    ok: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0  # audio processed by this run (ok files)
+    wall_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error)
+    in_channels: Optional[int] = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds per wall-clock second (times real time)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def format(self, max_failures: int = 50) -> str:
+        lines = [
+            f"batch: {self.total} input(s): {self.ok} ok, {self.skipped} skipped, {self.failed} failed; "
+            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
+            f"({self.speed:.0f}x real time); manifest: {join(self.output_dir, MANIFEST_NAME)}"
+        ]
+        if self.failures:
+            lines.append("failed:")
+            lines += [f"  {err}" for _, err in self.failures[:max_failures]]
+            if len(self.failures) > max_failures:
+                lines.append(f"  ... and {len(self.failures) - max_failures} more (status \"failed\" in the manifest)")
+        return "\n".join(lines)
+
+
+def count_record(summary: BatchSummary, rec: ManifestRecord) -> None:
+    if rec.status == "ok":
+        summary.ok += 1
+        summary.audio_seconds += rec.duration_s or 0.0
+    elif rec.status == "skipped":
+        summary.skipped += 1
+    else:
+        summary.failed += 1
+        summary.failures.append((rec.input, rec.error or ""))

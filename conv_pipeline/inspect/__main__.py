@@ -1,0 +1,70 @@
+"""Looking at outputs without writing code, and the model summary.
+
+    python -m conv_pipeline.inspect feats/song.npz                 # one feature file
+    python -m conv_pipeline.inspect feats/                         # an output folder: its manifest as a table
+    python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (see plot.py)
+
+Plain text on stdout; a broken or non-feature file gives one line on stderr and exit status 2.
+This module imports numpy, yaml and the torch-free parts of the package only, so it starts fast.
+
+``model_summary`` / ``summary_for_config`` build the per-layer table of ``python -m conv_pipeline
+summary=true input_seconds=10``: kernel, stride, padding, dilation, channels, parameters, output
+frames, receptive field and hop, and MFLOP/s of audio. FLOPs: 2 per multiply-accumulate plus 1 per
+bias add; activations and norms are not counted (see ``geometry.conv_flops_per_frame``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from conv_pipeline.errors import InputError
+from conv_pipeline.inspect.describe import PROG, describe_dir, describe_file
+
+
+# ---------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m {PROG}",
+        description="Summarise a conv_pipeline feature file (.npy/.npz) or an output folder (its manifest).",
+    )
+    p.add_argument("path", help="a feature file (.npy or .npz) or an output folder (output.dir)")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw the feature file (waveform + heatmap) to this PNG")
+    p.add_argument("--audio", metavar="AUDIO", help="source audio for --plot when the recorded input is elsewhere")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from conv_pipeline.cli.common import report_errors
+
+    with report_errors(prog=PROG):
+        path = Path(args.path)
+        if path.is_dir():
+            if args.plot:
+                raise InputError(f"{path}: --plot draws one feature file; give a .npy/.npz file, not a folder")
+            print(describe_dir(path))
+        else:
+            print(describe_file(path))
+            if args.plot:
+                from conv_pipeline.inspect.plot import plot_features
+
+                result = plot_features(path, args.plot, audio_path=args.audio)
+                print(f"wrote {result.path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Looking at outputs without writing code, and the model summary.
+
+    python -m conv_pipeline.inspect feats/song.npz                 # one feature file
+    python -m conv_pipeline.inspect feats/                         # an output folder: its manifest as a table
+    python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (see plot.py)
+
+Plain text on stdout; a broken or non-feature file gives one line on stderr and exit status 2.
+This module imports numpy, yaml and the torch-free parts of the package only, so it starts fast.
+
+``model_summary`` / ``summary_for_config`` build the per-layer table of ``python -m conv_pipeline
+summary=true input_seconds=10``: kernel, stride, padding, dilation, channels, parameters, output
+frames, receptive field and hop, and MFLOP/s of audio. FLOPs: 2 per multiply-accumulate plus 1 per
+bias add; activations and norms are not counted (see ``geometry.conv_flops_per_frame``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from conv_pipeline.config.schema import LayerConfig
+from conv_pipeline.dataset.features import (
+    FEATURE_SUFFIXES,
+    OutputRoot,
+    layer_configs,
+    read_features,
+)
+from conv_pipeline.errors import InputError
+
+PROG = "conv_pipeline.inspect"
+
+
+ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
+
+
+ASSUMED_IN_CHANNELS = 1  # summary without audio when model.in_channels is auto and nothing else tells
+
+
+FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate + 1 per bias add; activations and norms not counted"
+
+
+# Parameters of each norm for ``channels`` channels (model.py): LayerNorm over channels and
+# GroupNorm with a group per channel both have an affine weight and bias per channel.
+NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels, "group_norm": lambda channels: 2 * channels}
+
+
+# ---------------------------------------------------------------- small formatting helpers
+def ms_text(samples: Optional[int], sample_rate: Optional[float]) -> str:
+    return f"{1000 * samples / sample_rate:.2f}" if samples is not None and sample_rate else "-"
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
+    """Aligned columns: the columns in ``left`` flush left, the others right."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _layer_text(layer: LayerConfig, in_channels: Any) -> str:
+    parts = [f"conv {in_channels}->{layer.out_channels} k{layer.kernel_size}"]
+    parts += [f"{k}{v}" for k, v, d in (("s", layer.stride, 1), ("p", layer.padding, 0), ("d", layer.dilation, 1), ("g", layer.groups, 1)) if v != d]
+    if not layer.bias:
+        parts.append("nobias")
+    text = " ".join(parts)
+    for extra in (layer.norm, layer.activation):
+        if extra:
+            text += f" +{extra}"
+    return text
+
+
+def _frontend_text(fe: dict) -> str:
+    keys = {"stft": ("n_fft", "hop_length", "power", "log"), "mel": ("n_fft", "hop_length", "n_mels", "log"),
+            "sinc": ("n_filters", "kernel_size", "hop_length", "log")}.get(fe.get("type"), ())
+    return f"{fe.get('type')} front-end (" + ", ".join(f"{k} {fe.get(k)}" for k in keys) + ")"
+
+
+def _model_line(model: Optional[dict]) -> str:
+    layers = layer_configs(model) or []
+    fe = model.get("frontend") if isinstance(model, dict) else None
+    if not layers and not isinstance(fe, dict):
+        return "unknown (no model config found)"
+    chans = [model.get("in_channels", "?")] + [l.out_channels for l in layers]
+    if isinstance(fe, dict):
+        chans[0] = "?"  # the front-end's output channels: see the model summary
+    parts = [_frontend_text(fe)] if isinstance(fe, dict) else []
+    body = " | ".join(parts + [_layer_text(l, chans[i]) for i, l in enumerate(layers)])
+    ckpt = model.get("checkpoint")
+    return f"{model.get('name', '?')}: {body}" + (f" (checkpoint {ckpt})" if ckpt else "")
+
+
+# ---------------------------------------------------------------- one feature file
+def feature_stats(features: np.ndarray) -> dict:
+    """min/max/mean/std over the finite values (float64), and NaN, Inf and zero counts."""
+    finite_mask = np.isfinite(features)
+    finite = features[finite_mask].astype(np.float64)
+    nan = int(np.isnan(features).sum())
+    stats = {"nan": nan, "inf": int(features.size - finite.size - nan), "zeros": int((features == 0).sum()), "size": int(features.size)}
+    if finite.size:
+        stats.update(min=float(finite.min()), max=float(finite.max()), mean=float(finite.mean()), std=float(finite.std()))
+    else:
+        stats.update(min=None, max=None, mean=None, std=None)
+    return stats
+
+
+def describe_file(path: os.PathLike | str) -> str:
+    """A readable summary of one feature file. Raises ``InputError`` for a broken or non-feature file."""
+    features, meta = read_features(path)
+    c, f = meta["shape"]
+    sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
+    lines = [f"{meta['path']}  ({meta['format']})"]
+    rows: list[tuple[str, str]] = [("features", f"{meta['dtype']} {c} channels x {f} frames, shape {tuple(features.shape)}")]
+    rows.append(("sample rate", f"{sr} Hz" if sr else "unknown"))
+    if hop is not None:
+        rate = f", {sr / hop:.2f} frames/s" if sr else ""
+        rows.append(("hop", f"{hop} samples ({ms_text(hop, sr)} ms){rate}"))
+        rows.append(("receptive field", f"{rf} samples ({ms_text(rf, sr)} ms), left padding {meta['left_padding']} samples"))
+    else:
+        rows.append(("hop", "unknown"))
+    ft = meta["frame_times"]
+    if meta["duration_s"] is not None:
+        dur = f"{meta['duration_s']:.3f} s of audio"
+        if meta["num_samples"] is not None:
+            dur += f" ({meta['num_samples']} samples)"
+        rows.append(("duration", dur))
+    elif ft is not None and hop is not None and sr:
+        rows.append(("duration", f"about {f * hop / sr:.3f} s of audio ({f} frames x hop; no manifest record)"))
+    else:
+        rows.append(("duration", "unknown"))
+    if ft is not None and f:
+        rows.append(("frame times", f"{ft[0]:.4f} s .. {ft[-1]:.4f} s (frame centres)"))
+    s = feature_stats(features)
+    if s["min"] is not None:
+        stat = f"min {s['min']:.6g}  max {s['max']:.6g}  mean {s['mean']:.6g}  std {s['std']:.6g}"
+    else:
+        stat = "no finite values"
+    stat += f"  NaN {s['nan']}  Inf {s['inf']}  zeros {100 * s['zeros'] / max(s['size'], 1):.1f}%"
+    rows.append(("stats", stat))
+    rows.append(("source", str(meta["input"]) if meta["input"] else "unknown"))
+    rows.append(("model", _model_line(meta["model"])))
+    cfg = meta["config"]
+    if isinstance(cfg, dict):
+        audio = cfg.get("audio") or {}
+        out = cfg.get("output") or {}
+        rt = cfg.get("runtime") or {}
+        rows.append(
+            (
+                "config",
+                f"audio.sample_rate={audio.get('sample_rate')} audio.channels={audio.get('channels')} "
+                f"output.format={out.get('format')} seed={cfg.get('seed')} runtime.device={rt.get('device')} "
+                f"runtime.chunk_seconds={rt.get('chunk_seconds')}",
+            )
+        )
+    else:
+        rows.append(("config", "unknown (no config found)"))
+    if meta["root"]:
+        rows.append(("output folder", meta["root"]))
+    width = max(len(k) for k, _ in rows)
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines += [f"  note: {w}" for w in meta["warnings"]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- an output folder
+def describe_dir(path: os.PathLike | str) -> str:
+    """Every input of an output folder's manifest with its status, then totals and stray files.
+
+    Raises ``InputError`` when the folder has no ``manifest.jsonl``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; check the path")
+    root = OutputRoot.read(folder)
+    if not (folder / "manifest.jsonl").is_file():
+        raise InputError(f"{folder}: no manifest.jsonl; not a conv_pipeline output folder (inspect a feature file instead)")
+    rows, errors = [], {}
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    audio_s, frames, missing = 0.0, 0, 0
+    listed = set()
+    for rec in root.records.values():
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+        status = rec.status
+        if rec.output:
+            listed.add(rec.output)
+            if not (folder / rec.output).is_file():
+                status += " MISSING"
+                missing += 1
+        if rec.status != "failed":
+            audio_s += rec.duration_s or 0.0
+            frames += rec.shape[1] if rec.shape and len(rec.shape) == 2 else 0
+        shape = f"{rec.shape[0]} x {rec.shape[1]}" if rec.shape and len(rec.shape) == 2 else "-"
+        dur = f"{rec.duration_s:.2f}" if rec.duration_s is not None else "-"
+        if rec.error:
+            errors[len(rows)] = rec.error
+        rows.append([rec.output or "-", status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
+    unlisted = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix in FEATURE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        and p.relative_to(folder).as_posix() not in listed
+    )
+    for rel in unlisted:
+        rows.append([rel, "unlisted", "-", "-", "-", "(not in the manifest)"])
+    geometry_line = ""
+    geometry = root.geometry()
+    if geometry is not None:
+        geometry_line = f"; hop {geometry.hop}, receptive field {geometry.receptive_field} samples"
+    lines = [f"{folder}  model {_model_line(root.model)}{geometry_line}"]
+    lines += [f"  note: {p}" for p in root.problems]
+    table = text_table(["output", "status", "shape", "audio s", "Hz", "input"], rows, left=(0, 1, 5))
+    lines.append(table[0])
+    for i, line in enumerate(table[1:]):
+        lines.append(line)
+        if i in errors:
+            lines.append(f"    error: {errors[i]}")
+    total = sum(counts.values())
+    lines.append(
+        f"{total} input(s): {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
+        f"{audio_s:.2f} s of audio, {frames} frames"
+        + (f"; {missing} listed file(s) MISSING" if missing else "")
+        + (f"; {len(unlisted)} feature file(s) not in the manifest" if unlisted else "")
+    )
+    return "\n".join(lines)

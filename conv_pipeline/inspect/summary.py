@@ -1,0 +1,263 @@
+"""One file through the pipeline: load -> conv stack -> write. Plain Python; Hydra stays in
+``__main__.py`` (``run`` takes an already composed config).
+
+``runtime.chunk_seconds=null`` decodes the file whole and runs the stack once (``extract``);
+a number runs the chunked executor (``streaming.extract_stream``): the file is read block by
+block and the features are written as they come, in memory bounded whatever the file's length,
+with the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from conv_pipeline.config.checks import frontend_out_channels, model_layer_specs
+from conv_pipeline.config.schema import NORMS, Config, LayerConfig, ModelConfig
+from conv_pipeline.errors import ConfigError
+from conv_pipeline.geometry import (
+    StackGeometry,
+    conv_flops_per_frame,
+    conv_parameters,
+    frames_per_second,
+)
+from conv_pipeline.inspect.describe import (
+    ASSUMED_IN_CHANNELS,
+    ASSUMED_SAMPLE_RATE,
+    FLOP_CONVENTION,
+    NORM_PARAMETERS,
+    ms_text,
+    text_table,
+)
+from conv_pipeline.stack.stack import ConvStack
+
+
+def summary_table(stack: ConvStack, frames: Optional[int], sample_rate: Optional[int]) -> str:
+    """Per layer: kernel, stride, padding, dilation, channels, output frames, receptive field and hop."""
+    geometry = stack.geometry
+    chans = [(l.conv.in_channels, l.conv.out_channels) for l in stack.layers]
+    rows = geometry.summary_rows(frames, chans)
+
+    def ms(samples: int) -> str:
+        return f"{1000 * samples / sample_rate:.2f}" if sample_rate else "-"
+
+    header = ["layer", "kernel", "stride", "pad", "dil", "channels", "frames", "RF", "RF ms", "hop", "hop ms"]
+    body = [
+        [
+            str(r["layer"]),
+            str(r["kernel"]),
+            str(r["stride"]),
+            str(r["padding"]),
+            str(r["dilation"]),
+            f"{r['in_channels']}->{r['out_channels']}",
+            "-" if r["frames"] is None else str(r["frames"]),
+            str(r["receptive_field"]),
+            ms(r["receptive_field"]),
+            str(r["hop"]),
+            ms(r["hop"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *body]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- model summary
+def model_summary_rows(
+    layers: Sequence[LayerConfig],
+    in_channels: "int | Sequence[tuple[int, int]]",
+    sample_rate: float,
+    num_samples: Optional[int] = None,
+) -> list[dict]:
+    """One dict per conv layer: the geometry's ``summary_rows`` (kernel, stride, padding, dilation,
+    channels, frames for ``num_samples`` input samples, receptive_field, hop) plus ``params``
+    (conv weights, bias and norm), ``flops_per_frame``, ``mflops_per_s`` (per second of audio at
+    ``sample_rate``) and ``flops`` (for ``num_samples``, from the exact output frames; None without).
+
+    ``in_channels``: the stack's input channels (each layer then reads the previous one's output),
+    or each layer's ``(in, out)`` channels when something between layers changes them (a front-end).
+    """
+    geometry = StackGeometry(layers)
+    if isinstance(in_channels, int):
+        chans, c = [], in_channels
+        for layer in layers:
+            chans.append((c, layer.out_channels))
+            c = layer.out_channels
+    else:
+        chans = [(int(a), int(b)) for a, b in in_channels]
+    rows = geometry.summary_rows(num_samples, chans)
+    for i, (row, layer) in enumerate(zip(rows, layers), start=1):
+        cin, cout = chans[i - 1]
+        params = conv_parameters(cin, cout, layer.kernel_size, layer.groups, layer.bias)
+        if layer.norm:
+            if layer.norm not in NORM_PARAMETERS:  # a norm added to config.NORMS without a count here
+                raise ConfigError(f"model.layers[{i - 1}].norm={layer.norm!r}: no parameter count known ({', '.join(NORMS)})")
+            params += NORM_PARAMETERS[layer.norm](cout)
+        per_frame = conv_flops_per_frame(cin, cout, layer.kernel_size, layer.groups, layer.bias)
+        row.update(
+            params=params,
+            flops_per_frame=per_frame,
+            mflops_per_s=per_frame * frames_per_second(geometry, i, sample_rate) / 1e6,
+            flops=None if row["frames"] is None else per_frame * row["frames"],
+        )
+    return rows
+
+
+def model_summary(
+    model: ModelConfig,
+    in_channels: int,
+    sample_rate: float,
+    input_seconds: Optional[float] = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The per-layer table with totals, for ``input_seconds`` of audio at ``sample_rate``.
+
+    ``notes`` are printed under the title (say there where ``in_channels`` / ``sample_rate`` came from).
+    """
+    num_samples = None if input_seconds is None else int(round(input_seconds * sample_rate))
+    layers, chans, n_frontend = _stack_layers(model, in_channels)
+    rows = model_summary_rows(layers, chans, sample_rate, num_samples)
+    geometry = StackGeometry(layers)
+    total_params = sum(r["params"] for r in rows)
+    total_mflops = sum(r["mflops_per_s"] for r in rows)
+    out_channels = chans[-1][1] if not model.layers else layers[-1].out_channels
+    if n_frontend and not model.layers:
+        out_channels = _frontend_out_channels(model)
+    title = (
+        f"model {model.name}: {len(layers)} conv layer{'s' if len(layers) != 1 else ''}, "
+        f"{in_channels} -> {out_channels} channels, {total_params:,} parameters"
+    )
+    lines = [title, *(f"  {n}" for n in notes)]
+    if n_frontend:
+        which = "layer 1" if n_frontend == 1 else f"layers 1-{n_frontend}"
+        log = " and log" if model.frontend.log else ""
+        if model.frontend.type == "sinc":
+            steps = f"rectification{log} not counted in FLOPs"
+        else:
+            steps = f"layer 1 outputs (re, im) pairs, each becoming one magnitude channel; magnitude{log} not counted in FLOPs"
+        lines.append(f"  {which}: the {model.frontend.type} front-end (fixed kernels, counted in params; {steps})")
+    if num_samples is not None:
+        lines.append(f"  input: {input_seconds:g} s = {num_samples} samples at {sample_rate:g} Hz")
+    body = [
+        [
+            str(r["layer"]),
+            str(r["kernel"]),
+            str(r["stride"]),
+            str(r["padding"]),
+            str(r["dilation"]),
+            f"{r['in_channels']}->{r['out_channels']}",
+            f"{r['params']:,}",
+            "-" if r["frames"] is None else str(r["frames"]),
+            str(r["receptive_field"]),
+            ms_text(r["receptive_field"], sample_rate),
+            str(r["hop"]),
+            ms_text(r["hop"], sample_rate),
+            f"{r['mflops_per_s']:.3f}",
+        ]
+        for r in rows
+    ]
+    body.append(
+        [
+            "total", "", "", "", "",
+            f"{in_channels}->{out_channels}",
+            f"{total_params:,}",
+            "-" if num_samples is None else str(rows[-1]["frames"]),
+            str(geometry.receptive_field),
+            ms_text(geometry.receptive_field, sample_rate),
+            str(geometry.hop),
+            ms_text(geometry.hop, sample_rate),
+            f"{total_mflops:.3f}",
+        ]
+    )
+    header = ["layer", "kernel", "stride", "pad", "dil", "channels", "params", "frames", "RF", "RF ms", "hop", "hop ms", "MFLOP/s"]
+    lines += text_table(header, body, left=())
+    lines.append(f"{FLOP_CONVENTION}.")
+    lines.append("MFLOP/s: per second of audio = FLOPs per output frame x frames per second (sample rate / hop).")
+    if num_samples is not None:
+        total_flops = sum(r["flops"] for r in rows)
+        lines.append(f"{input_seconds:g} s of audio: {total_flops / 1e6:.3f} MFLOPs (each layer's output frames x FLOPs per frame)")
+    return "\n".join(lines)
+
+
+def _frontend_out_channels(model: ModelConfig) -> int:
+
+    return frontend_out_channels(model.frontend)
+
+
+def _stack_layers(model: ModelConfig, in_channels: int) -> tuple[list, "int | list[tuple[int, int]]", int]:
+    """``(conv layer specs, channels, front-end layer count)`` of the whole stack, front-end first.
+
+    Without a front-end each layer reads the previous one's output (``channels`` is ``in_channels``);
+    a front-end changes channels between its convs (an STFT's (re, im) pairs become one magnitude
+    each), so the built stack's own convs say what each layer reads.
+    """
+    frontend = getattr(model, "frontend", None)
+    if frontend is None:
+        return list(model.layers), in_channels, 0
+    from conv_pipeline.stack.stack import ConvStack
+
+    specs = model_layer_specs(model)
+    stack = ConvStack.from_config(model, in_channels=in_channels)
+    from torch import nn
+
+    convs = [m for m in stack.modules() if isinstance(m, nn.Conv1d)]
+    if len(convs) != len(specs):
+        raise RuntimeError(f"internal error: {len(convs)} Conv1d modules for {len(specs)} layer specs")
+    return specs, [(c.in_channels, c.out_channels) for c in convs], len(specs) - len(model.layers)
+
+
+def summary_for_config(cfg: Config) -> str:
+    """The model summary for a composed config, without decoding audio.
+
+    ``in_channels``: ``model.in_channels`` when a number, else the checkpoint's, else (with ``input``
+    set) the input's channels after ``audio.channels`` read from its header, else what
+    ``audio.channels`` implies (``mono``: 1, a list: its length), else 1 (a mono file), said so in
+    the output. ``sample_rate``: ``audio.sample_rate``, else the input's header, else 16000 Hz (said so).
+    ``input_seconds`` sizes the frames and total-FLOPs columns (null: per-second numbers only).
+    """
+    from conv_pipeline.config.checks import (
+        policy_channel_count,
+        resolve_in_channels,
+        validate_audio,
+        validate_model,
+    )
+
+    validate_model(cfg.model)
+    validate_audio(cfg.audio)
+    seconds = cfg.input_seconds
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 or math.isinf(seconds)):
+        raise ConfigError(f"input_seconds must be a number of seconds > 0, got {seconds!r}")
+    info = None
+    if cfg.input:
+        from conv_pipeline.load.audio import probe
+
+        info = probe(cfg.input)
+    notes = []
+    if not (cfg.model.in_channels == "auto"):
+        in_channels, why = int(cfg.model.in_channels), "model.in_channels"
+    elif cfg.model.checkpoint:
+        from conv_pipeline.stack.checkpoint import checkpoint_in_channels
+
+        in_channels, why = checkpoint_in_channels(cfg.model.checkpoint, cfg.model), "from model.checkpoint"
+    elif info is not None:
+        in_channels = policy_channel_count(cfg.audio.channels, info.channels)
+        why = f"{info.path} has {info.channels}, audio.channels={cfg.audio.channels}"
+    elif cfg.audio.channels != "keep":
+        in_channels, why = policy_channel_count(cfg.audio.channels, 1), f"audio.channels={cfg.audio.channels}"
+    else:
+        in_channels = ASSUMED_IN_CHANNELS
+        why = "assumed: model.in_channels=auto and no audio, so a mono file; set model.in_channels=N to size for N channels"
+    resolve_in_channels(cfg.model, in_channels)  # groups must divide the input channels
+    notes.append(f"in_channels: {in_channels} ({why})")
+    if cfg.audio.sample_rate:
+        sample_rate, why = int(cfg.audio.sample_rate), "audio.sample_rate"
+    elif info is not None:
+        sample_rate, why = info.sample_rate, f"{info.path}'s rate"
+    else:
+        sample_rate = ASSUMED_SAMPLE_RATE
+        why = "assumed: audio.sample_rate is null, so runs keep each file's rate; set audio.sample_rate=N to size for N Hz"
+    notes.append(f"sample rate: {sample_rate} Hz ({why})")
+    if seconds is None and info is not None:
+        seconds = info.frames / info.sample_rate
+    return model_summary(cfg.model, in_channels, sample_rate, seconds, notes)

@@ -1,0 +1,107 @@
+"""Loading audio: decode (soundfile), channel policy, resample (torchaudio).
+
+Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
+A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
+extension.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from conv_pipeline.config.checks import validate_audio
+from conv_pipeline.config.schema import AudioConfig
+from conv_pipeline.load.audio import (
+    SF_ERRORS,
+    AudioInfo,
+    NativeStderr,
+    damaged_error,
+    decode_error,
+    no_frames_error,
+    non_finite_error,
+    probe,
+    rewind,
+    sf_name,
+    warn_truncated,
+)
+from conv_pipeline.load.signal import (
+    ChannelPolicy,
+    apply_channel_policy,
+    check_resample,
+)
+
+
+class BlockReader:
+    """A file decoded block by block (``SoundFile.read``), with the channel policy applied.
+
+    Iterating yields float32 ``(channels', n)`` blocks at the file's own rate, ``block_frames``
+    frames each (the last may be shorter); every iteration decodes the file again from the
+    start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
+    is read to its end to count them, then refused; a file that decodes to no frames is refused.
+    ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
+    for a truncated file). Memory: one block, whatever the file's length.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
+        self.name = path  # as the caller gave it: load_audio's messages name it this way
+        self.info = info
+        self.policy = channels
+        self.block_frames = max(1, int(block_frames))
+        self.channels = int(apply_channel_policy(torch.empty(info.channels, 0), channels, info.path).shape[0])
+        self.frames_read: Optional[int] = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        frames, bad = 0, 0
+        quiet = NativeStderr()  # around each libsndfile call, never across a yield
+        try:
+            try:
+                with quiet:
+                    f = sf.SoundFile(sf_name(self.info.path))
+                    rewind(f)
+            except SF_ERRORS as err:
+                raise decode_error(self.info.path, err) from None
+            with f:
+                while True:
+                    data = np.empty((self.block_frames, self.info.channels), np.float32)  # (n, C)
+                    try:  # as in _decode_whole: libsndfile decides where the audio ends
+                        with quiet:
+                            got = f.buffer_read_into(data, dtype="float32")
+                    except SF_ERRORS as err:
+                        raise damaged_error(self.info.path, err) from None
+                    if got == 0:
+                        break
+                    data = data[:got]
+                    frames += data.shape[0]
+                    finite = np.isfinite(data)
+                    if bad or not finite.all():  # count them all, as load_audio does, then refuse
+                        bad += int(data.size - np.count_nonzero(finite))
+                        continue
+                    block = torch.from_numpy(data).t()  # (n, C) -> (C, n), a view
+                    yield apply_channel_policy(block, self.policy, self.info.path)
+        finally:
+            quiet.close()
+        if frames == 0:
+            raise no_frames_error(self.name, self.info)
+        if bad:
+            raise non_finite_error(self.name, bad)
+        if self.frames_read is None:  # once, however many passes the stream takes
+            warn_truncated(self.name, self.info, frames)
+        self.frames_read = frames
+
+
+def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None, block_frames: int = 16000) -> BlockReader:
+    """Check ``path`` and ``audio`` as ``load_audio`` does, from the header alone (missing, empty,
+    non-audio, zero frames, a channel index the file lacks, an impossible resampling), and return
+    a ``BlockReader``."""
+    audio = audio or AudioConfig()
+    validate_audio(audio)
+    info = probe(path)
+    if info.frames == 0:
+        raise no_frames_error(path, info)
+    check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate)
+    return BlockReader(path, info, audio.channels, block_frames)

@@ -1,0 +1,129 @@
+"""Loading audio: decode (soundfile), channel policy, resample (torchaudio).
+
+Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
+A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
+extension.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+import torchaudio.functional as AF
+
+from conv_pipeline.errors import InputError
+
+ChannelPolicy = Union[str, Sequence[int]]  # audio.channels: keep, mono or channel indices
+
+
+# ---------------------------------------------------------------- memory limits
+# torchaudio's resampler builds a filter bank of (new / g) x (orig / g + 2 * width) taps for rates
+# with greatest common divisor g; rates that share no large factor (a header saying 16001 Hz)
+# would need gigabytes. 2**24 taps (64 MB in float32) covers every rate in use: 44100 -> 16000
+# needs 76 000 taps, 44056 (NTSC) -> 16000 about 11 million.
+MAX_RESAMPLE_TAPS = 1 << 24
+
+
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio.functional.resample's defaults
+
+
+def resample_taps(orig: int, new: int) -> int:
+    """Taps of the filter bank ``torchaudio.functional.resample`` builds for ``orig -> new`` Hz."""
+    if orig == new:
+        return 0
+    g = math.gcd(int(orig), int(new))
+    o, n = int(orig) // g, int(new) // g
+    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
+    return n * (o + 2 * width)
+
+
+def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
+    """``InputError`` when resampling ``orig -> new`` Hz needs more than ``MAX_RESAMPLE_TAPS`` taps."""
+    taps = resample_taps(orig, new)
+    if taps > MAX_RESAMPLE_TAPS:
+        raise InputError(
+            f"{path}: resampling {orig} Hz to {new} Hz needs a filter of {taps / 1e6:.0f} million taps "
+            f"({4 * taps / 2**30:.1f} GiB: the two rates share no large common factor); convert the file "
+            "to a standard rate first, or set audio.sample_rate=null to keep its own rate"
+        )
+
+
+def _available_bytes() -> Optional[int]:
+    """Memory the kernel says is available now (``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
+    """``InputError`` when ``nbytes`` (for ``what``) exceed the memory available, before allocating."""
+    avail = _available_bytes()
+    if avail is not None and nbytes > avail:
+        raise InputError(
+            f"{path}: too large to load whole ({what} needs {nbytes / 2**30:.1f} GiB, "
+            f"{avail / 2**30:.1f} GiB available); set runtime.chunk_seconds (e.g. 30) to stream it"
+        )
+
+
+def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: str = "audio") -> torch.Tensor:
+    """``waveform`` ``(channels, frames)`` -> ``(channels', frames)``.
+
+    ``keep``: unchanged; ``mono``: the mean of all channels, ``(1, frames)``; a list of indices:
+    those channels in that order.
+    """
+    if channels == "keep":
+        return waveform
+    if channels == "mono":
+        return waveform.mean(dim=0, keepdim=True)  # (C, T) -> (1, T)
+    n = waveform.shape[0]
+    bad = [c for c in channels if c >= n]
+    if bad:
+        raise InputError(
+            f"{path}: audio.channels={list(channels)} selects channel {bad[0]} but the file has {n} "
+            f"channel(s) (indices 0..{n - 1}); fix audio.channels"
+        )
+    return waveform[list(channels)]  # (C, T) -> (len(channels), T)
+
+
+def resample(waveform: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """``(channels, frames)`` at ``orig`` Hz -> ``(channels, frames')`` at ``new`` Hz (torchaudio)."""
+    if orig == new:
+        return waveform
+    return AF.resample(waveform, orig_freq=orig, new_freq=new)
+
+
+def resampled_length(frames: int, orig: int, new: int) -> int:
+    """Frames torchaudio's resample gives: ``ceil(new * frames / orig)``."""
+    if orig == new:
+        return frames
+    g = math.gcd(orig, new)
+    return -(-(new // g) * frames // (orig // g))
+
+
+NORMALIZE_EPS = 1e-7
+
+
+def normalize_waveform(waveform: torch.Tensor, stats: Optional[tuple[float, float]] = None) -> torch.Tensor:
+    """Zero mean, unit variance over the whole file (all channels): ``(x - mean) / sqrt(var + 1e-7)``,
+    the input convention of wav2vec2/HuBERT models (Hugging Face ``do_normalize``). Statistics in float64.
+
+    ``stats``: the whole file's ``(mean, var)`` when ``waveform`` is only a block of it (chunked
+    execution computes them in a first pass); by default they are computed from ``waveform``.
+    """
+    x = waveform.double()
+    if stats is None:
+        mean, var = x.mean(), x.var(unbiased=False)
+    else:
+        mean, var = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in stats)
+    return ((x - mean) / torch.sqrt(var + NORMALIZE_EPS)).to(waveform.dtype)
