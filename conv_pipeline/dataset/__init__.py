@@ -1,1 +1,1 @@
-"""dataset stage."""
+"""The dataset stage: reading features back from an output folder (see ``features.py``)."""

@@ -1,16 +1,14 @@
-"""Looking at outputs without writing code, and the model summary.
+"""Plain-text descriptions of outputs: one feature file (``describe_file``) or an output folder
+(``describe_dir``), as printed by ``python -m conv_pipeline.inspect`` (``__main__.py``).
 
-    python -m conv_pipeline.inspect feats/song.npz                 # one feature file
-    python -m conv_pipeline.inspect feats/                         # an output folder: its manifest as a table
-    python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (see plot.py)
+``describe_file``: shape, sample rate, hop, receptive field, duration, frame times, value
+statistics (``feature_stats``), source, model and run config, then the reader's warnings.
+``describe_dir``: every input of the folder's manifest with its status, shape and duration, then
+totals, missing files and feature files the manifest does not list.
 
-Plain text on stdout; a broken or non-feature file gives one line on stderr and exit status 2.
-This module imports numpy, yaml and the torch-free parts of the package only, so it starts fast.
-
-``model_summary`` / ``summary_for_config`` build the per-layer table of ``python -m conv_pipeline
-summary=true input_seconds=10``: kernel, stride, padding, dilation, channels, parameters, output
-frames, receptive field and hop, and MFLOP/s of audio. FLOPs: 2 per multiply-accumulate plus 1 per
-bias add; activations and norms are not counted (see ``geometry.conv_flops_per_frame``).
+Also the text helpers (``text_table``, ``ms_text``) and the constants that the model summary
+(``summary.py``) shares with it. Imports numpy and the torch-free parts of the package only, so
+the command starts fast.
 """
 
 from __future__ import annotations
@@ -22,15 +20,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from conv_pipeline.config.schema import LayerConfig
-from conv_pipeline.dataset.features import (
-    FEATURE_SUFFIXES,
-    OutputRoot,
-    layer_configs,
-    read_features,
-)
+from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot
+from conv_pipeline.dataset.model import layer_configs
+from conv_pipeline.dataset.reader import read_features
 from conv_pipeline.errors import InputError
 
-PROG = "conv_pipeline.inspect"
+PROG = "conv_pipeline.inspect"  # the command's name in its usage and error lines
 
 
 ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
@@ -42,13 +37,14 @@ ASSUMED_IN_CHANNELS = 1  # summary without audio when model.in_channels is auto 
 FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate + 1 per bias add; activations and norms not counted"
 
 
-# Parameters of each norm for ``channels`` channels (model.py): LayerNorm over channels and
+# Parameters of each norm for ``channels`` channels (stack/layer.py): LayerNorm over channels and
 # GroupNorm with a group per channel both have an affine weight and bias per channel.
 NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels, "group_norm": lambda channels: 2 * channels}
 
 
 # ---------------------------------------------------------------- small formatting helpers
 def ms_text(samples: Optional[int], sample_rate: Optional[float]) -> str:
+    """``samples`` as milliseconds at ``sample_rate`` (two decimals), or ``-`` when either is unknown."""
     return f"{1000 * samples / sample_rate:.2f}" if samples is not None and sample_rate else "-"
 
 
@@ -85,11 +81,11 @@ def _model_line(model: Optional[dict]) -> str:
     fe = model.get("frontend") if isinstance(model, dict) else None
     if not layers and not isinstance(fe, dict):
         return "unknown (no model config found)"
-    chans = [model.get("in_channels", "?")] + [l.out_channels for l in layers]
+    chans = [model.get("in_channels", "?")] + [layer.out_channels for layer in layers]
     if isinstance(fe, dict):
         chans[0] = "?"  # the front-end's output channels: see the model summary
     parts = [_frontend_text(fe)] if isinstance(fe, dict) else []
-    body = " | ".join(parts + [_layer_text(l, chans[i]) for i, l in enumerate(layers)])
+    body = " | ".join(parts + [_layer_text(layer, chans[i]) for i, layer in enumerate(layers)])
     ckpt = model.get("checkpoint")
     return f"{model.get('name', '?')}: {body}" + (f" (checkpoint {ckpt})" if ckpt else "")
 

@@ -1,6 +1,8 @@
 """Drawing a feature file: the waveform on top, the feature map below, on one time axis.
 
-One PNG per file (matplotlib's Agg canvas: no display, no pyplot state):
+``plot_features`` draws one PNG per file, for ``python -m conv_pipeline.inspect FILE --plot OUT.png``
+and ``plot=true`` of ``python -m conv_pipeline``, with matplotlib's Agg canvas (no display, no
+pyplot state; matplotlib is imported on the first call):
 
 - top: the source audio, seconds on the x axis, one colour per channel (the channels the model
   saw: ``audio.channels`` of the run is applied). Long files are drawn as a min/max envelope read
@@ -8,7 +10,8 @@ One PNG per file (matplotlib's Agg canvas: no display, no pyplot state):
   of the middle frame (the loudest one if the middle is silent) is shaded (and shown zoomed in an
   inset when it is too narrow to see).
 - bottom: the features as a heatmap, channels by frames, each frame drawn at its centre time
-  from the geometry (``frame_times``), with a colour bar (1st..99th percentile).
+  from the geometry (``frame_times``), with a colour bar (1st..99th percentile). More frames than
+  ``MAX_HEATMAP_FRAMES`` (or the axes' pixels) are averaged in groups.
 - title: file name, model preset, output shape, hop and receptive field.
 """
 
@@ -23,7 +26,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from conv_pipeline.dataset.features import read_features
+from conv_pipeline.dataset.reader import read_features
 from conv_pipeline.sink.writer import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -178,15 +181,11 @@ def plot_features(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     features, meta = read_features(feature_path)
-    n_ch, n_fr = meta["shape"]
-    sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
     frame_times = meta["frame_times"]
     timed = frame_times is not None
-    times = frame_times if timed else np.arange(n_fr, dtype=np.float64)
-    step = hop / sr if timed and hop else 1.0
+    times = frame_times if timed else np.arange(meta["shape"][1], dtype=np.float64)
 
     fig = Figure(figsize=tuple(size), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -195,76 +194,9 @@ def plot_features(
     ax_w = fig.add_subplot(gs[0, 0])
     ax_f = fig.add_subplot(gs[1, 0], sharex=ax_w if timed else None)
     cax = fig.add_subplot(gs[1, 1])
-
-    # ---- heatmap (channels x frames on the frame-time axis)
-    # More frames than pixels: average groups of frames (drawing them all would alias).
-    columns = min(MAX_HEATMAP_FRAMES, max(100, int(ax_f.get_window_extent().width)))
-    data, t = _downsample_frames(features, times, columns)
-    finite = data[np.isfinite(data)]
-    if finite.size:
-        vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99]))
-        if not vmax > vmin:
-            vmin, vmax = float(finite.min()), float(finite.max())
-        if not vmax > vmin:
-            vmin, vmax = vmin - 0.5, vmax + 0.5
-    else:
-        vmin, vmax = 0.0, 1.0
-    col = (t[1] - t[0]) if len(t) > 1 else step
-    extent = (t[0] - col / 2, t[-1] + col / 2, -0.5, n_ch - 0.5)
-    im = ax_f.imshow(np.ma.masked_invalid(data), aspect="auto", origin="lower", interpolation="nearest",
-                     extent=extent, cmap="magma", vmin=vmin, vmax=vmax)
-    fig.colorbar(im, cax=cax, label="feature value (1st-99th pct)")
-    ax_f.set_ylabel("feature channel")
-    ax_f.yaxis.set_major_locator(MaxNLocator(integer=True))
-    xlabel = "time (s), frames at their centres" if timed else "frame (no sample rate known)"
-    if data.shape[1] < n_fr:
-        xlabel += f"; each column is the mean of {math.ceil(n_fr / data.shape[1])} frames"
-    ax_f.set_xlabel(xlabel)
-
-    # ---- waveform
-    audio = _resolve_audio(audio_path, meta)
-    channels_policy = ((meta.get("config") or {}).get("audio") or {}).get("channels", "keep")
-    env, why_none = None, None
-    if audio is None:
-        why_none = f"source audio not found ({meta.get('input') or 'not recorded'}); pass --audio" if meta.get("input") else "source audio not recorded"
-    else:
-        try:
-            env = waveform_envelope(audio, channels=channels_policy)
-        except Exception as err:  # soundfile raises several types for unreadable files
-            why_none = f"cannot read {audio} ({type(err).__name__})"
-    xmax = extent[1]
-    if env is not None and env.frames and timed:
-        for c in range(env.low.shape[0]):
-            colour = f"C{c % 10}"
-            label = f"channel {c}"
-            if env.samples_per_column > 1:
-                # the outline keeps quiet or slowly varying stretches (min close to max) visible
-                ax_w.fill_between(env.times, env.low[c], env.high[c], facecolor=colour, edgecolor=colour,
-                                  alpha=0.55, lw=0.6, label=label)
-            else:
-                ax_w.plot(env.times, env.low[c], color=colour, lw=0.8, alpha=0.85, label=label)
-        xmax = max(xmax, env.frames / env.sample_rate)
-        ax_w.set_title(f"waveform: {audio.name} ({env.low.shape[0]} ch, {env.sample_rate} Hz"
-                       + (", min/max envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
-        if n_fr and rf and sr and meta["frame_starts"] is not None:
-            _draw_receptive_field(ax_w, audio, meta, channels_policy, _shown_frame(env, times, n_fr), xmax)
-        ax_w.legend(loc="upper right", fontsize=8, framealpha=0.8)
-    elif env is not None and not timed:
-        why_none = "features have no sample rate: waveform and frames cannot share a time axis"
-    ax_w.set_ylabel("amplitude")
-    if why_none:
-        ax_w.text(0.5, 0.5, why_none, transform=ax_w.transAxes, ha="center", va="center", fontsize=10)
-        ax_w.set_yticks([])
-    if timed:
-        ax_w.set_xlim(min(0.0, extent[0]), xmax)
-    ax_w.tick_params(labelbottom=False)
-
-    preset = meta.get("preset") or "unknown model"
-    fig.suptitle(f"{Path(meta['path']).name}  ·  model {preset}  ·  features {n_ch} × {n_fr} (channels × frames)",
-                 fontsize=12, y=0.975)
-    if timed and hop and rf:
-        fig.text(0.5, 0.925, f"{sr} Hz · hop {hop} samples ({1000 * hop / sr:.2f} ms, {sr / hop:.1f} frames/s) · "
-                 f"receptive field {rf} samples ({1000 * rf / sr:.2f} ms)", ha="center", fontsize=9, color="0.3")
+    extent = _draw_heatmap(fig, ax_f, cax, features, times, meta)
+    audio = _draw_waveform(ax_w, meta, audio_path, times, extent)
+    _draw_titles(fig, meta)
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,8 +208,119 @@ def plot_features(
         _box(fig, ax_w),
         _box(fig, ax_f),
         (float(xlim[0]), float(xlim[1])),
-        str(audio) if env is not None else None,
+        str(audio) if audio is not None else None,
     )
+
+
+def _colour_limits(data: np.ndarray) -> tuple[float, float]:
+    """The 1st..99th percentile of the finite values, widened until it is not empty."""
+    finite = data[np.isfinite(data)]
+    if not finite.size:
+        return 0.0, 1.0
+    vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99]))
+    if not vmax > vmin:
+        vmin, vmax = float(finite.min()), float(finite.max())
+    if not vmax > vmin:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    return vmin, vmax
+
+
+def _draw_heatmap(
+    fig: Any, ax: Any, cax: Any, features: np.ndarray, times: np.ndarray, meta: dict
+) -> tuple[float, float, float, float]:
+    """Channels x frames on the frame-time axis, with its colour bar in ``cax``; returns the image's
+    extent ``(left, right, bottom, top)``."""
+    from matplotlib.ticker import MaxNLocator
+
+    n_ch, n_fr = meta["shape"]
+    sr, hop = meta["sample_rate"], meta["hop"]
+    timed = meta["frame_times"] is not None
+    # More frames than pixels: average groups of frames (drawing them all would alias).
+    columns = min(MAX_HEATMAP_FRAMES, max(100, int(ax.get_window_extent().width)))
+    data, t = _downsample_frames(features, times, columns)
+    vmin, vmax = _colour_limits(data)
+    col = (t[1] - t[0]) if len(t) > 1 else (hop / sr if timed and hop else 1.0)
+    extent = (t[0] - col / 2, t[-1] + col / 2, -0.5, n_ch - 0.5)
+    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", origin="lower", interpolation="nearest",
+                   extent=extent, cmap="magma", vmin=vmin, vmax=vmax)
+    fig.colorbar(im, cax=cax, label="feature value (1st-99th pct)")
+    ax.set_ylabel("feature channel")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    xlabel = "time (s), frames at their centres" if timed else "frame (no sample rate known)"
+    if data.shape[1] < n_fr:
+        xlabel += f"; each column is the mean of {math.ceil(n_fr / data.shape[1])} frames"
+    ax.set_xlabel(xlabel)
+    return extent
+
+
+def _read_waveform(
+    audio_path: Optional[PathLike], meta: dict, channels: Any
+) -> tuple[Optional[Path], Optional[Envelope], Optional[str]]:
+    """``(audio file, its envelope, why there is none)``: one of the last two is None."""
+    audio = _resolve_audio(audio_path, meta)
+    if audio is None:
+        if meta.get("input"):
+            return None, None, f"source audio not found ({meta['input']}); pass --audio"
+        return None, None, "source audio not recorded"
+    try:
+        return audio, waveform_envelope(audio, channels=channels), None
+    except Exception as err:  # soundfile raises several types for unreadable files
+        return audio, None, f"cannot read {audio} ({type(err).__name__})"
+
+
+def _draw_waveform(
+    ax: Any, meta: dict, audio_path: Optional[PathLike], times: np.ndarray, extent: Sequence[float]
+) -> Optional[Path]:
+    """The source audio over the heatmap's time axis, or a line saying why it is not drawn;
+    returns the audio file drawn (None when none was read)."""
+    channels = ((meta.get("config") or {}).get("audio") or {}).get("channels", "keep")
+    audio, env, why_none = _read_waveform(audio_path, meta, channels)
+    timed = meta["frame_times"] is not None
+    xmax = extent[1]
+    if env is not None and env.frames and timed:
+        xmax = max(xmax, env.frames / env.sample_rate)
+        _draw_envelope(ax, env, audio)
+        n_fr = meta["shape"][1]
+        if n_fr and meta["receptive_field"] and meta["sample_rate"] and meta["frame_starts"] is not None:
+            _draw_receptive_field(ax, audio, meta, channels, _shown_frame(env, times, n_fr), xmax)
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    elif env is not None and not timed:
+        why_none = "features have no sample rate: waveform and frames cannot share a time axis"
+    ax.set_ylabel("amplitude")
+    if why_none:
+        ax.text(0.5, 0.5, why_none, transform=ax.transAxes, ha="center", va="center", fontsize=10)
+        ax.set_yticks([])
+    if timed:
+        ax.set_xlim(min(0.0, extent[0]), xmax)
+    ax.tick_params(labelbottom=False)
+    return audio if env is not None else None
+
+
+def _draw_envelope(ax: Any, env: Envelope, audio: Path) -> None:
+    """One colour per channel: a filled min/max band, or the samples as a line when there are few."""
+    for c in range(env.low.shape[0]):
+        colour = f"C{c % 10}"
+        label = f"channel {c}"
+        if env.samples_per_column > 1:
+            # the outline keeps quiet or slowly varying stretches (min close to max) visible
+            ax.fill_between(env.times, env.low[c], env.high[c], facecolor=colour, edgecolor=colour,
+                            alpha=0.55, lw=0.6, label=label)
+        else:
+            ax.plot(env.times, env.low[c], color=colour, lw=0.8, alpha=0.85, label=label)
+    ax.set_title(f"waveform: {audio.name} ({env.low.shape[0]} ch, {env.sample_rate} Hz"
+                 + (", min/max envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
+
+
+def _draw_titles(fig: Any, meta: dict) -> None:
+    """File name, preset and shape; below it the sample rate, hop and receptive field when known."""
+    n_ch, n_fr = meta["shape"]
+    sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
+    preset = meta.get("preset") or "unknown model"
+    fig.suptitle(f"{Path(meta['path']).name}  ·  model {preset}  ·  features {n_ch} × {n_fr} (channels × frames)",
+                 fontsize=12, y=0.975)
+    if meta["frame_times"] is not None and hop and rf:
+        fig.text(0.5, 0.925, f"{sr} Hz · hop {hop} samples ({1000 * hop / sr:.2f} ms, {sr / hop:.1f} frames/s) · "
+                 f"receptive field {rf} samples ({1000 * rf / sr:.2f} ms)", ha="center", fontsize=9, color="0.3")
 
 
 def _draw_receptive_field(ax: Any, audio: Path, meta: dict, channels: Any, frame: int, xmax: float) -> None:

@@ -1,0 +1,184 @@
+"""One feature file with everything known about it: the work behind ``load_features``.
+
+A ``.npz`` carries its own metadata; for a ``.npy`` (or what a ``.npz`` lacks) the metadata is
+found at the root of its output folder: the sample rate from the file's manifest record (else
+``audio.sample_rate`` of ``config.yaml``), the layers, hence hop, receptive field and frame times,
+from the weights' metadata or ``config.yaml``. What cannot be known stays None, with a one-line
+note in ``meta["warnings"]``; so does metadata that contradicts the file.
+
+Imports numpy and the torch-free parts of the package only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from conv_pipeline.dataset.arrays import NPZ_SCALARS, npz_scalar, read_array_file
+from conv_pipeline.dataset.folder import OutputRoot, PathLike, find_output_root
+from conv_pipeline.dataset.model import layer_configs, model_geometry
+from conv_pipeline.geometry import StackGeometry
+
+
+@dataclass
+class _Known:
+    """What is known so far about one file's timing and origin; None where unknown."""
+
+    sample_rate: Optional[int] = None
+    hop: Optional[int] = None
+    receptive_field: Optional[int] = None
+    left_padding: Optional[int] = None
+    frame_times: Optional[np.ndarray] = None  # float64 (frames,)
+    frame_starts: Optional[np.ndarray] = None  # int64 (frames,)
+    config: Any = None
+    model: Optional[dict] = None
+
+
+def read_features(path: PathLike, root: Optional[OutputRoot] = None, record: Any = None) -> tuple[np.ndarray, dict]:
+    """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading."""
+    path = Path(path)
+    features, arrays = read_array_file(path)
+    n_channels, n_frames = (int(s) for s in features.shape)
+    root, record = _root_and_record(path, root, record)
+    warnings: list[str] = list(root.problems) if root is not None else []
+
+    known = _npz_metadata(arrays, n_frames, warnings) if arrays is not None else _Known()
+    if known.config is None and root is not None:
+        known.config = root.config
+    if known.model is None and root is not None:
+        known.model = root.model
+    geometry = _fill_from_model(known, n_channels, warnings)
+    _fill_sample_rate(known, record)
+    _fill_frame_axes(known, n_frames)
+    fmt = "npz" if arrays is not None else "npy"
+    if fmt == "npy" and root is None:
+        warnings.append("no model.safetensors/manifest.jsonl found beside it or above: hop, sample rate and frame times unknown")
+    elif known.sample_rate is None:
+        warnings.append("sample rate unknown (no manifest record or audio.sample_rate): frame times unknown")
+    if record is not None:
+        warnings += _record_mismatches(record, geometry, n_channels, n_frames)
+    return features, _meta_dict(path, fmt, features, known, root, record, warnings)
+
+
+def _root_and_record(path: Path, root: Optional[OutputRoot], record: Any) -> tuple[Optional[OutputRoot], Any]:
+    """The file's output folder (found by walking up when not given) and its manifest record."""
+    if root is None:
+        root_path = find_output_root(path)
+        root = OutputRoot.read(root_path) if root_path is not None else None
+    if record is None and root is not None:
+        record = root.record_for(path)
+    return root, record
+
+
+def _npz_metadata(arrays: dict, n_frames: int, warnings: list) -> _Known:
+    """What was written beside the features in a ``.npz``; frame axes of another length are ignored."""
+    known = _Known(
+        sample_rate=npz_scalar(arrays, "sample_rate", int),
+        hop=npz_scalar(arrays, "hop", int),
+        receptive_field=npz_scalar(arrays, "receptive_field", int),
+        left_padding=npz_scalar(arrays, "left_padding", int),
+    )
+    if "config" in arrays and np.ndim(arrays["config"]) == 0:
+        try:
+            known.config = json.loads(str(arrays["config"]))
+        except json.JSONDecodeError:
+            warnings.append("the 'config' array is not JSON")
+    if isinstance(known.config, dict) and isinstance(known.config.get("model"), dict):
+        known.model = known.config["model"]
+    if "frame_times" in arrays and arrays["frame_times"].shape == (n_frames,):
+        known.frame_times = np.asarray(arrays["frame_times"], dtype=np.float64)
+    if "frame_starts" in arrays and arrays["frame_starts"].shape == (n_frames,):
+        known.frame_starts = np.asarray(arrays["frame_starts"], dtype=np.int64)
+    missing = [k for k in ("frame_times", *NPZ_SCALARS) if k not in arrays]
+    if missing:
+        warnings.append(f".npz lacks {', '.join(missing)}")
+    return known
+
+
+def _fill_from_model(known: _Known, n_channels: int, warnings: list) -> Optional[StackGeometry]:
+    """The model's geometry; fills the hop, receptive field and left padding the file lacks."""
+    geometry = model_geometry(known.model)
+    if known.model is not None and geometry is None:
+        warnings.append("the model config is not one this version can read: hop and receptive field unknown")
+    if geometry is None:
+        return None
+    layers = layer_configs(known.model)
+    if layers and layers[-1].out_channels != n_channels:
+        warnings.append(
+            f"the model outputs {layers[-1].out_channels} channels but the file has {n_channels}: "
+            "it was written by another model (output.dir reused with overwrite=true?)"
+        )
+    known.hop = geometry.hop if known.hop is None else known.hop
+    known.receptive_field = geometry.receptive_field if known.receptive_field is None else known.receptive_field
+    known.left_padding = geometry.left_padding if known.left_padding is None else known.left_padding
+    return geometry
+
+
+def _fill_sample_rate(known: _Known, record: Any) -> None:
+    """The sample rate, when the file lacks it: the manifest record's, else ``audio.sample_rate``."""
+    if known.sample_rate is None and record is not None and record.sample_rate:
+        known.sample_rate = int(record.sample_rate)
+    config = known.config
+    if known.sample_rate is None and isinstance(config, dict) and isinstance(config.get("audio"), dict):
+        sr = config["audio"].get("sample_rate")
+        known.sample_rate = int(sr) if isinstance(sr, int) and sr > 0 else None
+
+
+def _fill_frame_axes(known: _Known, n_frames: int) -> None:
+    """Each frame's first input sample and centre time, from the geometry, when the file lacks them."""
+    hop, rf, left = known.hop, known.receptive_field, known.left_padding
+    if known.frame_starts is None and hop is not None and left is not None:
+        known.frame_starts = np.arange(n_frames, dtype=np.int64) * hop - left
+    if known.frame_times is None and known.sample_rate and hop is not None and rf is not None and left is not None:
+        centre = (rf - 1) / 2 - left  # geometry.md: frame centre in samples
+        known.frame_times = (np.arange(n_frames, dtype=np.float64) * hop + centre) / known.sample_rate
+
+
+def _record_mismatches(record: Any, geometry: Optional[StackGeometry], n_channels: int, n_frames: int) -> list[str]:
+    """Notes where the manifest record disagrees with the file (or, through the model, its length)."""
+    notes = []
+    if record.shape is not None and list(record.shape) != [n_channels, n_frames]:
+        notes.append(f"the manifest says shape {list(record.shape)} but the file holds {[n_channels, n_frames]}")
+    num_samples = record.num_samples
+    if geometry is not None and num_samples and geometry.output_length(int(num_samples)) != n_frames:
+        notes.append(
+            f"{num_samples} input samples give {geometry.output_length(int(num_samples))} frames with this model, "
+            f"the file has {n_frames}"
+        )
+    return notes
+
+
+def _meta_dict(
+    path: Path, fmt: str, features: np.ndarray, known: _Known, root: Optional[OutputRoot], record: Any, warnings: list
+) -> dict:
+    """The ``meta`` dict of ``load_features`` (its docstring lists the keys)."""
+    source = record.input if record is not None else None
+    if source is None and isinstance(known.config, dict):
+        source = known.config.get("input")
+    model = known.model
+    return {
+        "path": str(path),
+        "format": fmt,
+        "shape": tuple(int(s) for s in features.shape),
+        "dtype": str(features.dtype),
+        "sample_rate": known.sample_rate,
+        "hop": known.hop,
+        "receptive_field": known.receptive_field,
+        "left_padding": known.left_padding,
+        "frame_times": known.frame_times,
+        "frame_starts": known.frame_starts,
+        "num_samples": record.num_samples if record is not None else None,
+        "duration_s": record.duration_s if record is not None else None,
+        "input": source,
+        "preset": model.get("name") if isinstance(model, dict) else None,
+        "model": model,
+        "config": known.config,
+        "record": asdict(record) if record is not None else None,
+        "root": str(root.path) if root is not None else None,
+        "warnings": warnings,
+    }
+
