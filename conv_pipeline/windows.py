@@ -1,42 +1,22 @@
-"""Chunked (streaming) execution: the frames of the whole-file computation, in bounded memory.
+"""Stream buffers: the exact-chunking rule, shared by every windowed operation run on a stream.
 
-The rule is the "Chunks (exact streaming)" section of ``docs/geometry.md``, applied to
-every windowed operation between the file and the features (``Window``): each layer of a
-``ConvStack``, and torchaudio's polyphase sinc resampler, which is itself one strided conv
-(kernel ``2w + orig``, stride ``orig``, ``w`` zeros before and ``w + orig`` after, the output
-truncated to ``ceil(new * frames / orig)``). Per operation a buffer of its input and a count of
-samples still to skip are kept; zeros are added only at the true start and at the true end. With
-``n`` samples buffered and a window of ``span`` samples moving by ``stride``,
-``m = (n - span) // stride + 1`` outputs are complete: they are computed, ``m * stride`` samples
-are consumed (more than ``n`` when ``stride > span``: the excess is skipped from later input).
-Any chunk size works, including chunks shorter than the receptive field and sizes that are not a
-multiple of the hop; the frame count always equals ``StackGeometry.output_length``.
+Used by ``execute/chunked.py`` (one ``Window`` per conv layer, ``Moments`` for norms over time)
+and ``load/stream.py`` (the resampler's ``Window``, ``Moments`` for ``audio.normalize``). Buffers
+are time-major: rows are samples (frames), columns channels.
 
-How a layer is computed: activations are kept time-major (``(frames, channels)``) in buffers
-that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
-(``addmm``) of the windows (a strided view of the buffer, copied once when windows overlap) with
-the layer's own weight, written straight into the next layer's buffer; ``groups > 1`` uses
-``F.conv1d`` with ``padding=0``. Norms and activations are the layer's own modules (elementwise
-activations in place). Values equal the whole-file ``stack(x)`` up to float32 rounding (the sums
-run in another order), frame for frame.
+* ``Rows``: ``buf[:n]`` ``(rows, channels)``, grown to the largest chunk seen and then reused, so
+  a long stream allocates nothing per chunk. A producer writes into ``tail(rows)`` and then
+  ``commit(rows)``.
+* ``Window(span, stride, left, right, ...)``: the input of one operation not yet consumed, plus
+  a count of samples still to skip. It starts holding ``left`` zeros (the true start) and
+  ``finish()`` appends ``right`` zeros (the true end); never at a chunk boundary. With ``n`` rows
+  buffered, ``ready()`` is ``(n - span) // stride + 1`` complete outputs (0 when ``n < span``);
+  after computing them the caller calls ``consume(m)``, which drops ``m * stride`` rows, and when
+  that is more than ``n`` (``stride > span``) the excess is skipped from later input.
+* ``Moments``: count, mean and variance merged chunk by chunk (Chan et al., float64).
 
-Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
-the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
-(float64), then again with the statistics fixed (``TimeGroupNorm.normalize``). ``audio.normalize``
-likewise takes a first pass for the file's mean and variance. Per-frame operations (activations,
-``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking.
-
-Public API:
-
-* ``StreamingStack(stack, device, time_stats)``: ``push(x (C_in, n)) -> (C_out, m)``, ``flush()``.
-* ``iter_features(blocks, stack, device)``: feature chunks ``(C_out, m)`` of a sequence of input
-  blocks (re-iterable when the stack has a norm over time).
-* ``AudioStream`` (``open_audio_stream(path, audio, chunk_seconds)``): a file as blocks at the
-  target rate (decode block by block, channel policy, resampler, normalisation).
-* ``extract_stream(stream, stack, device, writer)`` and
-  ``extract_file_chunked(path, stack, audio, chunk_seconds, device, writer)``: one file through
-  the stack; ``writer(chunks, shape, sample_rate)`` consumes the chunks (``file_writer`` writes a
-  feature file incrementally, ``collect_features`` returns an array).
+Why this gives exactly the whole-signal outputs, and how much a window keeps: "Chunks (exact
+streaming)" in ``docs/geometry.md``.
 """
 
 from __future__ import annotations

@@ -1,42 +1,49 @@
 """Chunked (streaming) execution: the frames of the whole-file computation, in bounded memory.
 
-The rule is the "Chunks (exact streaming)" section of ``docs/geometry.md``, applied to
-every windowed operation between the file and the features (``Window``): each layer of a
-``ConvStack``, and torchaudio's polyphase sinc resampler, which is itself one strided conv
-(kernel ``2w + orig``, stride ``orig``, ``w`` zeros before and ``w + orig`` after, the output
-truncated to ``ceil(new * frames / orig)``). Per operation a buffer of its input and a count of
-samples still to skip are kept; zeros are added only at the true start and at the true end. With
-``n`` samples buffered and a window of ``span`` samples moving by ``stride``,
-``m = (n - span) // stride + 1`` outputs are complete: they are computed, ``m * stride`` samples
-are consumed (more than ``n`` when ``stride > span``: the excess is skipped from later input).
-Any chunk size works, including chunks shorter than the receptive field and sizes that are not a
-multiple of the hop; the frame count always equals ``StackGeometry.output_length``.
+Flow: source -> load -> stack -> **execute** -> sink -> engines. Input: an ``AudioStream``
+(``load/stream.py``: float32 ``(C_in, n)`` blocks at the target rate) or any blocks, and a
+``ConvStack``; output: feature chunks ``(C_out, m)`` that, concatenated, are the whole-file
+``stack(x)`` (the same ``StackGeometry.output_length`` frames; values equal up to float32
+rounding, the sums running in another order), handed to a writer (``sink/writer.py``) as they
+come.
+
+The rule, applied to each layer with its own span ``d * (k - 1) + 1``, stride and padding
+(``windows.Window``): the layer keeps a buffer of its input not yet consumed and a count of
+samples still to skip; its zero padding is added only at the true start and at the true end,
+never at a chunk boundary. With ``n`` samples buffered and a window of ``span`` samples moving by
+``stride``, ``m = (n - span) // stride + 1`` outputs are complete: they are computed and passed
+to the next layer, and ``m * stride`` samples are consumed (more than ``n`` when
+``stride > span``: the excess is skipped from later input). Any chunk size works, including
+chunks shorter than the receptive field and sizes that are not a multiple of the hop; the frame
+count always equals ``StackGeometry.output_length``. Why, and how much context each layer keeps:
+"Chunks (exact streaming)" in ``docs/geometry.md``. The resampler before the stack streams with
+the same rule (``load/stream.py``).
 
 How a layer is computed: activations are kept time-major (``(frames, channels)``) in buffers
 that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
 (``addmm``) of the windows (a strided view of the buffer, copied once when windows overlap) with
 the layer's own weight, written straight into the next layer's buffer; ``groups > 1`` uses
-``F.conv1d`` with ``padding=0``. Norms and activations are the layer's own modules (elementwise
-activations in place). Values equal the whole-file ``stack(x)`` up to float32 rounding (the sums
-run in another order), frame for frame.
+``F.conv1d`` with ``padding=0``. Norms and activations are the layer's own modules; an
+activation with an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in
+place.
 
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
-(float64), then again with the statistics fixed (``TimeGroupNorm.normalize``). ``audio.normalize``
-likewise takes a first pass for the file's mean and variance. Per-frame operations (activations,
-``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking.
+(float64, ``windows.Moments``), then again with the statistics fixed
+(``TimeGroupNorm.normalize``); "Norms that pool over time" in ``docs/geometry.md``. Per-frame
+operations (activations, ``layer_norm`` over channels, the front-ends' magnitude/log) commute
+with chunking.
 
 Public API:
 
 * ``StreamingStack(stack, device, time_stats)``: ``push(x (C_in, n)) -> (C_out, m)``, ``flush()``.
 * ``iter_features(blocks, stack, device)``: feature chunks ``(C_out, m)`` of a sequence of input
   blocks (re-iterable when the stack has a norm over time).
-* ``AudioStream`` (``open_audio_stream(path, audio, chunk_seconds)``): a file as blocks at the
-  target rate (decode block by block, channel policy, resampler, normalisation).
 * ``extract_stream(stream, stack, device, writer)`` and
   ``extract_file_chunked(path, stack, audio, chunk_seconds, device, writer)``: one file through
   the stack; ``writer(chunks, shape, sample_rate)`` consumes the chunks (``file_writer`` writes a
-  feature file incrementally, ``collect_features`` returns an array).
+  feature file incrementally, ``collect_features`` returns an array). Overflowing chunks are
+  refused (``whole.check_finite``) before the writer sees them.
 """
 
 from __future__ import annotations
@@ -53,10 +60,10 @@ from torch import nn
 
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
+from conv_pipeline.execute.whole import check_finite
 from conv_pipeline.load.audio import AudioInfo
 from conv_pipeline.load.stream import AudioStream, open_audio_stream
-from conv_pipeline.sink.writer import overflow_error
-from conv_pipeline.stack.layer import ACTIVATION_TYPES, ChannelLayerNorm, ConvLayer
+from conv_pipeline.stack.layer import ChannelLayerNorm, ConvLayer, activation_of
 from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.windows import Moments, Rows, Window
 
@@ -90,22 +97,6 @@ class _Stats(_Output):
 
 
 # ---------------------------------------------------------------- one layer
-# The elementwise activations of model.py, applied in place on the layer's output (the same
-# functions; each returns the tensor it changed).
-_INPLACE_ACTIVATIONS: dict[type, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
-    nn.ReLU: lambda a, y: y.relu_(),
-    nn.GELU: lambda a, y: torch.ops.aten.gelu_(y, approximate=a.approximate),
-    nn.Tanh: lambda a, y: y.tanh_(),
-    nn.Sigmoid: lambda a, y: y.sigmoid_(),
-    nn.SiLU: lambda a, y: F.silu(y, inplace=True),
-    nn.LeakyReLU: lambda a, y: F.leaky_relu_(y, a.negative_slope),
-    nn.ELU: lambda a, y: F.elu_(y, a.alpha),
-}
-
-
-_ELEMENTWISE = tuple(ACTIVATION_TYPES.values())
-
-
 def _per_frame(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """Apply a per-frame module written for ``(batch, channels, frames)`` to time-major ``y``."""
     return module(y.t()[None])[0].t()  # (m, C) -> (1, C, m) -> (1, C', m) -> (m, C')
@@ -141,8 +132,9 @@ class _Layer:
             if stats is None:
                 raise ConfigError("a norm over time needs the whole file's statistics first (iter_features runs that pass)")
             self.stats = (stats[0].to(device)[None], stats[1].to(device)[None])  # (1, C) each
+        self.act_entry = activation_of(self.act) if self.act is not None else None  # None: a front-end's own
         norm_in_place = self.norm is None or isinstance(self.norm, ChannelLayerNorm)
-        act_in_place = self.act is None or type(self.act) in _INPLACE_ACTIVATIONS
+        act_in_place = self.act is None or (self.act_entry is not None and self.act_entry.in_place is not None)
         self.direct = norm_in_place and act_in_place  # output written straight into the next buffer
 
     def _grow(self, name: str, rows: int, cols: int) -> torch.Tensor:
@@ -185,13 +177,13 @@ class _Layer:
             else:
                 y = _per_frame(self.norm, y)
         if self.act is not None:
-            inplace = _INPLACE_ACTIVATIONS.get(type(self.act))
-            if inplace is not None:
-                y = inplace(self.act, y)
-            elif isinstance(self.act, _ELEMENTWISE):
-                y = self.act(y)
-            else:
+            entry = self.act_entry
+            if entry is None:
                 y = _per_frame(self.act, y)
+            elif entry.in_place is not None:
+                y = entry.in_place(self.act, y)
+            else:  # elementwise: any layout
+                y = self.act(y)
         return y
 
     def run(self, sink: Rows) -> None:
@@ -341,7 +333,7 @@ def collect_features(chunks: Iterator[np.ndarray], shape: tuple[int, int], sampl
 
 def file_writer(path: Union[str, Path], geometry, config: Optional[dict] = None, before_commit=None) -> Writer:
     """A writer that streams the features into ``path`` (``.npy`` or ``.npz``, atomically,
-    preallocated with the predicted shape); see ``writer.write_features_stream``."""
+    preallocated with the predicted shape); see ``sink.writer.write_features_stream``."""
     from conv_pipeline.sink.writer import write_features_stream
 
     def write(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> Path:
@@ -381,11 +373,9 @@ def extract_stream(
         nonlocal emitted
         for y in iter_features(stream, stack, device):
             emitted += int(y.shape[-1])
-            chunk = y.to("cpu", torch.float32).numpy()
-            finite = np.isfinite(chunk)
-            if not finite.all():  # samples too large for float32 features: never written
-                raise overflow_error(stream.path, int(chunk.size - np.count_nonzero(finite)))
-            yield chunk
+            chunk = y.to("cpu", torch.float32)
+            check_finite(chunk, stream.path)  # before the writer sees it: overflowing features are never written
+            yield chunk.numpy()
         expected = geometry.check_input_length(stream.frames_read, what=stream.path)
         if emitted != expected:
             raise RuntimeError(f"internal error: chunked execution gave {emitted} frames, geometry predicts {expected}")

@@ -1,36 +1,25 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""Whole-file execution: the stack on decoded audio, in one call.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
+Flow: source -> load -> stack -> **execute** -> sink -> engines. Input: waveforms ``(C, T)``
+from ``load_audio``; output: float32 features ``(C_out, F)`` on the CPU with
+``F = stack.geometry.output_length(T)`` (checked: the geometry is the contract).
 
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
+* ``extract(audio, stack, device)``: one file (``runtime.chunk_seconds=null``).
+* ``extract_batch(waveforms, stack, device)``: several files as one zero-padded batch
+  ``(B, C, T_max)``, each result cut to its own length (the batch job; "Padded batches" in
+  ``docs/geometry.md``).
+* ``check_finite(features, path, samples)``: the one overflow check. Samples far outside [-1, 1]
+  can overflow float32 arithmetic; features holding NaN/Inf are refused with an ``InputError``
+  naming the input, before anything is written. ``extract``, ``chunked.py`` and the batch job's
+  ``Work.compute`` call it.
+* ``resolve_device(runtime.device)``: ``cpu``, ``cuda`` or ``auto`` as a ``torch.device``.
 
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+Long files go through ``chunked.py`` instead: the same frames, in bounded memory.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -49,7 +38,7 @@ def extract_batch(
 
     The files are zero-padded to the longest into ``(B, C, T_max)``; the stack zeroes every
     item's positions past its own valid length between layers, so each result equals
-    ``pipeline.extract`` on that file alone; each is trimmed to
+    ``extract`` on that file alone; each is trimmed to
     ``stack.geometry.output_length(T_i)``. Float32, on the CPU.
 
     Equal up to float rounding: a batched conv may round differently from a single-file one
@@ -86,11 +75,26 @@ def resolve_device(device: Device | str) -> torch.device:
     return torch.device(name)
 
 
+def check_finite(features: torch.Tensor, path: str, samples: Optional[torch.Tensor] = None) -> None:
+    """Refuse features that overflow float32: ``InputError`` naming the input ``path`` when
+    ``features`` (any shape) hold NaN or Inf values.
+
+    Samples far outside [-1, 1] can make a stack's float32 arithmetic overflow; such features are
+    never returned or written. ``samples``: the input waveform, whose peak the message reports (it
+    is read only when the check fails); None where it is not at hand (chunked execution).
+    """
+    finite = torch.isfinite(features)
+    if bool(finite.all()):
+        return
+    peak = float(samples.abs().max()) if samples is not None else None
+    raise overflow_error(path, int(features.numel() - finite.sum()), peak)
+
+
 def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """Features ``(out_channels, frames)`` for one decoded file (float32, on the CPU).
 
     ``InputError`` when the file is too short for the stack, or when the features overflow
-    (samples far outside [-1, 1] can make them Inf or NaN: such features are never returned)."""
+    (``check_finite``)."""
     geometry = stack.geometry
     expected = geometry.check_input_length(audio.frames, what=audio.info.path)
     with torch.inference_mode():
@@ -98,7 +102,5 @@ def extract(audio: Audio, stack: ConvStack, device: torch.device = torch.device(
         y = stack(x)[0].float().cpu()  # (1, C_out, F) -> (C_out, F)
     if y.shape[-1] != expected:  # the geometry module is the contract; never write a wrong shape
         raise RuntimeError(f"internal error: stack gave {y.shape[-1]} frames, geometry predicts {expected}")
-    finite = torch.isfinite(y)
-    if not bool(finite.all()):
-        raise overflow_error(audio.info.path, int(y.numel() - finite.sum()), float(audio.waveform.abs().max()))
+    check_finite(y, audio.info.path, audio.waveform)
     return y

@@ -1,8 +1,17 @@
-"""Loading audio: decode (soundfile), channel policy, resample (torchaudio).
+"""Decoding a whole file: the header (``probe``) and the waveform (``load_audio``).
+
+Flow: source -> **load** -> stack -> execute -> sink -> engines. ``load_audio(path, audio)``
+returns ``Audio``: ``waveform`` float32 ``(channels, frames)`` at ``audio.sample_rate`` (or the
+file's own rate), after ``signal.py``'s channel policy, resampling and optional normalisation;
+``execute/whole.py`` runs the stack on it. Chunked execution reads the file through
+``blocks.py`` and ``stream.py`` instead, with the same checks and messages.
 
 Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
 A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
-extension.
+extension. Every problem with a file is a one-line ``InputError`` naming it; the error
+builders (``decode_error``, ``damaged_error``, ``no_frames_error``, ``non_finite_error``) and the
+libsndfile helpers (``NativeStderr``, ``rewind``, ``sf_name``, ``SF_ERRORS``) are shared with
+``blocks.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Loading audio: decode (soundfile), channel policy, resample (torchaudio).
+"""A file decoded block by block, for chunked execution: ``open_blocks`` -> ``BlockReader``.
 
-Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
-A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
-extension.
+Flow: source -> **load** -> stack -> execute -> sink -> engines. ``BlockReader`` yields float32
+``(channels', n)`` blocks at the file's own rate, ``audio.channels`` applied
+(``signal.apply_channel_policy``); ``stream.py`` resamples and normalises them into an
+``AudioStream``. Memory holds one block whatever the file's length; the checks and messages are
+``load_audio``'s (``audio.py``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class BlockReader:
             with f:
                 while True:
                     data = np.empty((self.block_frames, self.info.channels), np.float32)  # (n, C)
-                    try:  # as in _decode_whole: libsndfile decides where the audio ends
+                    try:  # as in audio.py's whole-file decode: libsndfile decides where the audio ends
                         with quiet:
                             got = f.buffer_read_into(data, dtype="float32")
                     except SF_ERRORS as err:

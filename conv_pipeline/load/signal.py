@@ -1,8 +1,15 @@
-"""Loading audio: decode (soundfile), channel policy, resample (torchaudio).
+"""What is done to a decoded waveform ``(channels, frames)``, and the checks made before it.
 
-Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
-A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
-extension.
+Flow: source -> **load** -> stack -> execute -> sink -> engines. Used by ``audio.py`` on the
+whole file and by ``blocks.py`` / ``stream.py`` on blocks; nothing else applies these settings.
+
+* ``apply_channel_policy``: ``audio.channels`` (``keep``, ``mono`` or channel indices),
+  ``(C, T) -> (C', T)``; the one place the policy is applied.
+* ``resample`` and ``resampled_length``: torchaudio's sinc resampler, ``(C, T) -> (C,
+  ceil(new * T / orig))``; ``stream.py`` runs the same filter block by block.
+* ``normalize_waveform``: ``audio.normalize``, zero mean and unit variance over the file.
+* ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before anything is
+  allocated, a resampling filter too large for its rates or a file too large to load whole.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
-"""The conv stack: an ordinary ``nn.Module`` built from a ``ModelConfig``.
+"""Stack weights on disk: reading a checkpoint into a ``ConvStack``, and writing one.
 
-Each layer is ``Conv1d -> norm (optional, per frame) -> activation (optional)``. With
-``lengths`` the stack runs a padded batch exactly as if each item ran alone: positions past
-each item's valid length (from the geometry module) are zeroed before every layer, so padding
-never leaks into valid frames.
+Flow: source -> load -> **stack** -> execute -> sink -> engines. ``build_stack`` (``stack.py``)
+loads ``model.checkpoint`` (``load_checkpoint``); the batch job writes ``model.safetensors`` to
+its output folder (``save_weights``, ``same_weights``) and may take its input channels from a
+checkpoint (``checkpoint_in_channels``).
+
+Read: this package's safetensors (keys ``layers.N.<module>.<param>``, the layer config in the
+metadata) and ``torch.load(weights_only=True)`` files, among them the feature encoder of a
+torchaudio, Hugging Face or fairseq wav2vec2/HuBERT-family model (keys renamed by
+``stack_state_dict``, everything else ignored). A checkpoint that does not fit is a one-line
+``ConfigError`` naming the missing, unexpected or mismatched keys.
 """
 
 from __future__ import annotations

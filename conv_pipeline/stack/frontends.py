@@ -1,5 +1,10 @@
 """Analytic front-ends as Conv1d layers: kernels computed, not learned.
 
+Flow: source -> load -> **stack** -> execute -> sink -> engines. ``ConvStack`` puts the
+front-end's layers (``build_frontend``) before ``model.layers``; its output, ``(batch, channels,
+frames)``, is what the first user layer sees. Shapes and lengths follow ``docs/geometry.md`` like
+any other layer.
+
 * ``stft``: a ``Conv1d(1, 2F, n_fft, stride=hop)`` whose rows are ``window * cos`` and
   ``-window * sin`` (F = n_fft // 2 + 1), then ``|.|`` of each (re, im) pair: equal to
   ``torch.stft(..., center=False).abs()``. With ``power=2`` the squared magnitude.

@@ -1,33 +1,74 @@
-"""The conv stack: an ordinary ``nn.Module`` built from a ``ModelConfig``.
+"""One layer of the conv stack, and the tables of what a layer may contain.
 
-Each layer is ``Conv1d -> norm (optional, per frame) -> activation (optional)``. With
-``lengths`` the stack runs a padded batch exactly as if each item ran alone: positions past
-each item's valid length (from the geometry module) are zeroed before every layer, so padding
-never leaks into valid frames.
+Flow: source -> load -> **stack** -> execute -> sink -> engines. A ``ConvLayer`` is
+``Conv1d -> norm (optional) -> activation (optional)``, ``(batch, C_in, frames)`` in,
+``(batch, C_out, frames')`` out (``frames'`` from ``docs/geometry.md``). ``stack.py`` chains
+layers into a ``ConvStack``; ``frontends.py`` builds front-ends out of the same layers.
+
+The tables here are the only place that knows each activation and norm as torch code:
+
+* ``ACTIVATION_TABLE``: name -> ``Activation`` (its ``nn.Module`` class and its in-place form,
+  which chunked execution uses); ``ACTIVATION_TYPES`` is its name -> class view.
+* ``NORM_TYPES``: name -> norm class. ``ChannelLayerNorm`` works per frame; ``TimeGroupNorm``
+  pools over each item's whole time axis (``mixes_time``).
+
+Their names equal the torch-free tuples of ``config/schema.py`` (``ACTIVATIONS``, ``NORMS``,
+``TIME_NORMS``), which the config checks use; this module asserts that they agree.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from conv_pipeline.config.schema import ACTIVATIONS, NORMS, LayerConfig
+from conv_pipeline.config.schema import ACTIVATIONS, NORMS, TIME_NORMS, LayerConfig
 
-ACTIVATION_TYPES = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "silu": nn.SiLU,
-    "softplus": nn.Softplus,
+InPlace = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation a layer spec may name.
+
+    ``module``: the ``nn.Module`` class ``ConvLayer`` builds (default arguments).
+    ``in_place``: ``in_place(module, y)`` applies ``module``'s function to ``y`` in place and returns
+    ``y`` (same values as ``module(y)``); None where torch has no in-place form. Every activation
+    here is elementwise, so it applies to any shape, time-major buffers included.
+    """
+
+    module: type[nn.Module]
+    in_place: Optional[InPlace] = None
+
+
+ACTIVATION_TABLE: dict[str, Activation] = {
+    "relu": Activation(nn.ReLU, lambda a, y: y.relu_()),
+    "gelu": Activation(nn.GELU, lambda a, y: torch.ops.aten.gelu_(y, approximate=a.approximate)),
+    "tanh": Activation(nn.Tanh, lambda a, y: y.tanh_()),
+    "sigmoid": Activation(nn.Sigmoid, lambda a, y: y.sigmoid_()),
+    "leaky_relu": Activation(nn.LeakyReLU, lambda a, y: F.leaky_relu_(y, a.negative_slope)),
+    "elu": Activation(nn.ELU, lambda a, y: F.elu_(y, a.alpha)),
+    "silu": Activation(nn.SiLU, lambda a, y: F.silu(y, inplace=True)),
+    "softplus": Activation(nn.Softplus),
 }
 
 
-assert set(ACTIVATION_TYPES) == set(ACTIVATIONS)
+ACTIVATION_TYPES: dict[str, type[nn.Module]] = {name: a.module for name, a in ACTIVATION_TABLE.items()}
+
+
+assert set(ACTIVATION_TABLE) == set(ACTIVATIONS)
+
+
+_BY_MODULE = {a.module: a for a in ACTIVATION_TABLE.values()}
+
+
+def activation_of(module: nn.Module) -> Optional[Activation]:
+    """The table's entry for a built activation ``module`` (by its exact class), or None for a
+    module the table does not hold (a front-end's magnitude, rectifier or log)."""
+    return _BY_MODULE.get(type(module))
 
 
 class ChannelLayerNorm(nn.Module):
@@ -75,10 +116,11 @@ class TimeGroupNorm(nn.Module):
         return self.normalize(x, mean, var)
 
 
-NORM_TYPES = {"layer_norm": ChannelLayerNorm, "group_norm": TimeGroupNorm}
+NORM_TYPES: dict[str, type[nn.Module]] = {"layer_norm": ChannelLayerNorm, "group_norm": TimeGroupNorm}
 
 
 assert set(NORM_TYPES) == set(NORMS)
+assert {name for name, cls in NORM_TYPES.items() if getattr(cls, "mixes_time", False)} == set(TIME_NORMS)
 
 
 def _row_major(x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +134,11 @@ def _row_major(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvLayer(nn.Module):
-    """``Conv1d``, then an optional per-frame norm, then an optional activation."""
+    """``Conv1d``, then an optional norm (``NORM_TYPES``), then an optional activation
+    (``ACTIVATION_TABLE``): ``(B, C_in, T) -> (B, C_out, T')``.
+
+    A front-end may replace ``act`` with its own module (magnitude, rectifier, log).
+    """
 
     def __init__(self, in_channels: int, spec: LayerConfig) -> None:
         super().__init__()
@@ -107,7 +153,7 @@ class ConvLayer(nn.Module):
             bias=spec.bias,
         )
         self.norm = NORM_TYPES[spec.norm](spec.out_channels) if spec.norm else None
-        self.act = ACTIVATION_TYPES[spec.activation]() if spec.activation else None
+        self.act = ACTIVATION_TABLE[spec.activation].module() if spec.activation else None
 
     @property
     def mixes_time(self) -> bool:

@@ -1,9 +1,16 @@
-"""The conv stack: an ordinary ``nn.Module`` built from a ``ModelConfig``.
+"""``ConvStack``: the whole stack, an ordinary ``nn.Module`` built from a ``ModelConfig``.
 
-Each layer is ``Conv1d -> norm (optional, per frame) -> activation (optional)``. With
-``lengths`` the stack runs a padded batch exactly as if each item ran alone: positions past
-each item's valid length (from the geometry module) are zeroed before every layer, so padding
-never leaks into valid frames.
+Flow: source -> load -> **stack** -> execute -> sink -> engines. The layers are the front-end's
+(``frontends.py``, when ``model.frontend`` is set), then one ``ConvLayer`` (``layer.py``) per
+``model.layers`` entry. ``geometry`` (``StackGeometry``) predicts the output length and
+``execute`` checks every result against it. Weights come from ``seed`` (``from_config``) or from
+``model.checkpoint`` (``build_stack``, ``checkpoint.py``).
+
+Shapes: ``(batch, in_channels, frames) -> (batch, out_channels, geometry.output_length(frames))``.
+With ``lengths`` the stack runs a padded batch exactly as if each item ran alone: positions past
+each item's valid length (``StackGeometry.lengths``) are zeroed before every layer and norms over
+time pool over valid frames only, so padding never leaks into valid frames ("Padded batches" in
+``docs/geometry.md``).
 """
 
 from __future__ import annotations
