@@ -1,39 +1,21 @@
-"""Where the batch job's inputs and outputs live: local paths or fsspec URLs.
+"""Local paths and fsspec URLs: the helpers every stage that touches storage shares.
 
-Both engines (``batch.py``'s local one and ``ray_engine.py``) read and write through this module,
-so every worker reads its inputs and writes its outputs where they live, with nothing passing
-through the driver. A spec is
+Flow: source -> load -> stack -> execute -> sink -> engines. ``source`` finds inputs, ``load``
+reads them and ``sink`` writes outputs, each on a local path or a URL; this module says which a
+spec is and opens it. A spec is
 
 * a local path, or a ``file://`` / ``local://`` URL (the same thing: ``file:///data/x`` is
-  ``/data/x``): the existing path-based code runs unchanged;
+  ``/data/x``, ``local_path``);
 * any other URL fsspec knows (``s3://bucket/corpus``, ``gs://...``, ``memory://...``, chained
-  ``simplecache::s3://...``): a *remote* location, opened with ``fsspec.core.url_to_fs(url,
-  **storage.options)`` in each process that needs it (filesystem objects never travel; the
-  options do, so every Ray worker builds its own client with the same endpoint and credentials).
+  ``simplecache::s3://...``): a *remote* location (``is_url``), opened with
+  ``fsspec.core.url_to_fs(url, **storage.options)`` (``filesystem``) in each process that needs
+  it. Filesystem objects never travel between processes; the options do, so every Ray worker
+  builds its own client with the same endpoint and credentials.
 
-Reading remote inputs: headers are read through a file object (``soundfile`` decodes by
-content); a file to decode is copied to a local temporary file (``fs.get_file``: streamed,
-bounded memory) and decoded by the same ``load_audio`` / chunked executor as a local file;
-messages name the URL, never the temporary copy.
-
-Writing remote outputs, atomically, the way the filesystem allows (``OutputDir.commit``):
-
-* object stores (``s3``, ``gs``, ``az``/``abfs``, ``memory``, ...; ``OBJECT_STORES``): one PUT
-  of the complete file (``fs.put_file``; a large file is one multipart upload, which becomes
-  visible only when completed): readers see no object or the whole object;
-* any other remote filesystem: upload under a temporary name in the same folder
-  (``.<name>.tmp-xxxxxxxx``, the name ``writer.atomic_write`` uses, so temp clean-up finds it),
-  then ``fs.mv`` it into place.
-
-A feature file is produced locally first (``writer.write_features``, or the chunked executor's
-streaming writer, unchanged) in a staging folder, then committed with one upload.
-
-The manifest (``ManifestSink``): a local ``manifest.jsonl`` is appended to, one write + fsync per
-call, as before. Object stores cannot append, so a remote manifest is rewritten whole, atomically
-(one PUT of the previous content plus every new record), at most every ``storage.manifest_flush_s``
-seconds and when the job ends (also on errors and interrupts). A run killed in between loses
-only those manifest lines: their feature files exist, so the next run records them as
-``skipped`` (without their metadata, which was in the lost lines).
+Also here: the rules shared by the stages' error messages (``one_line``; ``storage_error`` for a
+failed listing or read; ``renamed_error`` to name a URL instead of its local copy), the check that
+keeps outputs under ``output.dir`` (``check_rel``), local temporary folders (``staging``) and the
+protocols whose single PUT is an atomic commit (``OBJECT_STORES``, used by ``sink.outputs``).
 """
 
 from __future__ import annotations
@@ -46,7 +28,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator, Mapping, Optional
 
-from conv_pipeline.errors import ConfigError, InputError, OutputError
+from conv_pipeline.errors import ConfigError, InputError, OutputError, PipelineError
 
 # Protocols without a rename: a single PUT of the complete object is the atomic commit.
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2", "memory"})
@@ -84,8 +66,20 @@ def join(base: object, rel: str) -> str:
     return os.path.join(base, rel)
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://b/x/y`` -> ``("s3://", "b/x/y")``."""
+    head, sep, rest = url.partition("://")
+    return head + sep, rest
+
+
+def normjoin(base_url: str, rel: str) -> str:
+    """``base_url`` joined with ``rel`` and normalised (``s3://b/l`` + ``../x`` -> ``s3://b/x``);
+    ``InputError`` when ``rel`` climbs above the bucket."""
+    prefix, path = split_url(base_url)
+    joined = posixpath.normpath(posixpath.join(path, rel))
+    if joined.startswith("../") or joined == "..":
+        raise InputError(f"{rel}: a list entry that leaves {base_url}; give full URLs in the list")
+    return prefix + joined
 
 
 def filesystem(url: str, options: Optional[Mapping[str, Any]] = None) -> tuple[Any, str]:
@@ -106,22 +100,32 @@ def filesystem(url: str, options: Optional[Mapping[str, Any]] = None) -> tuple[A
 
 
 def fs_protocol(fs: Any) -> str:
+    """The filesystem's main protocol (``s3``, ``memory``, ``file``, ...)."""
     proto = fs.protocol
     return proto[0] if isinstance(proto, (tuple, list)) else str(proto)
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """``s3://b/x/y`` -> ``("s3://", "b/x/y")``."""
-    head, sep, rest = url.partition("://")
-    return head + sep, rest
+# ---------------------------------------------------------------- messages
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
 
 
-def normjoin(base_url: str, rel: str) -> str:
-    prefix, path = split_url(base_url)
-    joined = posixpath.normpath(posixpath.join(path, rel))
-    if joined.startswith("../") or joined == "..":
-        raise InputError(f"{rel}: a list entry that leaves {base_url}; give full URLs in the list")
-    return prefix + joined
+def storage_error(url: str, err: BaseException, what: str) -> InputError:
+    """The one-line ``InputError`` for ``err``, raised while ``what`` (``list it``, ``read it``)
+    on ``url``: missing, permission denied, or the exception's own first words."""
+    if isinstance(err, PipelineError):
+        return InputError(str(err))
+    if isinstance(err, FileNotFoundError):
+        return InputError(f"{url}: no such file or folder; check the URL")
+    if isinstance(err, PermissionError):
+        return InputError(f"{url}: permission denied while {what}; check the credentials in storage.options")
+    return InputError(f"{url}: cannot {what} ({type(err).__name__}: {one_line(err) or 'no detail'}); check the URL and storage.options")
+
+
+def renamed_error(err: PipelineError, local: str, url: str) -> PipelineError:
+    """The same error, naming ``url`` where it named the local copy ``local``."""
+    return type(err)(str(err).replace(local, url))
 
 
 # ---------------------------------------------------------------- outputs
@@ -134,8 +138,9 @@ def check_rel(rel: str) -> str:
 
 
 @contextlib.contextmanager
-def staging() -> Iterator[str]:
-    folder = tempfile.mkdtemp(prefix="conv_pipeline-out-")
+def staging(prefix: str = "conv_pipeline-out-") -> Iterator[str]:
+    """A new local temporary folder (named ``prefix...``), removed with its content on exit."""
+    folder = tempfile.mkdtemp(prefix=prefix)
     try:
         yield folder
     finally:

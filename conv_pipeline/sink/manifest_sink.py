@@ -1,133 +1,117 @@
-"""Where the batch job's inputs and outputs live: local paths or fsspec URLs.
+"""The batch job's manifest writer: ``output.dir/manifest.jsonl`` kept record by record, on a
+local folder or a remote prefix.
 
-Both engines (``batch.py``'s local one and ``ray_engine.py``) read and write through this module,
-so every worker reads its inputs and writes its outputs where they live, with nothing passing
-through the driver. A spec is
+Flow: source -> load -> stack -> execute -> **sink** -> engines. The batch job
+(``engines.job``) opens one ``ManifestSink`` per run; its single writer (the local engine's
+writer thread, or the Ray driver) adds every input's record. ``ManifestSink(out, flush_s)``
+returns the implementation ``out`` (a ``sink.outputs.OutputDir``) needs:
 
-* a local path, or a ``file://`` / ``local://`` URL (the same thing: ``file:///data/x`` is
-  ``/data/x``): the existing path-based code runs unchanged;
-* any other URL fsspec knows (``s3://bucket/corpus``, ``gs://...``, ``memory://...``, chained
-  ``simplecache::s3://...``): a *remote* location, opened with ``fsspec.core.url_to_fs(url,
-  **storage.options)`` in each process that needs it (filesystem objects never travel; the
-  options do, so every Ray worker builds its own client with the same endpoint and credentials).
-
-Reading remote inputs: headers are read through a file object (``soundfile`` decodes by
-content); a file to decode is copied to a local temporary file (``fs.get_file``: streamed,
-bounded memory) and decoded by the same ``load_audio`` / chunked executor as a local file;
-messages name the URL, never the temporary copy.
-
-Writing remote outputs, atomically, the way the filesystem allows (``OutputDir.commit``):
-
-* object stores (``s3``, ``gs``, ``az``/``abfs``, ``memory``, ...; ``OBJECT_STORES``): one PUT
-  of the complete file (``fs.put_file``; a large file is one multipart upload, which becomes
-  visible only when completed): readers see no object or the whole object;
-* any other remote filesystem: upload under a temporary name in the same folder
-  (``.<name>.tmp-xxxxxxxx``, the name ``writer.atomic_write`` uses, so temp clean-up finds it),
-  then ``fs.mv`` it into place.
-
-A feature file is produced locally first (``writer.write_features``, or the chunked executor's
-streaming writer, unchanged) in a staging folder, then committed with one upload.
-
-The manifest (``ManifestSink``): a local ``manifest.jsonl`` is appended to, one write + fsync per
-call, as before. Object stores cannot append, so a remote manifest is rewritten whole, atomically
-(one PUT of the previous content plus every new record), at most every ``storage.manifest_flush_s``
-seconds and when the job ends (also on errors and interrupts). A run killed in between loses
-only those manifest lines: their feature files exist, so the next run records them as
-``skipped`` (without their metadata, which was in the lost lines).
+* ``LocalManifestSink``: ``sink.manifest``'s appends (one write + fsync per call, a torn last line
+  ended, never through a symbolic link), the same code the single-file CLI uses.
+* ``RemoteManifestSink``: object stores cannot append, so the manifest is rewritten whole,
+  atomically (one ``OutputDir.write_bytes`` of the previous content plus every new record), at
+  most every ``storage.manifest_flush_s`` seconds and when the job ends (``close``, also on errors
+  and interrupts). A run killed in between loses only those manifest lines: their feature files
+  exist, so the next run records them as ``skipped`` (without their metadata, which was in the
+  lost lines).
 """
 
 from __future__ import annotations
 
-import os
+import abc
 import time
-from pathlib import Path
 from typing import Sequence
 
-from conv_pipeline.errors import OutputError
-from conv_pipeline.fs import staging
-from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, read_manifest
+from conv_pipeline.sink.manifest import (
+    MANIFEST_NAME,
+    ManifestRecord,
+    append_records,
+    current_records,
+    end_torn_line,
+    manifest_lines,
+    parse_records,
+    read_manifest,
+)
 from conv_pipeline.sink.outputs import OutputDir
 
 
-# ---------------------------------------------------------------- the manifest
-class ManifestSink:
-    """``output.dir/manifest.jsonl``, record by record (one writer: the local engine's writer
-    thread or the Ray driver). See the module docstring for object stores."""
+class ManifestSink(abc.ABC):
+    """``output.dir/manifest.jsonl``, record by record, for one writer: ``ManifestSink(out,
+    flush_s)`` is a ``LocalManifestSink`` or, for a remote ``out``, a ``RemoteManifestSink``."""
+
+    def __new__(cls, out: OutputDir, flush_s: float = 30.0) -> ManifestSink:  # noqa: PYI034 - returns the subclass
+        """``ManifestSink(...)`` builds the implementation the folder needs (a subclass builds itself)."""
+        impl = cls
+        if cls is ManifestSink:
+            impl = RemoteManifestSink if out.remote else LocalManifestSink
+        return super().__new__(impl)
 
     def __init__(self, out: OutputDir, flush_s: float = 30.0) -> None:
         self.out = out
         self.flush_s = float(flush_s)
-        self._pending: list[str] = []
-        self._base = b""
-        self._last = time.monotonic()
-        if out.remote:
-            self._base = out.read_bytes(MANIFEST_NAME) or b""
-            if self._base and not self._base.endswith(b"\n"):
-                self._base += b"\n"  # a torn last line stays torn (skipped when read)
-        else:
-            self._repair_tail()
 
-    def _repair_tail(self) -> None:
-        """A run killed mid-append can leave a last line without its newline; end it, so the next
-        record starts on a line of its own (the torn line is skipped by ``read_manifest``)."""
-        assert self.out.path is not None
-        try:  # never through a symbolic link (``add`` refuses one with a message)
-            fd = os.open(self.out.path / MANIFEST_NAME, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            return
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                os.pwrite(fd, b"\n", size)
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+    @abc.abstractmethod
+    def read(self) -> dict[str, ManifestRecord]:
+        """The current record of every input, as the run found it (``manifest.read_manifest``)."""
+
+    @abc.abstractmethod
+    def add(self, records: Sequence[ManifestRecord]) -> None:
+        """Record ``records``, in order."""
+
+    def flush(self) -> None:
+        """Make every record added so far durable where it is not yet."""
+
+    def close(self) -> None:
+        """The job's end (also on errors and interrupts): flush."""
+        self.flush()
+
+
+class LocalManifestSink(ManifestSink):
+    """A local ``manifest.jsonl``: each ``add`` is one append, on disk when it returns. A torn last
+    line left by a killed run is ended when the sink opens."""
+
+    def __init__(self, out: OutputDir, flush_s: float = 30.0) -> None:
+        super().__init__(out, flush_s)
+        assert out.path is not None
+        self.folder = out.path
+        end_torn_line(self.folder)
 
     def read(self) -> dict[str, ManifestRecord]:
-        """The current record of every input (``manifest.read_manifest``)."""
-        if not self.out.remote:
-            return read_manifest(self.out.path)  # type: ignore[arg-type]
-        with staging() as folder:
-            Path(folder, MANIFEST_NAME).write_bytes(self._base)
-            return read_manifest(folder)
+        return read_manifest(self.folder)
 
     def add(self, records: Sequence[ManifestRecord]) -> None:
-        """Append ``records`` (local: one write and one fsync; remote: flushed every ``flush_s``)."""
+        append_records(self.folder, records)
+
+
+class RemoteManifestSink(ManifestSink):
+    """A remote ``manifest.jsonl``: the previous content read once; every ``flush`` rewrites the
+    object with it and the records added since (one atomic write), at most every ``flush_s``
+    seconds (and on ``close``)."""
+
+    def __init__(self, out: OutputDir, flush_s: float = 30.0) -> None:
+        super().__init__(out, flush_s)
+        self._pending: list[str] = []
+        self._base = out.read_bytes(MANIFEST_NAME) or b""
+        if self._base and not self._base.endswith(b"\n"):
+            self._base += b"\n"  # a torn last line stays torn (skipped when read)
+        self._last = time.monotonic()
+
+    def read(self) -> dict[str, ManifestRecord]:
+        return current_records(parse_records(self._base.split(b"\n")))
+
+    def add(self, records: Sequence[ManifestRecord]) -> None:
         if not records:
             return
-        lines = "".join(r.to_json() + "\n" for r in records)
-        if not self.out.remote:  # one write and one fsync for all of them (as manifest.append_record)
-            assert self.out.path is not None
-            path = self.out.path / MANIFEST_NAME
-            data = lines.encode("utf-8")
-            try:  # never through a symbolic link: it could point outside output.dir
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            except OSError as err:
-                if path.is_symlink():
-                    raise OutputError(f"{path} is a symbolic link; the manifest is never written through one (remove it)") from None
-                raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
-            try:
-                written = os.write(fd, data)
-                os.fsync(fd)
-            except OSError as err:
-                raise OutputError(f"cannot append to {path}: {err.strerror or err}") from None
-            finally:
-                os.close(fd)
-            if written != len(data):
-                raise OutputError(f"cannot append to {path}: only {written} of {len(data)} bytes written (disk full?)")
-            return
-        self._pending.append(lines)
+        self._pending.append(manifest_lines(records))
         if time.monotonic() - self._last >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
-        """Remote: rewrite the manifest object with everything so far (one atomic PUT)."""
-        if not self.out.remote or not self._pending:
+        """Rewrite the manifest object with everything so far (one atomic write); on failure
+        everything stays pending."""
+        if not self._pending:
             return
         data = self._base + "".join(self._pending).encode("utf-8")
-        self.out.write_bytes(MANIFEST_NAME, data)  # on failure everything stays pending
+        self.out.write_bytes(MANIFEST_NAME, data)
         self._base, self._pending = data, []
         self._last = time.monotonic()
-
-    def close(self) -> None:
-        self.flush()

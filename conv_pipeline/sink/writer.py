@@ -1,12 +1,19 @@
-"""Writing outputs atomically: every file is written under a temporary name in the same
-folder, flushed to disk, then renamed into place, so a killed run never leaves a partial
-file under a final name.
+"""Feature files written atomically: every file is written under a temporary name in the same
+folder, flushed to disk, then renamed into place, so a killed run never leaves a partial file
+under a final name.
+
+Flow: source -> load -> stack -> execute -> **sink** -> engines. ``execute`` hands over float32
+features ``(out_channels, frames)``, whole (``write_features``) or chunk by chunk
+(``write_features_stream``); ``sink.outputs.OutputDir.writing`` says where (the final path, or a
+staging file uploaded after). ``atomic_write`` is also how ``stack.checkpoint``, ``inspect.plot``
+and ``sink.jobdir`` write their files; its temporary names (``.<name>.tmp-xxxxxxxx``,
+``TMP_MARKER``) are what ``sink.outputs.clean_temp_files`` removes after a killed run.
 
 Feature files: ``<stem>.npy`` holds float32 ``(out_channels, frames)``; ``<stem>.npz`` holds
 ``features`` plus ``frame_times`` (seconds, frame centres), ``frame_starts`` (first input
 sample of each frame, negative inside the left padding), ``sample_rate``, ``hop``,
 ``receptive_field``, ``left_padding`` and ``config`` (the resolved config as JSON). Both read
-back with ``numpy.load(..., allow_pickle=False)``.
+back with ``numpy.load(..., allow_pickle=False)``. Features holding NaN/Inf are never written.
 
 Chunked execution writes features as they come (``write_features_stream``): ``.npy`` goes into a
 file preallocated with the predicted shape (``NpyStreamWriter``), so memory stays bounded

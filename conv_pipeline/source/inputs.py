@@ -1,31 +1,11 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""The job's inputs and where their outputs go: ``input=`` -> ``InputSet`` -> output names.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+Flow: **source** -> load -> stack -> execute -> sink -> engines. The batch job
+(``engines.job.run_batch``) calls ``find_inputs`` once, before any audio is read: ``input`` is a
+folder searched recursively, a glob, a text file with one path per line, or one audio file, on a
+local path (``source.local``) or an fsspec URL (``source.remote``). ``plan_outputs`` then gives
+each input its output path under ``output.dir``, mirroring the input tree, so that the same
+inputs always get the same names (what a resumed job relies on).
 """
 
 from __future__ import annotations
@@ -40,14 +20,8 @@ from typing import Any, Optional, Sequence
 from conv_pipeline.config.schema import AUDIO_EXTENSIONS
 from conv_pipeline.errors import InputError
 from conv_pipeline.fs import is_url, local_path
-from conv_pipeline.source.local import (
-    GLOB_CHARS,
-    glob_root,
-    has_ext,
-    posix_rel,
-    read_list,
-    walk_folder,
-)
+from conv_pipeline.source.local import posix_rel, read_list, walk_folder
+from conv_pipeline.source.patterns import GLOB_CHARS, glob_root, has_ext
 from conv_pipeline.source.remote import list_inputs
 
 
@@ -82,7 +56,7 @@ def find_inputs(
     * one audio file (an audio extension): that file.
 
     ``spec`` may be a URL (``s3://bucket/corpus``, ``gs://...``; opened with ``options``, see
-    ``storage.list_inputs``): the same four kinds on that filesystem, each input named by its URL.
+    ``source.remote.list_inputs``): the same four kinds on that filesystem, each input named by its URL.
     ``file://`` URLs are local paths.
 
     Duplicates (the same file named twice) are dropped. Raises ``InputError`` when nothing is
@@ -104,7 +78,7 @@ def find_inputs(
             kind, paths = "list", read_list(spec)
             root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else "."
     elif GLOB_CHARS & set(spec):
-        kind, root = "glob", glob_root(spec)
+        kind, root = "glob", glob_root(spec.replace(os.sep, "/"))
         paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and has_ext(p, exts)]
     else:
         raise InputError(

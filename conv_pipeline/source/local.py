@@ -1,31 +1,8 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""Finding inputs on the local filesystem: a folder walked recursively, or a list file read.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+Flow: **source** -> load -> stack -> execute -> sink -> engines. ``source.inputs.find_inputs``
+calls these for a local ``input=`` (``source.remote`` does the same on URLs); the naming rules
+both share are ``source.patterns``'.
 """
 
 from __future__ import annotations
@@ -33,15 +10,11 @@ from __future__ import annotations
 import os
 
 from conv_pipeline.errors import InputError
-
-GLOB_CHARS = frozenset("*?[")
-
-
-def has_ext(name: str, exts: frozenset[str]) -> bool:
-    return os.path.splitext(name)[1][1:].lower() in exts
+from conv_pipeline.source.patterns import has_ext, list_entries
 
 
 def posix_rel(path: str, root: str) -> str:
+    """``path`` relative to ``root``, with ``/`` separators."""
     return os.path.relpath(os.path.abspath(path), os.path.abspath(root)).replace(os.sep, "/")
 
 
@@ -62,21 +35,8 @@ def walk_folder(folder: str, exts: frozenset[str]) -> list[str]:
     return found
 
 
-def glob_root(pattern: str) -> str:
-    """The literal folder before the first component with a wildcard (``corpus/**/*.wav`` -> ``corpus``)."""
-    parts = pattern.replace(os.sep, "/").split("/")
-    literal: list[str] = []
-    for part in parts[:-1]:
-        if GLOB_CHARS & set(part):
-            break
-        literal.append(part)
-    if not literal:
-        return "."
-    root = "/".join(literal)
-    return root or "/"
-
-
 def read_list(list_path: str) -> list[str]:
+    """The paths a list file names, one per line; relative ones are relative to the list's folder."""
     try:
         with open(list_path, "rb") as f:
             raw = f.read()
@@ -84,16 +44,8 @@ def read_list(list_path: str) -> list[str]:
         raise InputError(f"input={list_path!r}: cannot read the list file ({err.strerror or err})") from None
     # names that are not UTF-8 survive as surrogates, as os.fsdecode gives them; NULs mean binary
     text = raw.decode("utf-8-sig", errors="surrogateescape")
-    if "\x00" in text:
-        raise InputError(
-            f"input={list_path!r} is neither a folder, a glob nor a text list; give a folder, a glob "
-            "like 'corpus/**/*.wav' or a text file with one audio path per line"
-        )
     base = os.path.dirname(list_path)
-    entries = []
-    for line in text.splitlines():
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        entries.append(entry if os.path.isabs(entry) else os.path.normpath(os.path.join(base, entry)))
-    return entries
+    return [
+        entry if os.path.isabs(entry) else os.path.normpath(os.path.join(base, entry))
+        for entry in list_entries(text, list_path, "corpus/**/*.wav")
+    ]
