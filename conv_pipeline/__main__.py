@@ -1,7 +1,6 @@
-"""``python -m conv_pipeline input=song.wav [overrides]``: see ``conv_pipeline.cli.main``."""
+"""``python -m conv_pipeline input=song.wav [overrides]``: see ``conv_pipeline/cli/main.py``."""
 
-from conv_pipeline.cli.common import exit_after
-from conv_pipeline.cli.main import main
+from conv_pipeline.cli.main import console
 
 if __name__ == "__main__":
-    exit_after(main)
+    console()

@@ -4,7 +4,7 @@
     python scripts/batch_process.py input=corpus/ output.dir=feats/
 """
 
-from conv_pipeline.cli.batch import main
+from conv_pipeline.cli.batch import console
 
 if __name__ == "__main__":
-    main()
+    console()

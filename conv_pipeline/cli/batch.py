@@ -35,9 +35,14 @@ def _prog() -> str:
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
 def _main(cfg: DictConfig) -> None:
-    from conv_pipeline.engines.job import run_batch
-
     with report_errors(cfg, prog=_prog()):
+        if cfg.summary:
+            from conv_pipeline.inspect.summary import summary_for_config
+
+            print(summary_for_config(cfg, "batch"))
+            return
+        from conv_pipeline.engines.job import run_batch
+
         summary = run_batch(cfg, output_dir=hydra_output_dir())
     print(summary.format(), flush=True)
     if summary.exit_code:
@@ -45,5 +50,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The console script: runs the job, then ends the process (see ``exit_after``)."""
-    exit_after(lambda: run_entry_point(_main, prog=_prog()))
+    """The command, in this process (tests call it; it returns or raises ``SystemExit``)."""
+    run_entry_point(_main, prog=_prog(), config_name="batch")
+
+
+def console() -> None:
+    """``conv-pipeline-batch`` and ``scripts/batch_process.py``: ``main`` as a program (``exit_after``)."""
+    exit_after(main)

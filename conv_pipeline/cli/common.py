@@ -37,6 +37,20 @@ def report_errors(cfg: Any = None, prog: str = "conv_pipeline") -> Iterator[None
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        quiet_stdout()
+        raise SystemExit(0) from None
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null (the reader of a pipe left: flushing must not fail again)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def hydra_output_dir() -> Optional[str]:
@@ -112,11 +126,34 @@ def check_command_line(argv: Sequence[str]) -> None:
             )
 
 
-def run_entry_point(hydra_main: Any, prog: str) -> None:
+# Hydra's own flags that print something and run no job (checked by Hydra itself).
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+              "--resolve", "--package", "-p")
+# Flags that change which config Hydra composes: the pre-check leaves those runs to Hydra.
+SOURCE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+
+
+def precheck_composition(argv: Sequence[str], config_name: str) -> None:
+    """Compose the config the way Hydra will, before Hydra runs, so that an unknown key, a
+    missing preset, a wrong type or a required key left out is one ``ConfigError`` line (exit
+    status 2, a did-you-mean) instead of Hydra's report and exit status 1. Multiruns and runs
+    that pick another config file are left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    args, unknown = get_args_parser().parse_known_args(list(argv))
+    if args.multirun or any(a.split("=")[0] in INFO_FLAGS + SOURCE_FLAGS for a in argv):
+        return
+    overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+    from conv_pipeline.config.compose import compose_config
+
+    compose_config(overrides, config_name)
+
+
+def run_entry_point(hydra_main: Any, prog: str, config_name: str = "config") -> None:
     """What every Hydra entry point does before Hydra runs: a strict stdout prints names that are
     not UTF-8 as their bytes (as ls does) instead of failing after outputs were written; the
-    schemas are registered; the command line is checked (one-line errors; nothing instantiated
-    from it). Then ``hydra_main()``."""
+    schemas are registered; the command line is checked and composed (one-line errors, exit 2;
+    nothing instantiated from it). Then ``hydra_main()``."""
     from conv_pipeline.config.schema import register_configs
 
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
@@ -124,7 +161,17 @@ def run_entry_point(hydra_main: Any, prog: str) -> None:
     register_configs()
     with report_errors(prog=prog):
         check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
+        precheck_composition(sys.argv[1:], config_name)
     hydra_main()
+
+
+def observed() -> bool:
+    """True when a tracer or profiler watches this process (``coverage run``, ``python -m
+    cProfile``, a debugger): they write their data at the interpreter's normal exit."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: coverage's sys.monitoring core
+    return monitoring is not None and any(monitoring.get_tool(i) for i in range(6))
 
 
 def exit_after(main: Any) -> None:
@@ -133,8 +180,9 @@ def exit_after(main: Any) -> None:
     Every output is already fsynced and renamed into place when ``main`` returns; the teardown
     only unloads libraries, and with torch's CUDA builds it pages in ~125 MB of library code on
     the way out (measured: peak RSS of a 2-hour chunked run 571 MB while it runs, 693 MB at exit).
-    Streams and logging are flushed first. Inside pytest (a test running a script as __main__)
-    the normal exit is kept.
+    Streams and logging are flushed first. Every console script and ``python -m`` entry point
+    ends this way; when a tracer or profiler is attached (``observed``) the normal exit is kept
+    so that it writes its data.
     """
     import logging
     import os
@@ -144,7 +192,10 @@ def exit_after(main: Any) -> None:
         code: Any = 0
     except SystemExit as exit_:
         code = exit_.code
-    if "pytest" in sys.modules:
+    except BrokenPipeError:  # `--help | head`: the reader left; say nothing more
+        quiet_stdout()
+        code = 0
+    if observed():
         raise SystemExit(code)
     if code is not None and not isinstance(code, int):  # sys.exit("message") prints the message
         print(code, file=sys.stderr)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from conv_pipeline.cli.common import hydra_output_dir, report_errors, run_entry_point
-from conv_pipeline.config.compose import to_config
-from conv_pipeline.engines.single import run
+from conv_pipeline.cli.common import exit_after, hydra_output_dir, report_errors, run_entry_point
 
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")
@@ -20,8 +18,10 @@ def _main(cfg: DictConfig) -> None:
         if cfg.summary:
             from conv_pipeline.inspect.summary import summary_for_config
 
-            print(summary_for_config(to_config(cfg)))
+            print(summary_for_config(cfg, "file"))
             return
+        from conv_pipeline.engines.single import run
+
         result = run(cfg, output_dir=hydra_output_dir())
         print(f"wrote {result.output} shape {result.shape} (weights: {result.weights})")
         if cfg.plot:
@@ -32,4 +32,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_entry_point(_main, prog="conv_pipeline")
+    """The command, in this process (tests call it; it returns or raises ``SystemExit``)."""
+    run_entry_point(_main, prog="conv_pipeline", config_name="config")
+
+
+def console() -> None:
+    """``conv-pipeline`` and ``python -m conv_pipeline``: ``main`` as a program (``exit_after``)."""
+    exit_after(main)

@@ -1,39 +1,19 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""Composing configs: Hydra's compose API outside any Hydra app, and the typed ``Config``.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+The command-line modules (``conv_pipeline/cli``) and the Python API compose here; every
+composition error becomes one ``ConfigError`` line (exit status 2) with a did-you-mean for an
+unknown key or preset, instead of Hydra's multi-line report. ``to_config`` turns a composed
+config into the dataclasses of ``config/schema.py`` (a required key left out is one line too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 from conv_pipeline.config.schema import Config
+from conv_pipeline.errors import ConfigError
 
 
 def written_config(cfg: Config) -> dict[str, Any]:
@@ -51,8 +31,12 @@ def to_config(cfg: Any) -> Config:
     if isinstance(cfg, Config):
         return cfg
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    obj = OmegaConf.to_object(cfg)
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(omegaconf_message(err)) from None
     if not isinstance(obj, Config):  # composed without the schema
         obj = Config(**{k: v for k, v in obj.items() if k in {f.name for f in dataclasses.fields(Config)}})
     return obj
@@ -65,11 +49,19 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
 
     from conv_pipeline.config.schema import register_configs
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conv_pipeline.configs", version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
+    try:
+        with initialize_config_module(config_module="conv_pipeline.configs", version_base=None):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(composition_message(err, config_name)) from None
+    finally:
+        GlobalHydra.instance().clear()
     cfg_dict = {k: v for k, v in cfg.items() if k != "hydra"}
     from omegaconf import OmegaConf
 
@@ -94,3 +86,109 @@ def plain_config(cfg: Config) -> dict[str, Any]:
         return v
 
     return conv(cfg)
+
+
+# ---------------------------------------------------------------- one-line composition errors
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def omegaconf_message(err: Exception) -> str:
+    """One line for an OmegaConf error: the key, what is wrong, and the fix where there is one."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    key = getattr(err, "full_key", None) or ""
+    if isinstance(err, MissingMandatoryValue) and key:
+        if key.startswith("model.layers["):
+            return f"{key} is required: every layer in model.layers needs out_channels and kernel_size"
+        return f"{key} is required: give it a value ({key}=...)"
+    detail = _first_line(getattr(err, "msg", None) or str(err))
+    return f"{key}: {detail}" if key and key not in detail else detail
+
+
+def config_keys(config_name: str = "config") -> list[str]:
+    """Every dotted key of the root schema (``config`` or ``batch``): what a key may be."""
+    from dataclasses import fields, is_dataclass
+
+    from conv_pipeline.config.schema import BatchConfig, LayerConfig
+
+    out: list[str] = []
+
+    def walk(cls: Any, prefix: str) -> None:
+        for f in fields(cls):
+            key = prefix + f.name
+            out.append(key)
+            sub = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            if is_dataclass(sub):
+                walk(type(sub), key + ".")
+            elif f.name == "frontend":
+                from conv_pipeline.config.schema import FrontendConfig
+
+                walk(FrontendConfig, key + ".")
+            elif f.name == "layers":
+                walk(LayerConfig, key + ".N.")
+
+    walk(BatchConfig if config_name == "batch" else Config, "")
+    return out
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def key_hint(key: str, keys: Sequence[str]) -> str:
+    """A did-you-mean for an unknown dotted key, matched on its last part: a sibling first (the
+    same parent), else a key elsewhere whose last part is close (sharing most of the path)."""
+    import difflib
+
+    parent, _, leaf = key.rpartition(".")
+    for pool in ([k for k in keys if k.rpartition(".")[0] == parent], list(keys)):
+        leaves = sorted({k.rpartition(".")[2] for k in pool})
+        close = difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.6)
+        if close:
+            matches = [k for k in pool if k.rpartition(".")[2] == close[0]]
+            best = max(matches, key=lambda k: len(os.path.commonprefix([k, key])))
+            return f" (did you mean {best}?)"
+    return ""
+
+
+def composition_message(err: Exception, config_name: str = "config") -> str:
+    """One line for a Hydra composition error, with a did-you-mean for unknown keys and presets."""
+    import re
+
+    text = str(err)
+    m = re.search(r"Could not find '(\w+)/([^']*)'", text)
+    if m:
+        group, name = m.groups()
+        options = re.findall(r"^\t(\S+)$", text, re.M)
+        return (f"{group}={name}: no such {group} preset{did_you_mean(name, options)}; "
+                f"choose one of {', '.join(options)}")
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        index = re.search(r"\.(\d+)\.", key)
+        general = re.sub(r"\.\d+\.", ".N.", key)  # model.layers.0.kernal_size -> model.layers.N.kernal_size
+        keys = config_keys(config_name)
+        if general in keys:
+            return f"{key}: {_first_line(err.__cause__ or text)}"
+        hint = key_hint(general, keys)
+        if index:
+            hint = hint.replace(".N.", f".{index.group(1)}.")
+        scope = "the batch job's" if config_name == "batch" else "this command's"
+        return f"unknown config key {key!r}{hint}; --help lists {scope} keys"
+    cause = err.__cause__
+    if cause is not None and cause is not err:
+        from omegaconf.errors import OmegaConfBaseException
+
+        m = re.search(r"override (\S+)", text)
+        where = f"{m.group(1)}: " if m else ""
+        return where + _first_line(getattr(cause, "msg", None) or str(cause))
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, OmegaConfBaseException):
+        return omegaconf_message(err)
+    return _first_line(text)

@@ -1,10 +1,10 @@
 """Typed configuration: dataclasses that are both Hydra's structured-config schema and the
 plain Python API's arguments.
 
-Hydra validates every override against these schemas (an unknown key or a wrong type fails
-with Hydra's own message); ``validate_*`` below check what a type cannot express (ranges,
-registries, divisibility) and raise ``ConfigError`` naming the key, the allowed values and
-what was received, before any audio is read.
+Hydra checks every override against these schemas (an unknown key or a wrong type fails
+when the config is composed: ``config/compose.py`` turns that into one line); what a type
+cannot express (ranges, registries, divisibility, required keys) is checked by
+``config/checks.py`` and ``config/plan.py`` before any audio is read.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+# OmegaConf's marker for a required value (the same string; omegaconf is not imported here).
+MISSING: Any = "???"
+
 # Names that config values may use; each resolves to code only through these fixed tables
-# (see model.py). Nothing from the command line is ever imported or instantiated by path.
+# (stack/layer.py: ACTIVATION_TABLE, NORM_TYPES). Nothing from the command line is ever imported or instantiated by path.
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu", "softplus")
 
 
@@ -45,10 +48,10 @@ class Device(Enum):
 
 @dataclass
 class LayerConfig:
-    """One ``Conv1d`` layer, then an optional per-frame norm, then an optional activation."""
+    """One ``Conv1d`` layer, then an optional norm (layer_norm per frame, group_norm over the whole item), then an optional activation."""
 
-    out_channels: int = 1
-    kernel_size: int = 1
+    out_channels: int = MISSING  # required
+    kernel_size: int = MISSING  # required
     stride: int = 1
     padding: int = 0
     dilation: int = 1

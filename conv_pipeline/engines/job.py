@@ -1,107 +1,117 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""The batch job: a collection of inputs -> features, resumable and failure-isolated.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
+``run_batch`` is the whole job, in order:
 
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
+1. the plan (``config/plan.py``): every config problem is a ``ConfigError`` (exit 2) before
+   any audio is read;
+2. the source stage finds the inputs (a folder, a glob, a list file or one file; local or a
+   URL) and names one output per input, mirroring the input tree (``source/inputs.py``);
+3. the corpus's headers are probed (cheap, in threads) and the channel rule checked against
+   them as a whole: a folder whose files cannot all be processed under ``audio.channels`` is
+   refused before anything is processed, naming the counts found and the fix;
+4. the stack is built and ``model.safetensors`` + ``config.yaml`` written (refusing a different
+   model or different audio settings unless ``overwrite=true``), temporary files of a killed
+   run removed, inputs whose output exists recorded as ``skipped``;
+5. an engine runs the rest: ``local`` (``engines/local.py``: decode threads, padded batches,
+   a writer thread) or ``ray`` (``engines/ray_engine.py``); both do the per-file work through
+   ``engines/work.py`` and append every outcome to ``manifest.jsonl``.
 
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+A file that cannot be used (unreadable, corrupt, too short, NaN/Inf, a crashing decoder) gets a
+``failed`` record with a one-line message and the job goes on: exit status 1 at the end.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from conv_pipeline.config.checks import (
-    batch_options,
-    engine_config,
-    policy_channel_count,
-    resolve_in_channels,
-    storage_config,
-    storage_options,
-    validate_audio,
-    validate_model,
-    validate_runtime,
-)
-from conv_pipeline.config.compose import to_config, written_config
-from conv_pipeline.config.schema import AudioConfig, BatchOptions, Config, OutputFormat
+from conv_pipeline.config.channels import ChannelRule
+from conv_pipeline.config.compose import written_config
+from conv_pipeline.config.plan import Plan, build_plan
+from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.engines.local import LocalEngine, compute_threads
 from conv_pipeline.engines.progress import BatchSummary, count_record
-from conv_pipeline.engines.work import ChannelSource, Item, Work
-from conv_pipeline.errors import ConfigError, PipelineError
+from conv_pipeline.engines.work import Item, Work
+from conv_pipeline.errors import PipelineError
 from conv_pipeline.execute.whole import resolve_device
+from conv_pipeline.fs import is_url
 from conv_pipeline.load.audio import Audio, load_audio
 from conv_pipeline.load.remote import probe
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
-from conv_pipeline.sink.outputs import (
-    CONFIG_NAME,
-    DEFAULT_OUTPUT_DIR,
-    TEMP_RE,
-    WEIGHTS_NAME,
-    OutputDir,
-    OutputLock,
-    check_same_audio,
-    prepare_output_dir,
-)
+from conv_pipeline.sink.jobdir import CONFIG_NAME, WEIGHTS_NAME, OutputLock, check_same_audio, prepare_output_dir
+from conv_pipeline.sink.outputs import TEMP_RE, OutputDir
 from conv_pipeline.source.inputs import InputSet, find_inputs, plan_outputs
-from conv_pipeline.stack.checkpoint import checkpoint_in_channels
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
 log = logging.getLogger("conv_pipeline.batch")
 
 
-def _job_channels(
-    cfg: Config, paths: Sequence[str], ckpt: Optional[int], options: Optional[dict] = None
-) -> tuple[Optional[ChannelSource], dict[str, str]]:
-    """The stack's input channels for the whole job, and the probe errors met on the way."""
+PROBE_THREADS = 8  # header reads in flight when probing a corpus (I/O bound: local disks and object stores)
+
+
+@dataclass
+class Job:
+    """One batch job's state once planned: what every later step needs."""
+
+    plan: Plan
+    inputs: InputSet
+    outputs: list[str]
+    out: OutputDir
+    device: torch.device
+    decode: Callable
+    summary: BatchSummary
+    channels: Optional[ChannelRule] = None  # the count resolved for the corpus; None: nothing could be probed
+    probe_errors: dict[str, str] = field(default_factory=dict)
+    runner: Any = None
+    stack: Optional[ConvStack] = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def probe_corpus(paths: Sequence[str], options: Optional[dict]) -> tuple[dict[int, list[str]], dict[str, str]]:
+    """Every input's channel count from its header: ``({channels: [paths]}, {path: error})``."""
+    counts: dict[int, list[str]] = {}
     errors: dict[str, str] = {}
-    policy = cfg.audio.channels
-    if ckpt is not None:
-        count, source = ckpt, f"model.checkpoint={cfg.model.checkpoint}"
-    elif cfg.model.in_channels != "auto":
-        count, source = int(cfg.model.in_channels), f"model.in_channels={cfg.model.in_channels}"
-    elif policy != "keep":
-        count, source = policy_channel_count(policy, 0), f"audio.channels={policy}"
-    else:
-        count = None
-        for p in paths:
-            try:
-                count, source = probe(p, options).channels, f"the first input, {p}"
-                break
-            except PipelineError as err:
-                errors[p] = str(err)
-        if count is None:
-            return None, errors
-    if policy != "keep":  # a fixed count after the policy: a mismatch is a config error
-        resolve_in_channels(cfg.model, policy_channel_count(policy, 0), ckpt)
-    else:
-        resolve_in_channels(cfg.model, count, ckpt)  # groups must divide it
-    return ChannelSource(int(count), source), errors
+
+    def one(path: str) -> tuple[str, Any]:
+        try:
+            return path, probe(path, options).channels
+        except PipelineError as err:
+            return path, err
+
+    if any(is_url(p) for p in paths):  # object stores: one request per header, in flight together
+        with cf.ThreadPoolExecutor(min(PROBE_THREADS, max(1, len(paths)))) as pool:
+            results = list(pool.map(one, paths))
+    else:  # local headers take microseconds; the main thread alone holds back the decoders' stderr notes
+        results = [one(p) for p in paths]
+    for path, result in results:
+        if isinstance(result, PipelineError):
+            errors[path] = str(result)
+        else:
+            counts.setdefault(int(result), []).append(path)
+    return counts, errors
+
+
+def corpus_channels(plan: Plan, paths: Sequence[str]) -> tuple[Optional[ChannelRule], dict[str, str]]:
+    """The channel rule with the stack's count fixed for this corpus (``ConfigError`` when the
+    files cannot all be processed under ``audio.channels``), and the inputs whose header could
+    not be read (each fails on its own later)."""
+    rule = plan.channels
+    if rule.policy == "mono" and rule.count is not None:  # any file can be made mono
+        return rule, {}
+    counts, errors = probe_corpus(paths, plan.storage_options)
+    count = rule.for_corpus(counts, str(plan.input))
+    if not counts and rule.count is None:
+        return None, errors
+    if rule.count is None:
+        rule = dataclasses.replace(rule, count=count, source=f"the inputs have {count}")
+    return rule, errors
 
 
 def run_batch(
@@ -111,120 +121,84 @@ def run_batch(
 ) -> BatchSummary:
     """Process every input of ``cfg.input`` (see ``find_inputs``) into ``output.dir``.
 
-    ``cfg``: a ``BatchConfig``/``Config`` or a composed Hydra config. ``output_dir`` is used
-    when ``cfg.output.dir`` is null (a multirun job's folder), else ``feats``. ``decode``:
+    ``cfg``: a ``Plan``, a ``BatchConfig``/``Config`` or a composed Hydra config. ``output_dir`` is
+    used when ``cfg.output.dir`` is null (a multirun job's folder), else ``feats``. ``decode``:
     ``path, AudioConfig -> Audio`` (``load_audio``; a module-level function with
     ``batch.workers=process``; local engine only; worker processes import the main module, so a
-    script calling ``run_batch`` with processes needs the ``if __name__ == "__main__":`` guard,
-    as ``scripts/batch_process.py`` has). Raises ``PipelineError`` (exit 2) for config
-    and setup problems, before any audio is decoded; per-file problems become ``failed`` records.
-    ``engine.name=ray`` runs step 4 on Ray (``conv_pipeline.ray_engine``); its resource settings
-    are checked against the cluster before anything is written.
+    script calling ``run_batch`` with processes needs the ``if __name__ == "__main__":`` guard).
+    Raises ``PipelineError`` (exit 2) for config and setup problems, before any audio is decoded;
+    per-file problems become ``failed`` records. ``engine=ray``: its resource settings are checked
+    against the cluster before anything is written.
     """
     t_start = time.perf_counter()
-    cfg = to_config(cfg)
-    opts = batch_options(cfg)
-    if not cfg.input:
-        raise ConfigError("no input given: add input=corpus/ (a folder, a glob like 'corpus/**/*.wav' or a list file)")
-    validate_model(cfg.model)
-    validate_audio(cfg.audio)
-    validate_runtime(cfg, opts)
-    options = storage_options(cfg)
-    out = OutputDir(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR, options)
+    plan = cfg if isinstance(cfg, Plan) else build_plan(cfg, "batch", output_dir)
+    out = OutputDir(plan.output_dir, plan.storage_options)
     runner = None
-    if engine_config(cfg).name == "ray":
+    if plan.engine.name == "ray":
         from conv_pipeline.engines.ray_engine import RayRunner
 
-        runner = RayRunner(cfg, engine_config(cfg), out)  # static checks (Ray installed, keys, URLs)
+        runner = RayRunner(plan.config, plan.engine, out)  # static checks (Ray installed, keys, URLs)
         device = torch.device("cpu")  # the driver only writes the weights; each actor picks its device
     else:
-        device = resolve_device(cfg.runtime.device)
-    fmt = cfg.output.format.value if isinstance(cfg.output.format, OutputFormat) else str(cfg.output.format)
-    ckpt = checkpoint_in_channels(cfg.model.checkpoint, cfg.model) if cfg.model.checkpoint else None
-
-    inputs = find_inputs(cfg.input, opts.extensions, options)
-    outputs = plan_outputs(inputs.rels, fmt)
-    channels, probe_errors = _job_channels(cfg, inputs.paths, ckpt, options)
+        device = resolve_device(plan.device)
+    inputs = find_inputs(plan.input, plan.batch.extensions, plan.storage_options)
+    outputs = plan_outputs(inputs.rels, plan.output_format)
+    channels, probe_errors = corpus_channels(plan, inputs.paths)
+    summary = BatchSummary(output_dir=out.path if out.path is not None else out.spec, total=len(inputs.paths))
+    job = Job(plan, inputs, outputs, out, device, decode, summary, channels, probe_errors, runner)
     try:
         if runner is not None:
             runner.start()  # connects; impossible resource settings fail here, nothing written
         out.create()
         lock = OutputLock(out.path) if out.path is not None else None  # no lock on remote storage
         try:
-            return _run_locked(cfg, opts, inputs, outputs, channels, probe_errors, out, device, decode, t_start, runner)
+            _run_locked(job)
         finally:
             if lock is not None:
                 lock.release()
     finally:
         if runner is not None:
             runner.close()
-
-
-def _run_locked(
-    cfg: Config,
-    opts: BatchOptions,
-    inputs: InputSet,
-    outputs: list[str],
-    channels: Optional[ChannelSource],
-    probe_errors: dict[str, str],
-    out: OutputDir,
-    device: torch.device,
-    decode: Callable,
-    t_start: float,
-    runner: Any = None,
-) -> BatchSummary:
-    summary = BatchSummary(output_dir=out.path if out.path is not None else out.spec, total=len(inputs.paths))
-    config = written_config(cfg)
-    stack: Optional[ConvStack] = None
-    if channels is not None:
-        config["model"]["in_channels"] = channels.count
-        summary.in_channels = channels.count
-        stack = build_stack(cfg.model, channels.count, seed=cfg.seed).to(device).eval()
-        with out.metadata([WEIGHTS_NAME, CONFIG_NAME]) as meta:  # remote: a staged copy, committed after
-            check_same_audio(meta, config, cfg.overwrite)
-            prepare_output_dir(meta, stack, cfg.overwrite, config)
-    # logged once every setup check has passed, so a refused job prints its error line only
-    log.info("batch: %d input(s) (%s, root %s) -> %s", len(inputs.paths), inputs.kind, inputs.root, out.display)
-    if channels is not None:
-        log.info("batch: stack takes %d channel(s) (fixed by %s)", channels.count, channels.source)
-
-    removed = out.clean_temp_files(TEMP_RE)
-    if removed:
-        log.info("batch: removed %d temporary file(s) left by an interrupted run", removed)
-    manifest = ManifestSink(out, storage_config(cfg).manifest_flush_s)  # local: ends a torn last line
-    try:
-        _run_manifest(cfg, opts, inputs, outputs, channels, probe_errors, out, manifest, stack, config, device, decode, summary, runner)
-    finally:
-        manifest.close()
     summary.wall_seconds = time.perf_counter() - t_start
     return summary
 
 
-def _run_manifest(
-    cfg: Config,
-    opts: BatchOptions,
-    inputs: InputSet,
-    outputs: list[str],
-    channels: Optional[ChannelSource],
-    probe_errors: dict[str, str],
-    out: OutputDir,
-    manifest: ManifestSink,
-    stack: Optional[ConvStack],
-    config: dict[str, Any],
-    device: torch.device,
-    decode: Callable,
-    summary: BatchSummary,
-    runner: Any,
-) -> None:
-    # Resume: an output under its final name is complete (atomic writes); skip it.
+def _run_locked(job: Job) -> None:
+    cfg, out = job.plan.config, job.out
+    job.config = written_config(cfg)
+    if job.channels is not None:
+        job.config["model"]["in_channels"] = job.channels.count
+        job.summary.in_channels = job.channels.count
+        job.stack = build_stack(cfg.model, job.channels.count, seed=cfg.seed).to(job.device).eval()
+        with out.metadata([WEIGHTS_NAME, CONFIG_NAME]) as meta:  # remote: a staged copy, committed after
+            check_same_audio(meta, job.config, cfg.overwrite)
+            prepare_output_dir(meta, job.stack, cfg.overwrite, job.config)
+    # logged once every setup check has passed, so a refused job prints its error line only
+    log.info("batch: %d input(s) (%s, root %s) -> %s", len(job.inputs.paths), job.inputs.kind, job.inputs.root, out.display)
+    if job.channels is not None:
+        log.info("batch: stack takes %d channel(s) (%s)", job.channels.count, job.channels.source)
+    removed = out.clean_temp_files(TEMP_RE)
+    if removed:
+        log.info("batch: removed %d temporary file(s) left by an interrupted run", removed)
+    manifest = ManifestSink(out, job.plan.storage.manifest_flush_s)  # local: ends a torn last line
+    try:
+        _run_manifest(job, manifest)
+    finally:
+        manifest.close()
+
+
+def _early_records(job: Job, manifest: ManifestSink) -> tuple[list[ManifestRecord], list[Item]]:
+    """Records known before any decoding (failed probes without a stack, skipped outputs of an
+    earlier run: an output under its final name is complete, writes being atomic) and the rest."""
+    out, overwrite = job.out, job.plan.config.overwrite
     previous = {r.output: r for r in manifest.read().values() if r.status in ("ok", "skipped") and r.output}
     existing = out.files() if out.remote else None  # one listing instead of a request per file
     todo: list[Item] = []
     early: list[ManifestRecord] = []
-    for i, (path, rel) in enumerate(zip(inputs.paths, outputs)):
-        if stack is None:  # no input could even be probed: nothing to build a stack for
-            early.append(ManifestRecord(input=path, status="failed", error=probe_errors.get(path) or f"{path}: not probed"))
-        elif not cfg.overwrite and (rel in existing if existing is not None else out.local(rel).is_file()):
+    for i, (path, rel) in enumerate(zip(job.inputs.paths, job.outputs)):
+        if job.stack is None:  # no input could even be probed: nothing to build a stack for
+            early.append(ManifestRecord(input=path, status="failed", error=job.probe_errors.get(path) or f"{path}: not probed"))
+        elif not overwrite and (rel in existing if existing is not None else out.is_file(rel)):
             prev = previous.get(rel)
             early.append(
                 ManifestRecord(
@@ -238,19 +212,26 @@ def _run_manifest(
             )
         else:
             todo.append(Item(i, path, rel))
+    return early, todo
+
+
+def _run_manifest(job: Job, manifest: ManifestSink) -> None:
+    early, todo = _early_records(job, manifest)
     manifest.add(early)
     for rec in early:
-        count_record(summary, rec)
+        count_record(job.summary, rec)
     if early:
-        log.info("batch: %d input(s) already done (skipped), %d to process", summary.skipped, len(todo))
-
-    if todo and stack is not None and channels is not None:
-        if runner is not None:
-            runner.run(Work(cfg, None, channels, out, device, config), todo, manifest, summary, opts)
-            return
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(compute_threads(cfg.runtime.num_workers, device))
-        try:
-            LocalEngine(cfg, opts, stack, channels, out, manifest, device, config, decode, summary).run(todo)
-        finally:
-            torch.set_num_threads(threads_before)
+        log.info("batch: %d input(s) already done (skipped), %d to process", job.summary.skipped, len(todo))
+    if not todo or job.stack is None or job.channels is None:
+        return
+    plan = job.plan
+    if job.runner is not None:
+        job.runner.run(Work(plan, None, job.channels, job.out, job.device, job.config), todo, manifest, job.summary, plan.batch)
+        return
+    work = Work(plan, job.stack, job.channels, job.out, job.device, job.config)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(compute_threads(plan.config.runtime.num_workers, job.device))
+    try:
+        LocalEngine(work, manifest, job.decode, job.summary).run(todo)
+    finally:
+        torch.set_num_threads(threads_before)

@@ -1,31 +1,12 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""The local engine: the batch job's processing step in this process.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+Decode workers (threads by default, processes with ``batch.workers=process``, inline with
+``runtime.num_workers=0``) decode and resample files ahead; decoded files wait in a pool from
+which each padded batch takes the files of most similar length (``take_batch``); the main thread
+runs the stack on the batch (``Work.compute``); one writer thread writes each file's features
+atomically and appends its manifest record, in order. Files longer than
+``batch.long_file_seconds`` run alone through the chunked executor (``Work.long_file``). A worker
+process that dies costs the file it was decoding, not the job.
 """
 
 from __future__ import annotations
@@ -39,17 +20,14 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from conv_pipeline.config.schema import BatchOptions, Config
 from conv_pipeline.engines.progress import BatchSummary, Progress, count_record
-from conv_pipeline.engines.work import ChannelSource, Item, Work, decode_item
+from conv_pipeline.engines.work import Item, Work, decode_item
 from conv_pipeline.errors import OutputError
 from conv_pipeline.fs import join, one_line
 from conv_pipeline.load.audio import Audio
 from conv_pipeline.load.remote import UrlDecoder
 from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
-from conv_pipeline.sink.outputs import OutputDir
-from conv_pipeline.stack.stack import ConvStack
 
 log = logging.getLogger("conv_pipeline.batch")
 
@@ -175,22 +153,10 @@ def take_batch(pool: list[Item], size: int) -> list[Item]:
 class LocalEngine:
     """Decode workers -> length-sorted pool -> padded batches in the main thread -> writer thread."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        opts: BatchOptions,
-        stack: ConvStack,
-        channels: ChannelSource,
-        out: OutputDir,
-        manifest: ManifestSink,
-        device: torch.device,
-        config: dict[str, Any],
-        decode: Callable,
-        summary: BatchSummary,
-    ) -> None:
-        self.cfg, self.opts, self.stack, self.channels = cfg, opts, stack, channels
-        self.out, self.manifest, self.device, self.config, self.summary = out, manifest, device, config, summary
-        self.work = Work(cfg, stack, channels, out, device, config)
+    def __init__(self, work: Work, manifest: ManifestSink, decode: Callable, summary: BatchSummary) -> None:
+        cfg = work.cfg
+        self.work, self.cfg, self.opts = work, cfg, work.plan.batch
+        self.out, self.manifest, self.summary = work.out, manifest, summary
         self.decode = UrlDecoder(decode, self.work.options)  # paths and URLs
         self.batch_size = cfg.runtime.batch_size
         self.chunk_seconds = cfg.runtime.chunk_seconds

@@ -1,31 +1,6 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
-
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+"""What the batch job tells its user while it runs and when it ends: a tqdm bar on a terminal
+(log lines otherwise, ``batch.progress``), the manifest records counted into a ``BatchSummary``,
+and the summary printed at the end (exit status 1 when any input failed).
 """
 
 from __future__ import annotations

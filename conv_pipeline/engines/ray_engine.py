@@ -56,7 +56,8 @@ from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
 from conv_pipeline.load.remote import UrlDecoder, fetched
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
-from conv_pipeline.sink.outputs import WEIGHTS_NAME, OutputDir
+from conv_pipeline.sink.jobdir import WEIGHTS_NAME
+from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.stack.stack import build_stack
 
 log = logging.getLogger("conv_pipeline.batch")
@@ -295,7 +296,7 @@ class RayRunner:
         if self.env_vars:
             env["env_vars"] = dict(self.env_vars)
         if self.engine.ship_package:
-            env["py_modules"] = [os.path.dirname(os.path.abspath(__file__))]
+            env["py_modules"] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]  # the conv_pipeline package
         return env
 
     def start(self) -> Sizing:

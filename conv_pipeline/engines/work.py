@@ -1,31 +1,11 @@
-"""Batch processing of whole collections: many files -> features, resumable and failure-isolated.
+"""The per-file work of the batch job, shared by the local and Ray engines.
 
-Plain Python; Hydra stays in ``scripts/batch_process.py``. The job (``run_batch``):
-
-1. checks the config (exit 2 before any audio is read), finds the inputs (a folder searched
-   recursively, a glob, a text file with one path per line, or one audio file) and plans one
-   output per input, mirroring the input tree under ``output.dir`` (``plan_outputs``);
-2. fixes the stack's input channels once for the whole job (``model.in_channels``, the
-   checkpoint, or with ``auto`` the first input's count after ``audio.channels``), builds the
-   stack and writes ``model.safetensors`` and ``config.yaml`` to ``output.dir`` (refusing a
-   different model or different audio settings unless ``overwrite=true``);
-3. removes temporary files left by a killed run, records every input whose output already
-   exists as ``skipped`` (outputs are written atomically, so existing means complete);
-4. decodes and resamples the rest in ``runtime.num_workers`` threads (or worker processes with
-   ``batch.workers=process``) while the main thread runs the stack on ``runtime.batch_size``
-   files at a time (padded batch of files of similar length, each output trimmed to its own
-   length, ``extract_batch``), and one writer thread writes each file's features atomically,
-   then appends its manifest record.
-
-Every input gets one record in ``output.dir/manifest.jsonl``. A file that cannot be used
-(unreadable, corrupt, empty, too short, wrong channel count, NaN/Inf samples, a crashing
-decoder) gets a ``failed`` record with a one-line message and the job goes on.
-
-Step 4 is the engine (``engine.name``): ``local`` runs it in this process as above (``LocalEngine``);
-``ray`` runs it as a Ray Data pipeline (``conv_pipeline.ray_engine``). Both share everything else
-here: steps 1-3, what happens to a decoded batch or a long file (``Work``: the stack, the
-atomic write, the record), the manifest and the summary. ``input`` and ``output.dir`` may be
-local paths or fsspec URLs (``s3://...``); ``conv_pipeline.storage`` reads and writes them.
+``decode_item`` (in a decode worker: a header probe, then the decode, or nothing for a long
+file), ``Work.accept`` (the decoded file checked against the stack: channels, length),
+``Work.compute`` (a padded batch through the stack, a failing batch split into single files,
+features that overflow refused), ``Work.write`` (the features written atomically, a manifest
+record for every outcome) and ``Work.long_file`` (one long file, chunked). ``Work`` pickles without
+its stack, so Ray actors build their own.
 """
 
 from __future__ import annotations
@@ -39,22 +19,18 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from conv_pipeline.config.checks import (
-    batch_options,
-    policy_channel_count,
-    storage_options,
-    validate_model,
-)
-from conv_pipeline.config.schema import AudioConfig, Config
+from conv_pipeline.config.schema import AudioConfig
+from conv_pipeline.config.channels import ChannelRule
+from conv_pipeline.config.plan import Plan
 from conv_pipeline.errors import InputError, PipelineError
-from conv_pipeline.execute.whole import extract, extract_batch
+from conv_pipeline.execute.whole import check_finite, extract, extract_batch
 from conv_pipeline.fs import one_line
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.load.audio import Audio, load_audio
 from conv_pipeline.load.remote import fetched, probe
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.outputs import OutputDir
-from conv_pipeline.sink.writer import overflow_error, write_features
+from conv_pipeline.sink.writer import write_features
 from conv_pipeline.stack.stack import ConvStack
 
 log = logging.getLogger("conv_pipeline.batch")
@@ -91,30 +67,9 @@ def process_long_file(
 
 
 # ---------------------------------------------------------------- the job's pieces
-@dataclass(frozen=True)
-class ChannelSource:
-    count: int
-    source: str  # what fixed it, for messages
-
-
-def _check_channels(path: str, have: int, channels: ChannelSource) -> None:
-    """Raise ``InputError`` naming the fix unless a file's channel count (after the policy) is the job's."""
-    if have == channels.count:
-        return
-    if channels.count == 1:
-        fix = "audio.channels=mono (or audio.channels=[0] to keep the first channel)"
-    else:
-        pick = ",".join(str(i % have) for i in range(channels.count))
-        fix = f"audio.channels=mono for a mono job, or audio.channels=[{pick}] to make {channels.count} channels"
-    raise InputError(
-        f"{path}: has {have} channel(s) after the channel policy but this job's stack takes "
-        f"{channels.count} (fixed by {channels.source}); rerun with {fix}"
-    )
-
-
-def _check_item(audio: Audio, geometry: StackGeometry, channels: ChannelSource, path: str) -> None:
+def _check_item(audio: Audio, geometry: StackGeometry, channels: ChannelRule, path: str) -> None:
     """Raise ``InputError`` unless the decoded file fits the job's stack (channels, length)."""
-    _check_channels(path, int(audio.waveform.shape[0]), channels)
+    channels.stack_channels(audio.info.channels, path)
     geometry.check_input_length(audio.frames, what=path)
 
 
@@ -167,18 +122,19 @@ class Work:
 
     def __init__(
         self,
-        cfg: Config,
+        plan: Plan,
         stack: Optional[ConvStack],
-        channels: ChannelSource,
+        channels: ChannelRule,
         out: OutputDir,
         device: torch.device,
         config: dict[str, Any],
     ) -> None:
-        self.cfg, self.stack, self.channels, self.out, self.device, self.config = cfg, stack, channels, out, device, config
-        self.options = storage_options(cfg)
-        self.chunk_seconds = cfg.runtime.chunk_seconds
-        self.long_after_s = batch_options(cfg).long_file_seconds  # longer files: long_file()
-        self.debug = bool(cfg.debug)
+        self.plan, self.cfg = plan, plan.config
+        self.stack, self.channels, self.out, self.device, self.config = stack, channels, out, device, config
+        self.options = plan.storage_options
+        self.chunk_seconds = plan.chunk_seconds
+        self.long_after_s = plan.batch.long_file_seconds  # longer files: long_file()
+        self.debug = bool(plan.config.debug)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "stack": None}
@@ -192,7 +148,7 @@ class Work:
         if self.stack is not None:
             return self.stack.geometry
         if getattr(self, "_geometry", None) is None:  # a Ray decode task: no stack, same geometry
-            self._geometry = validate_model(self.cfg.model)
+            self._geometry = self.plan.geometry
         return self._geometry
 
     def accept(self, item: Item, decoded: Optional[Decoded], err: Optional[BaseException]) -> Optional[ManifestRecord]:
@@ -241,9 +197,9 @@ class Work:
         out: list[tuple[Item, Any]] = []
         for it, y in zip(batch, feats):
             it.compute_s = share
-            finite = torch.isfinite(y)
-            if not bool(finite.all()):  # float32 overflow: refuse, naming the input, never write it
-                err = overflow_error(it.path, int(y.numel() - finite.sum()), float(it.decoded.audio.waveform.abs().max()))  # type: ignore[union-attr]
+            try:  # float32 overflow: refuse, naming the input, never write it
+                check_finite(y, it.path, it.decoded.audio.waveform)  # type: ignore[union-attr]
+            except InputError as err:
                 out.append((it, self.failed(it, str(err), it.decoded.audio)))  # type: ignore[union-attr]
             else:
                 out.append((it, y))
@@ -278,7 +234,7 @@ class Work:
         t0 = time.perf_counter()
         try:
             info = probe(item.path, self.options)
-            _check_channels(item.path, policy_channel_count(self.cfg.audio.channels, info.channels), self.channels)
+            self.channels.stack_channels(info.channels, item.path)
             with fetched(item.path, self.options) as local_in, self.out.writing(item.out_rel) as out_path:
                 sr, n, shape = process_long_file(
                     local_in, out_path, self.stack, self.cfg.audio, self.device, self.config, self.chunk_seconds

@@ -1,16 +1,12 @@
-"""Looking at outputs without writing code, and the model summary.
+"""``python -m conv_pipeline.inspect``: looking at outputs without writing code.
 
     python -m conv_pipeline.inspect feats/song.npz                 # one feature file
     python -m conv_pipeline.inspect feats/                         # an output folder: its manifest as a table
-    python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (see plot.py)
+    python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (inspect/plot.py)
 
-Plain text on stdout; a broken or non-feature file gives one line on stderr and exit status 2.
-This module imports numpy, yaml and the torch-free parts of the package only, so it starts fast.
-
-``model_summary`` / ``summary_for_config`` build the per-layer table of ``python -m conv_pipeline
-summary=true input_seconds=10``: kernel, stride, padding, dilation, channels, parameters, output
-frames, receptive field and hop, and MFLOP/s of audio. FLOPs: 2 per multiply-accumulate plus 1 per
-bias add; activations and norms are not counted (see ``geometry.conv_flops_per_frame``).
+Plain text on stdout (``inspect/describe.py``); a broken or non-feature file gives one line on
+stderr and exit status 2. Imports numpy, yaml and the torch-free parts of the package only, so it
+starts fast. The model summary of ``summary=true`` lives in ``inspect/summary.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +18,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from conv_pipeline.errors import InputError
-from conv_pipeline.inspect.describe import PROG, describe_dir, describe_file
+from conv_pipeline.inspect.describe import describe_dir, describe_file
+
+PROG = "conv_pipeline.inspect"  # the command's name in its usage and error lines
 
 
 # ---------------------------------------------------------------- command line

@@ -25,22 +25,6 @@ from conv_pipeline.dataset.model import layer_configs
 from conv_pipeline.dataset.reader import read_features
 from conv_pipeline.errors import InputError
 
-PROG = "conv_pipeline.inspect"  # the command's name in its usage and error lines
-
-
-ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
-
-
-ASSUMED_IN_CHANNELS = 1  # summary without audio when model.in_channels is auto and nothing else tells
-
-
-FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate + 1 per bias add; activations and norms not counted"
-
-
-# Parameters of each norm for ``channels`` channels (stack/layer.py): LayerNorm over channels and
-# GroupNorm with a group per channel both have an affine weight and bias per channel.
-NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels, "group_norm": lambda channels: 2 * channels}
-
 
 # ---------------------------------------------------------------- small formatting helpers
 def ms_text(samples: Optional[int], sample_rate: Optional[float]) -> str:

@@ -1,19 +1,21 @@
-"""One file through the pipeline: load -> conv stack -> write. Plain Python; Hydra stays in
-``__main__.py`` (``run`` takes an already composed config).
+"""The model summary: one per-layer table (kernel, stride, padding, dilation, channels,
+parameters, output frames, receptive field and hop in samples and ms, MFLOP/s) with totals.
 
-``runtime.chunk_seconds=null`` decodes the file whole and runs the stack once (``extract``);
-a number runs the chunked executor (``streaming.extract_stream``): the file is read block by
-block and the features are written as they come, in memory bounded whatever the file's length,
-with the same frames.
+Computed from the config and the geometry alone (no torch): ``summary=true`` on the command
+line (``summary_for_config``), the log of every run, and ``python -m conv_pipeline.inspect``.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from conv_pipeline.config.checks import frontend_out_channels, model_layer_specs
-from conv_pipeline.config.schema import NORMS, Config, LayerConfig, ModelConfig
+from conv_pipeline.config.checks import (
+    frontend_channels,
+    frontend_out_channels,
+    model_layer_specs,
+)
+from conv_pipeline.config.plan import Plan, build_plan
+from conv_pipeline.config.schema import NORMS, LayerConfig, ModelConfig
 from conv_pipeline.errors import ConfigError
 from conv_pipeline.geometry import (
     StackGeometry,
@@ -22,45 +24,22 @@ from conv_pipeline.geometry import (
     frames_per_second,
 )
 from conv_pipeline.inspect.describe import (
-    ASSUMED_IN_CHANNELS,
-    ASSUMED_SAMPLE_RATE,
-    FLOP_CONVENTION,
-    NORM_PARAMETERS,
     ms_text,
     text_table,
 )
-from conv_pipeline.stack.stack import ConvStack
+
+ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
 
 
-def summary_table(stack: ConvStack, frames: Optional[int], sample_rate: Optional[int]) -> str:
-    """Per layer: kernel, stride, padding, dilation, channels, output frames, receptive field and hop."""
-    geometry = stack.geometry
-    chans = [(l.conv.in_channels, l.conv.out_channels) for l in stack.layers]
-    rows = geometry.summary_rows(frames, chans)
+ASSUMED_IN_CHANNELS = 1  # summary without audio when model.in_channels is auto and nothing else tells
 
-    def ms(samples: int) -> str:
-        return f"{1000 * samples / sample_rate:.2f}" if sample_rate else "-"
 
-    header = ["layer", "kernel", "stride", "pad", "dil", "channels", "frames", "RF", "RF ms", "hop", "hop ms"]
-    body = [
-        [
-            str(r["layer"]),
-            str(r["kernel"]),
-            str(r["stride"]),
-            str(r["padding"]),
-            str(r["dilation"]),
-            f"{r['in_channels']}->{r['out_channels']}",
-            "-" if r["frames"] is None else str(r["frames"]),
-            str(r["receptive_field"]),
-            ms(r["receptive_field"]),
-            str(r["hop"]),
-            ms(r["hop"]),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *body]]
-    return "\n".join(lines)
+FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate + 1 per bias add; activations and norms not counted"
+
+
+# Parameters of each norm for ``channels`` channels (stack/layer.py): LayerNorm over channels and
+# GroupNorm with a group per channel both have an affine weight and bias per channel.
+NORM_PARAMETERS = {"layer_norm": lambda channels: 2 * channels, "group_norm": lambda channels: 2 * channels}
 
 
 # ---------------------------------------------------------------- model summary
@@ -123,7 +102,7 @@ def model_summary(
     total_mflops = sum(r["mflops_per_s"] for r in rows)
     out_channels = chans[-1][1] if not model.layers else layers[-1].out_channels
     if n_frontend and not model.layers:
-        out_channels = _frontend_out_channels(model)
+        out_channels = frontend_out_channels(model.frontend)
     title = (
         f"model {model.name}: {len(layers)} conv layer{'s' if len(layers) != 1 else ''}, "
         f"{in_channels} -> {out_channels} channels, {total_params:,} parameters"
@@ -180,84 +159,62 @@ def model_summary(
     return "\n".join(lines)
 
 
-def _frontend_out_channels(model: ModelConfig) -> int:
-
-    return frontend_out_channels(model.frontend)
-
-
 def _stack_layers(model: ModelConfig, in_channels: int) -> tuple[list, "int | list[tuple[int, int]]", int]:
     """``(conv layer specs, channels, front-end layer count)`` of the whole stack, front-end first.
 
     Without a front-end each layer reads the previous one's output (``channels`` is ``in_channels``);
-    a front-end changes channels between its convs (an STFT's (re, im) pairs become one magnitude
-    each), so the built stack's own convs say what each layer reads.
+    a front-end changes channels between its convs (``config.checks.frontend_channels``).
     """
-    frontend = getattr(model, "frontend", None)
-    if frontend is None:
+    if model.frontend is None:
         return list(model.layers), in_channels, 0
-    from conv_pipeline.stack.stack import ConvStack
-
-    specs = model_layer_specs(model)
-    stack = ConvStack.from_config(model, in_channels=in_channels)
-    from torch import nn
-
-    convs = [m for m in stack.modules() if isinstance(m, nn.Conv1d)]
-    if len(convs) != len(specs):
-        raise RuntimeError(f"internal error: {len(convs)} Conv1d modules for {len(specs)} layer specs")
-    return specs, [(c.in_channels, c.out_channels) for c in convs], len(specs) - len(model.layers)
+    chans = frontend_channels(model.frontend)
+    c = chans[-1][1] if model.frontend.type == "sinc" else frontend_out_channels(model.frontend)
+    for layer in model.layers:
+        chans.append((c, layer.out_channels))
+        c = layer.out_channels
+    return model_layer_specs(model), chans, len(chans) - len(model.layers)
 
 
-def summary_for_config(cfg: Config) -> str:
-    """The model summary for a composed config, without decoding audio.
+def summary_for_plan(plan: Plan, info: Any = None) -> str:
+    """The model summary of a plan, without decoding audio (``info``: the input's header, if read).
 
-    ``in_channels``: ``model.in_channels`` when a number, else the checkpoint's, else (with ``input``
-    set) the input's channels after ``audio.channels`` read from its header, else what
-    ``audio.channels`` implies (``mono``: 1, a list: its length), else 1 (a mono file), said so in
-    the output. ``sample_rate``: ``audio.sample_rate``, else the input's header, else 16000 Hz (said so).
-    ``input_seconds`` sizes the frames and total-FLOPs columns (null: per-second numbers only).
+    ``in_channels``: fixed by the plan (``model.in_channels``, the checkpoint, a front-end or a
+    ``mono``/list policy), else the input's channels after ``audio.channels``, else 1 (a mono
+    file), said so in the output. ``sample_rate``: ``audio.sample_rate``, else the input's, else
+    16000 Hz (said so). ``input_seconds`` sizes the frames and total-FLOPs columns (null: the
+    input's duration, or per-second numbers only).
     """
-    from conv_pipeline.config.checks import (
-        policy_channel_count,
-        resolve_in_channels,
-        validate_audio,
-        validate_model,
-    )
-
-    validate_model(cfg.model)
-    validate_audio(cfg.audio)
-    seconds = cfg.input_seconds
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 or math.isinf(seconds)):
-        raise ConfigError(f"input_seconds must be a number of seconds > 0, got {seconds!r}")
-    info = None
-    if cfg.input:
-        from conv_pipeline.load.audio import probe
-
-        info = probe(cfg.input)
-    notes = []
-    if not (cfg.model.in_channels == "auto"):
-        in_channels, why = int(cfg.model.in_channels), "model.in_channels"
-    elif cfg.model.checkpoint:
-        from conv_pipeline.stack.checkpoint import checkpoint_in_channels
-
-        in_channels, why = checkpoint_in_channels(cfg.model.checkpoint, cfg.model), "from model.checkpoint"
+    cfg, rule = plan.config, plan.channels
+    if rule.count is not None:
+        in_channels, why = rule.count, rule.source
     elif info is not None:
-        in_channels = policy_channel_count(cfg.audio.channels, info.channels)
+        in_channels = rule.stack_channels(info.channels, info.path)
         why = f"{info.path} has {info.channels}, audio.channels={cfg.audio.channels}"
-    elif cfg.audio.channels != "keep":
-        in_channels, why = policy_channel_count(cfg.audio.channels, 1), f"audio.channels={cfg.audio.channels}"
     else:
         in_channels = ASSUMED_IN_CHANNELS
         why = "assumed: model.in_channels=auto and no audio, so a mono file; set model.in_channels=N to size for N channels"
-    resolve_in_channels(cfg.model, in_channels)  # groups must divide the input channels
-    notes.append(f"in_channels: {in_channels} ({why})")
-    if cfg.audio.sample_rate:
-        sample_rate, why = int(cfg.audio.sample_rate), "audio.sample_rate"
+    notes = [f"in_channels: {in_channels} ({why})"]
+    if plan.sample_rate:
+        sample_rate, why = int(plan.sample_rate), "audio.sample_rate"
     elif info is not None:
         sample_rate, why = info.sample_rate, f"{info.path}'s rate"
     else:
         sample_rate = ASSUMED_SAMPLE_RATE
         why = "assumed: audio.sample_rate is null, so runs keep each file's rate; set audio.sample_rate=N to size for N Hz"
     notes.append(f"sample rate: {sample_rate} Hz ({why})")
+    seconds = cfg.input_seconds
     if seconds is None and info is not None:
         seconds = info.frames / info.sample_rate
     return model_summary(cfg.model, in_channels, sample_rate, seconds, notes)
+
+
+def summary_for_config(cfg: Any, kind: str = "file") -> str:
+    """``summary=true``: the plan's model summary; the input's header is read when ``input`` is
+    one audio file (a batch job's folder, glob or list is not opened)."""
+    plan = build_plan(cfg, kind, need_input=False)
+    info = None
+    if plan.input and kind == "file":
+        from conv_pipeline.load.audio import probe  # header only: nothing is decoded
+
+        info = probe(plan.input)
+    return summary_for_plan(plan, info)
