@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXAMPLE ?= data/example_stereo.wav
 
-.PHONY: install run test bench examples clean
+.PHONY: install run test test-fast bench examples clean
 
 # The project (editable) with its test and ray extras. Re-runs when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick subset (no real processes, no Ray, no wheel build): under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py

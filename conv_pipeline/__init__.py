@@ -22,8 +22,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import PipelineError
     from .dataset.features import FeatureDataset, load_features
+    from .errors import PipelineError
     from .geometry import StackGeometry
     from .stack.stack import ConvStack
 

@@ -6,11 +6,11 @@ stereo, WAV and FLAC) and processed with the ``default`` model (resampled to 16 
 in rounds (a, b, c, d, then again), as audio seconds per wall-clock second:
 
     (a) decode only: ``soundfile.read`` of every file, one at a time
-    (b) the stack alone: ``batch.extract_batch`` on preloaded 16 kHz tensors, in batches of
+    (b) the stack alone: ``execute.whole.extract_batch`` on preloaded 16 kHz tensors, in batches of
         ``runtime.batch_size`` files of similar length (torch's default threads)
     (c) a naive loop: ``load_audio`` (decode, mono, resample), the stack, ``np.save``, one file
         at a time
-    (d) the batch job: ``batch.run_batch`` in this process, default runtime settings (a fresh
+    (d) the batch job: ``engines.job.run_batch`` in this process, default runtime settings (a fresh
         output folder each round; startup included, interpreter start-up not)
 
 Each figure is also given per CPU second (process CPU time, all threads): on a shared machine

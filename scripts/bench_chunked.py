@@ -1,4 +1,4 @@
-"""`make bench` section "chunked": chunked execution (``conv_pipeline.streaming``) against
+"""`make bench` section "chunked": chunked execution (``conv_pipeline.execute.chunked``) against
 whole-file execution, for speed and for memory.
 
 Speed, in this process, in rounds (every variant once per round, side by side), medians:
@@ -6,7 +6,7 @@ Speed, in this process, in rounds (every variant once per round, side by side), 
     (a) the wav2vec2-shaped stack (7 Conv1d layers of 512 channels, kernel/stride (10,5),
         (3,2) x4, (2,2) x2, GELU, bias; 16 kHz mono), on S seconds of a tone in noise:
         whole (``stack(x)``) vs chunked (``streaming.iter_features``) for several chunk lengths;
-    (b) the same stack through ``pipeline.run`` on a 16 kHz WAV, ``runtime.chunk_seconds=null``
+    (b) the same stack through ``engines.single.run`` on a 16 kHz WAV, ``runtime.chunk_seconds=null``
         vs chunked (the ``model.layers`` override printed below; decode and write included,
         interpreter start-up not);
     (c) torchaudio's own wav2vec2 feature extractor
@@ -208,7 +208,7 @@ def speed_pipeline(seconds: float, n_rounds: int, tmp: Path) -> None:
     chunks = ["null", "1", "2"]
     times = rounds({c: make(c) for c in chunks}, n_rounds)
     ref = np.load(outs["null"])
-    print(f"(b) the same stack through pipeline.run on a {seconds:g} s 16 kHz WAV (decode and write included):")
+    print(f"(b) the same stack through engines.single.run on a {seconds:g} s 16 kHz WAV (decode and write included):")
     print(f"    override: {w2v_layers_override()}")
     for c in chunks:
         t = statistics.median(times[c])

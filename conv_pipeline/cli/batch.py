@@ -23,8 +23,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from conv_pipeline.cli.common import exit_after, hydra_output_dir, report_errors, run_entry_point
-
+from conv_pipeline.cli.common import (
+    exit_after,
+    hydra_output_dir,
+    report_errors,
+    run_entry_point,
+)
 
 
 def _prog() -> str:

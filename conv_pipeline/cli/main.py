@@ -9,7 +9,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from conv_pipeline.cli.common import exit_after, hydra_output_dir, report_errors, run_entry_point
+from conv_pipeline.cli.common import (
+    exit_after,
+    hydra_output_dir,
+    report_errors,
+    run_entry_point,
+)
 
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")

@@ -12,9 +12,9 @@ import math
 from typing import Optional, Sequence
 
 from conv_pipeline.config.schema import (
-    MISSING,
     ACTIVATIONS,
     FRONTENDS,
+    MISSING,
     NORMS,
     WINDOWS,
     AudioConfig,
@@ -58,7 +58,7 @@ def check_seconds(key: str, value: object, prefix: str = "") -> float:
 
 
 def frontend_specs(fe: FrontendConfig) -> list[LayerConfig]:
-    """The front-end's conv layers as plain layer specs (their kernels are set in frontends.py)."""
+    """The front-end's conv layers as plain layer specs (their kernels are set in stack/frontends.py)."""
     n_freq = fe.n_fft // 2 + 1
     if fe.type == "stft":
         return [LayerConfig(out_channels=2 * n_freq, kernel_size=fe.n_fft, stride=fe.hop_length, bias=False)]

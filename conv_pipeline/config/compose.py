@@ -46,11 +46,10 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
     """Compose the packaged configs with Hydra-style overrides, outside any Hydra app."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-
-    from conv_pipeline.config.schema import register_configs
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from conv_pipeline.config.schema import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():

@@ -31,7 +31,13 @@ from conv_pipeline.config.checks import (
     validate_model,
 )
 from conv_pipeline.config.compose import to_config
-from conv_pipeline.config.schema import BatchOptions, Config, EngineConfig, OutputFormat, StorageConfig
+from conv_pipeline.config.schema import (
+    BatchOptions,
+    Config,
+    EngineConfig,
+    OutputFormat,
+    StorageConfig,
+)
 from conv_pipeline.errors import ConfigError
 from conv_pipeline.geometry import StackGeometry
 
@@ -151,7 +157,9 @@ def checkpoint_channels(cfg: Config) -> Optional[int]:
     """Input channels the checkpoint's first conv expects (None without a checkpoint)."""
     if not cfg.model.checkpoint:
         return None
-    from conv_pipeline.stack.checkpoint import checkpoint_in_channels  # torch: only with a checkpoint
+    from conv_pipeline.stack.checkpoint import (
+        checkpoint_in_channels,  # torch: only with a checkpoint
+    )
 
     return checkpoint_in_channels(cfg.model.checkpoint, cfg.model)
 

@@ -178,7 +178,7 @@ class EngineConfig:
     """Where the batch job runs (``engine=local`` or ``engine=ray``; ``configs/engine/*.yaml``).
 
     ``local``: this process (decode workers, padded batches, a writer thread); only ``name`` is
-    used. ``ray``: a Ray Data pipeline (``conv_pipeline/ray_engine.py``). ``address``: null starts
+    used. ``ray``: a Ray Data pipeline (``conv_pipeline/engines/ray_engine.py``). ``address``: null starts
     a local Ray instance (``num_cpus`` CPUs, null = all), ``auto`` joins the cluster this machine
     belongs to, ``ray://host:10001`` a remote one. ``num_actors``, ``num_cpus_per_actor``,
     ``read_cpus`` (per decode task): null = derived from the cluster's resources, always leaving
@@ -201,7 +201,7 @@ class EngineConfig:
 @dataclass
 class StorageConfig:
     """Inputs and outputs given as URLs (``s3://``, ``gs://``, ``memory://``, ...; see
-    ``conv_pipeline/storage.py``). ``options``: keyword arguments of the fsspec filesystem
+    ``conv_pipeline/sink/outputs.py``, ``conv_pipeline/load/remote.py``). ``options``: keyword arguments of the fsspec filesystem
     (for s3fs: ``key``, ``secret``, ``client_kwargs: {endpoint_url: ...}``, ``anon``, ...),
     passed to every worker. ``manifest_flush_s``: on object stores the manifest is rewritten
     whole at most this often (and at the end)."""

@@ -21,18 +21,12 @@ from typing import Optional, Union
 from conv_pipeline.dataset.model import model_geometry
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, read_manifest
+from conv_pipeline.sink.names import CONFIG_NAME, WEIGHTS_NAME
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 FEATURE_SUFFIXES = (".npy", ".npz")
-
-
-# The names sink/outputs.py writes at the root of output.dir (repeated here: that module imports torch).
-WEIGHTS_NAME = "model.safetensors"
-
-
-CONFIG_NAME = "config.yaml"
 
 
 @dataclass

@@ -43,9 +43,15 @@ from conv_pipeline.execute.whole import resolve_device
 from conv_pipeline.fs import is_url
 from conv_pipeline.load.audio import Audio, load_audio
 from conv_pipeline.load.remote import probe
+from conv_pipeline.sink.jobdir import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    OutputLock,
+    check_same_audio,
+    prepare_output_dir,
+)
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
-from conv_pipeline.sink.jobdir import CONFIG_NAME, WEIGHTS_NAME, OutputLock, check_same_audio, prepare_output_dir
 from conv_pipeline.sink.outputs import TEMP_RE, OutputDir
 from conv_pipeline.source.inputs import InputSet, find_inputs, plan_outputs
 from conv_pipeline.stack.stack import ConvStack, build_stack

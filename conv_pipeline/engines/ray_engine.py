@@ -1,18 +1,18 @@
 """``engine=ray``: the batch job's processing step as a Ray Data pipeline.
 
-``batch.run_batch`` does everything else exactly as with the local engine (config checks, finding
+``engines.job.run_batch`` does everything else exactly as with the local engine (config checks, finding
 the inputs, planning the outputs, fixing the channel count, writing ``model.safetensors`` and
 ``config.yaml`` once, temp clean-up, resume, the manifest and the summary); ``RayRunner.run``
 gets the files still to do and returns their records:
 
     inputs (the driver's list: path or URL, output name)
-      -> read and decode: CPU tasks (``engine.read_cpus`` each), ``batch.decode_item`` with
-         ``storage.decode`` (a remote file is copied to the worker and decoded there), checked
+      -> read and decode: CPU tasks (``engine.read_cpus`` each), ``engines.work.decode_item`` with
+         ``load.remote.UrlDecoder`` (a remote file is copied to the worker and decoded there), checked
          against the job's channel count and the stack's minimum length (``Work.accept``)
       -> the conv stack: an actor pool (``engine.num_actors``); each actor builds the stack once
          from ``output.dir/model.safetensors`` (on its GPU with ``engine.num_gpus_per_actor``),
          cuts its rows into padded batches of ``runtime.batch_size`` files of similar length
-         (``batch.take_batch``), and writes each file's features straight to ``output.dir``
+         (``engines.local.take_batch``), and writes each file's features straight to ``output.dir``
          (``Work.write``: atomic, local or remote); a long file (``batch.long_file_seconds``)
          goes through ``process_long_file``, the local engine's chunked path (``Work.long_file``)
       -> one manifest record per file back to the driver (small JSON rows; no audio or features
@@ -54,9 +54,9 @@ from conv_pipeline.errors import ConfigError, PipelineError
 from conv_pipeline.fs import one_line
 from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
 from conv_pipeline.load.remote import UrlDecoder, fetched
+from conv_pipeline.sink.jobdir import WEIGHTS_NAME
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
-from conv_pipeline.sink.jobdir import WEIGHTS_NAME
 from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.stack.stack import build_stack
 
@@ -149,7 +149,7 @@ _EMPTY_ROW = {"kind": "", "wave": b"", "channels": 0, "frames": 0, "sample_rate"
 
 
 def _decode_row(row: dict[str, Any], work: Work) -> dict[str, Any]:
-    """A CPU task: read and decode one input (``batch.decode_item``), check it (``Work.accept``).
+    """A CPU task: read and decode one input (``engines.work.decode_item``), check it (``Work.accept``).
 
     ``kind``: ``audio`` (``wave``: float32 ``(channels, frames)`` bytes), ``long`` (for the
     actor's chunked path) or ``record`` (a ``failed`` record, JSON)."""
@@ -255,7 +255,7 @@ def _ray_error(err: BaseException) -> str:
 
 
 class RayRunner:
-    """Runs ``batch.run_batch``'s processing step on Ray: ``start`` (connect, size), ``run``,
+    """Runs ``engines.job.run_batch``'s processing step on Ray: ``start`` (connect, size), ``run``,
     ``close`` (shut down the instance it started)."""
 
     def __init__(self, cfg: Config, engine: EngineConfig, out: OutputDir) -> None:

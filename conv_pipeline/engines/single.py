@@ -23,8 +23,13 @@ from conv_pipeline.execute.whole import extract, resolve_device
 from conv_pipeline.inspect.summary import model_summary
 from conv_pipeline.load.audio import load_audio
 from conv_pipeline.load.stream import open_audio_stream
+from conv_pipeline.sink.jobdir import (
+    WEIGHTS_NAME,
+    check_weights,
+    make_output_dir,
+    prepare_output_dir,
+)
 from conv_pipeline.sink.manifest import ManifestRecord, append_record
-from conv_pipeline.sink.jobdir import WEIGHTS_NAME, check_weights, make_output_dir, prepare_output_dir
 from conv_pipeline.sink.writer import feature_path, write_features
 from conv_pipeline.stack.stack import ConvStack, build_stack
 

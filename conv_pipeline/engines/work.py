@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.config.channels import ChannelRule
 from conv_pipeline.config.plan import Plan
+from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import InputError, PipelineError
 from conv_pipeline.execute.whole import check_finite, extract, extract_batch
 from conv_pipeline.fs import one_line
@@ -49,7 +49,7 @@ def process_long_file(
     write. Returns ``(sample_rate, num_samples, shape)``.
 
     The single place that decides how a long file is computed: with ``runtime.chunk_seconds``
-    the chunked executor (``conv_pipeline.streaming``: the file read block by block, the
+    the chunked executor (``execute/chunked.py``: the file read block by block, the
     features written as they come into a preallocated temporary file, renamed when complete;
     bounded memory, the same frames as the whole-file computation), else the whole file at once.
     """
@@ -83,7 +83,7 @@ def decode_item(
     path: str, audio: AudioConfig, long_after_s: Optional[float], decode: Callable, options: Optional[dict] = None
 ) -> Decoded:
     """Runs in a decode worker (thread, process or Ray task). ``path``: a path or URL (its
-    header is read in place; ``decode`` must take URLs: ``storage.decode``)."""
+    header is read in place; ``decode`` must take URLs: ``load.remote.UrlDecoder``)."""
     t0 = time.perf_counter()
     if long_after_s is not None:
         info = probe(path, options)

@@ -19,16 +19,10 @@ from typing import Any, Optional
 
 from conv_pipeline.config.plan import DEFAULT_OUTPUT_DIR  # noqa: F401 - named here for the sink's callers
 from conv_pipeline.errors import OutputError
+from conv_pipeline.sink.names import CONFIG_NAME, WEIGHTS_NAME
 from conv_pipeline.sink.writer import write_text
 from conv_pipeline.stack.checkpoint import same_weights, save_weights
 from conv_pipeline.stack.stack import ConvStack
-
-
-
-WEIGHTS_NAME = "model.safetensors"
-
-
-CONFIG_NAME = "config.yaml"
 
 
 class OutputLock:

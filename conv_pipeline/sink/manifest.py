@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 from conv_pipeline.errors import OutputError
-
-MANIFEST_NAME = "manifest.jsonl"
-
+from conv_pipeline.sink.names import MANIFEST_NAME
 
 STATUSES = ("ok", "failed", "skipped")
 

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from conv_pipeline.config.checks import frontend_specs
+from conv_pipeline.config.checks import frontend_channels, frontend_specs
 from conv_pipeline.config.schema import FrontendConfig
 from conv_pipeline.errors import ConfigError
 
@@ -134,9 +134,7 @@ def build_frontend(fe: FrontendConfig, in_channels: int) -> list[nn.Module]:
         )
     specs = frontend_specs(fe)
     # channels into each layer: the STFT's (re, im) pairs become one magnitude channel each
-    n_freq = fe.n_fft // 2 + 1
-    inputs = {"stft": [1], "mel": [1, n_freq], "sinc": [1, fe.n_filters]}[fe.type]
-    layers = [ConvLayer(chans, spec) for chans, spec in zip(inputs, specs)]
+    layers = [ConvLayer(chans, spec) for (chans, _), spec in zip(frontend_channels(fe), specs)]
     n_fft = fe.n_fft
     if fe.type in ("stft", "mel"):
         win = window(fe.window, fe.win_length or n_fft, n_fft)

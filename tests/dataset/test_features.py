@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-MONO = ROOT / "data" / "example_mono.flac"  # 3.0 s, 16 kHz, 1 channel
-
-
-def run_pipeline(audio: Path, out_dir: Path, *overrides: str):
-    from conv_pipeline.config.compose import compose_config
-    from conv_pipeline.engines.single import run
-
-    return run(compose_config([f"input={audio}", f"output.dir={out_dir}", *overrides]))
+from helpers.paths import MONO, ROOT
+from helpers.run import run_pipeline
 
 
 def write_tone(path: Path, seconds: float, sample_rate: int, channels: int = 1) -> Path:
@@ -254,6 +247,7 @@ def test_dataset_missing_file_and_bad_root(batch_dir, tmp_path):
         FeatureDataset(copy / "other.npy")
 
 
+@pytest.mark.slow
 def test_package_exports_and_light_imports():
     import conv_pipeline
     from conv_pipeline import errors, geometry

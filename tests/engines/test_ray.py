@@ -7,7 +7,7 @@ files with the same arrays (bit for bit with ``runtime.batch_size=1``, where bot
 stack on one file at a time; within float32 rounding with padded batches, whose grouping depends
 on decode order in both engines), the same manifest statuses, shapes and messages, and the same
 exit status; resume and ``overwrite`` behave the same; inputs and outputs may live on S3 (moto's
-server on 127.0.0.1, ``tests/test_storage.py``'s fixture) or ``file://`` URLs. Resource settings
+server on 127.0.0.1, the ``s3`` fixture of ``tests/conftest.py``) or ``file://`` URLs. Resource settings
 that cannot run fail with one line before anything is written.
 """
 
@@ -27,30 +27,25 @@ import yaml
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from test_storage import (  # noqa: E402  (shared corpus and S3 server; test_storage.py owns them)
-    META,
-    batch_cfg,
+from conv_pipeline.config.schema import EngineConfig  # noqa: E402
+from conv_pipeline.engines.job import run_batch  # noqa: E402
+from conv_pipeline.engines.ray_engine import plan_resources  # noqa: E402
+from conv_pipeline.errors import ConfigError  # noqa: E402
+from conv_pipeline.sink.manifest import read_manifest  # noqa: E402
+from helpers.files import files_under  # noqa: E402
+from helpers.jobs import LAYERS_CLI, META  # noqa: E402
+from helpers.paths import SCRIPT  # noqa: E402
+from helpers.storage import (  # noqa: E402  (the corpus and manifests the URL tests use)
     check_records,
     make_corpus,
     read_manifest_from_records,
     remote_files,
-    s3,  # noqa: F401 - the module-scoped S3 server fixture
     same_results,
+    tone,
     upload,
+    url_job,
 )
 
-from conv_pipeline.engines.job import run_batch
-from conv_pipeline.config.schema import EngineConfig
-from conv_pipeline.errors import ConfigError
-from conv_pipeline.sink.manifest import read_manifest
-from conv_pipeline.engines.ray_engine import plan_resources
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "batch_process.py"
-LAYERS_CLI = (
-    "model.layers=[{out_channels:4,kernel_size:5,stride:2,padding:2,activation:relu},"
-    "{out_channels:3,kernel_size:3,padding:1,dilation:2,norm:layer_norm,activation:tanh}]"
-)
 RAY = EngineConfig(name="ray")
 
 
@@ -60,10 +55,6 @@ def ray_instance():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def files_under(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 def config_without_output_dir(folder: Path) -> dict:
@@ -128,6 +119,7 @@ def test_resource_plan_refuses_what_cannot_run(keys, cpus, gpus, needle):
 
 
 # ---------------------------------------------------------------- the CLI (its own Ray instance)
+@pytest.mark.slow
 def test_cli_engine_ray(tmp_path):
     corpus = tmp_path / "corpus"
     expected = make_corpus(corpus)
@@ -153,14 +145,15 @@ def test_cli_engine_ray(tmp_path):
 
 
 # ---------------------------------------------------------------- the engine on a running instance
+@pytest.mark.slow
 def test_ray_equals_local_on_a_broken_corpus(ray_instance, tmp_path):
     corpus = tmp_path / "corpus"
     expected = make_corpus(corpus, long_file=True)  # long/seven.wav: 2.5 s > batch.long_file_seconds
     for batch_size, exact in ((1, True), (3, False)):
         local, remote = tmp_path / f"local{batch_size}", tmp_path / f"ray{batch_size}"
         long = dict(chunk_seconds=1.0, long_file_seconds=1.0)
-        s_local = run_batch(batch_cfg(corpus, local, batch_size=batch_size, **long))
-        s_ray = run_batch(batch_cfg(corpus, remote, batch_size=batch_size, engine=RAY, **long))
+        s_local = run_batch(url_job(corpus, local, batch_size=batch_size, **long))
+        s_ray = run_batch(url_job(corpus, remote, batch_size=batch_size, engine=RAY, **long))
         assert (s_ray.total, s_ray.ok, s_ray.skipped, s_ray.failed, s_ray.exit_code, s_ray.in_channels) == (
             s_local.total, s_local.ok, s_local.skipped, s_local.failed, s_local.exit_code, s_local.in_channels,
         ) == (12, 7, 0, 5, 1, 1)
@@ -170,21 +163,20 @@ def test_ray_equals_local_on_a_broken_corpus(ray_instance, tmp_path):
         assert_same_job(local, remote, str(corpus), str(corpus), exact)
 
 
+@pytest.mark.slow
 def test_ray_resume_and_overwrite(ray_instance, tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(corpus)
     out = tmp_path / "feats"
-    s1 = run_batch(batch_cfg(corpus, out, engine=RAY))
+    s1 = run_batch(url_job(corpus, out, engine=RAY))
     assert (s1.ok, s1.skipped, s1.failed) == (6, 0, 5)
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.npy")}
 
     # a killed run's leftovers, a repaired input, a deleted output
     (out / "c/.three.npy.tmp-0a1b2c3d").write_bytes(b"partial")
-    from test_storage import _tone
-
-    _tone(corpus / "bad/short.wav", 0.3, 8000, 7)
+    tone(corpus / "bad/short.wav", 0.3, 8000, 7)
     (out / "a/one.npy").unlink()
-    s2 = run_batch(batch_cfg(corpus, out, engine=RAY))
+    s2 = run_batch(url_job(corpus, out, engine=RAY))
     assert (s2.ok, s2.skipped, s2.failed, s2.exit_code) == (2, 5, 4, 1)
     records = read_manifest(out)
     assert records[str(corpus / "bad/short.wav")].status == "ok" and (out / "bad/short.npy").is_file()
@@ -195,20 +187,21 @@ def test_ray_resume_and_overwrite(ray_instance, tmp_path):
             assert (p.stat().st_ino, p.stat().st_mtime_ns) == stat
     assert not [p for p in files_under(out) if ".tmp-" in p]
 
-    s3_ = run_batch(batch_cfg(corpus, out, engine=RAY, overwrite=True))
+    s3_ = run_batch(url_job(corpus, out, engine=RAY, overwrite=True))
     assert (s3_.ok, s3_.skipped, s3_.failed) == (7, 0, 4)
     assert all(p.stat().st_ino != ino for p, (ino, _) in before.items())  # rewritten (new files renamed in)
 
 
-def test_ray_s3_round_trip(ray_instance, s3, tmp_path):  # noqa: F811 - the fixture
+@pytest.mark.slow
+def test_ray_s3_round_trip(ray_instance, s3, tmp_path):
     corpus = tmp_path / "corpus"
     expected = make_corpus(corpus)
     bucket = s3.bucket("ray-engine")
     upload(s3.fs, corpus, f"{bucket}/corpus")
     src, dst = f"s3://{bucket}/corpus", f"s3://{bucket}/feats"
 
-    run_batch(batch_cfg(corpus, tmp_path / "local", batch_size=1))
-    s = run_batch(batch_cfg(src, dst, batch_size=1, options=s3.options, engine=RAY))  # workers get the endpoint via storage.options
+    run_batch(url_job(corpus, tmp_path / "local", batch_size=1))
+    s = run_batch(url_job(src, dst, batch_size=1, options=s3.options, engine=RAY))  # workers get the endpoint via storage.options
     assert (s.ok, s.failed, s.exit_code) == (6, 5, 1)
     records = read_manifest_from_records(s3.fs, f"{bucket}/feats")
     check_records(records, src, expected)
@@ -220,19 +213,21 @@ def test_ray_s3_round_trip(ray_instance, s3, tmp_path):  # noqa: F811 - the fixt
         got = np.load(io.BytesIO(s3.fs.cat(f"{bucket}/feats/{rel}")), allow_pickle=False)
         assert np.array_equal(got, np.load(tmp_path / "local" / rel)), rel
 
-    again = run_batch(batch_cfg(src, dst, options=s3.options, engine=RAY))
+    again = run_batch(url_job(src, dst, options=s3.options, engine=RAY))
     assert (again.ok, again.skipped, again.failed) == (0, 6, 5)
 
 
+@pytest.mark.slow
 def test_ray_file_urls(ray_instance, tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(corpus)
-    s = run_batch(batch_cfg(f"file://{corpus}", f"file://{tmp_path / 'feats'}", engine=RAY))
+    s = run_batch(url_job(f"file://{corpus}", f"file://{tmp_path / 'feats'}", engine=RAY))
     assert (s.ok, s.failed) == (6, 5)
-    run_batch(batch_cfg(corpus, tmp_path / "local"))
+    run_batch(url_job(corpus, tmp_path / "local"))
     assert_same_job(tmp_path / "local", tmp_path / "feats", str(corpus), str(corpus), exact=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "engine, extra, needle",
     [
@@ -246,7 +241,7 @@ def test_ray_settings_that_cannot_run(ray_instance, tmp_path, engine, extra, nee
     corpus = tmp_path / "corpus"
     make_corpus(corpus)
     out = extra.get("out", tmp_path / "feats")
-    cfg = batch_cfg(corpus, out, engine=engine)
+    cfg = url_job(corpus, out, engine=engine)
     if engine.num_gpus_per_actor:
         cfg.runtime.device = "auto"
     with pytest.raises(ConfigError) as err:

@@ -1,38 +1,41 @@
-"""Chunked execution (conv_pipeline.streaming): the frames of the whole-file computation, in bounded memory.
+"""Chunked execution (``conv_pipeline.execute.chunked``): the frames of the whole-file
+computation, in bounded memory.
 
 References are computed independently of the executor: the stack's own modules on the whole
-input (``whole``), ``torchaudio.functional.resample`` and ``load_audio`` on the whole file.
+input (``whole``), ``load_audio`` and ``extract`` on the whole file. The streaming reader and
+resampler are tested in ``tests/load/test_stream.py``, the streaming writer in
+``tests/sink/test_writer.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, make_audio, run_cli
 from conv_pipeline.load.audio import load_audio
-from conv_pipeline.config.schema import ACTIVATIONS, AudioConfig, LayerConfig
+from conv_pipeline.config.schema import LayerConfig
 from conv_pipeline.errors import ConfigError, InputError
 from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.config.compose import compose_config
 from conv_pipeline.execute.whole import extract
 from conv_pipeline.engines.single import run
-from conv_pipeline.load.stream import StreamingResampler, open_audio_stream
 from conv_pipeline.execute.chunked import StreamingStack, extract_file_chunked, iter_features
-from conv_pipeline.sink.writer import TMP_MARKER, NpyStreamWriter, write_features_stream
+from conv_pipeline.sink.writer import TMP_MARKER
+from helpers.audio import make_audio
+from helpers.paths import ROOT
+from helpers.run import run_cli
+from helpers.strategies import stacks
+from helpers.tensors import max_abs, rel_diff, split
 
 W2V_SHAPES = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
 
@@ -45,14 +48,6 @@ def whole(stack: ConvStack, x: torch.Tensor) -> torch.Tensor:
         for layer in stack.layers:
             y = layer(y.clone(memory_format=torch.contiguous_format))
         return y[0]
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
-
-
-def max_abs(t: torch.Tensor) -> float:
-    return float(t.abs().max())
 
 
 def largest_value(stack: ConvStack, x: torch.Tensor) -> float:
@@ -75,38 +70,10 @@ def float32_error(stack: ConvStack, x: torch.Tensor) -> float:
     return max_abs(y32 - y64)
 
 
-def split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
-    """``x`` ``(C, T)`` cut into consecutive blocks of ``sizes`` (cycled), the last one shorter."""
-    blocks, start, i = [], 0, 0
-    while start < x.shape[1]:
-        blocks.append(x[:, start : start + sizes[i % len(sizes)]])
-        start += sizes[i % len(sizes)]
-        i += 1
-    return blocks
-
-
-@st.composite
-def stacks(draw, channels=(1, 2, 3, 4, 6), norms=(None, "layer_norm", "group_norm"), max_layers=4):
-    in_ch = draw(st.sampled_from([1, 2, 4]))
-    layers, c = [], in_ch
-    for _ in range(draw(st.integers(1, max_layers))):
-        out = draw(st.sampled_from(channels))
-        groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0 and out % g == 0]))
-        layers.append(
-            LayerConfig(
-                out_channels=out,
-                kernel_size=draw(st.integers(1, 5)),
-                stride=draw(st.integers(1, 4)),
-                padding=draw(st.integers(0, 4)),
-                dilation=draw(st.integers(1, 3)),
-                groups=groups,
-                bias=draw(st.booleans()),
-                activation=draw(st.sampled_from((None, *ACTIVATIONS))),
-                norm=draw(st.sampled_from(norms)),
-            )
-        )
-        c = out
-    return in_ch, layers
+# every layer option, output widths from a list (so that groups of 3 occur), norms over time too
+STREAM_LAYERS = dict(in_channels=st.sampled_from([1, 2, 4]), max_layers=4, out_channels=(1, 2, 3, 4, 6),
+                     groups=(1, 2, 3), stride=(1, 4), padding=(0, 4), norms=(None, "layer_norm", "group_norm"))
+FLOAT32_LAYERS = {**STREAM_LAYERS, "out_channels": (2, 4, 8), "norms": (None,)}  # the float32 test: no norms
 
 
 def _random_case(in_ch, layers, length, seed, dtype):
@@ -118,8 +85,9 @@ def _random_case(in_ch, layers, length, seed, dtype):
     return stack, x, n_out
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(case=stacks(), length=st.integers(1, 300), sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4),
+@given(case=stacks(**STREAM_LAYERS), length=st.integers(1, 300), sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4),
        seed=st.integers(0, 2**31 - 1))
 def test_chunked_equals_whole_file_exactly_in_float64(case, length, sizes, seed):
     """The algorithm is exact: every stack the config allows (padding, dilation, stride, groups,
@@ -133,8 +101,9 @@ def test_chunked_equals_whole_file_exactly_in_float64(case, length, sizes, seed)
     assert max_abs(out - ref) <= 1e-9 * max(1.0, max_abs(ref)) + 1e-6 * float32_error(stack, x)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(case=stacks(channels=(2, 4, 8), norms=(None,)), length=st.integers(1, 400),
+@given(case=stacks(**FLOAT32_LAYERS), length=st.integers(1, 400),
        sizes=st.lists(st.integers(1, 80), min_size=1, max_size=3), seed=st.integers(0, 2**31 - 1))
 def test_chunked_equals_whole_file_float32_within_1e5(case, length, sizes, seed):
     """The issue's tolerance on float32 stacks: 1e-5 of the largest value (the largest any layer
@@ -147,7 +116,7 @@ def test_chunked_equals_whole_file_float32_within_1e5(case, length, sizes, seed)
     assert max_abs(out - ref) <= 1e-5 * largest_value(stack, x)
 
 
-@pytest.mark.parametrize("norm", ["layer_norm", "group_norm"])
+@pytest.mark.parametrize("norm", [pytest.param("layer_norm", marks=pytest.mark.slow), "group_norm"])
 def test_wav2vec2_shaped_stacks_float32(norm):
     """wav2vec2 large (layer_norm on every layer) and base (group_norm over time on layer 1),
     narrowed to 64 channels, on 1.3 s of a tone in noise, 0.37 s chunks."""
@@ -193,33 +162,7 @@ def test_norm_over_time_needs_reiterable_blocks():
         list(iter_features(iter([torch.randn(1, 50)]), stack))
 
 
-@pytest.mark.parametrize("orig,new", [(48000, 16000), (44100, 16000), (8000, 22050), (22050, 16000)])
-def test_streaming_resampler_equals_torchaudio(orig, new):
-    """Same kernel, each window computed by the same strided conv: equal to float32 rounding
-    (bitwise equal on this machine), same length ceil(new * T / orig)."""
-    for length, sizes in ((701, [1, 2, 3]), (9001, [97]), (9001, [4410, 7]), (60001, [60001])):  # last: several conv slices
-        x = torch.randn(2, length)
-        ref = AF.resample(x, orig, new)
-        r = StreamingResampler(orig, new, 2)
-        y = torch.cat([r.push(b) for b in split(x, sizes)] + [r.flush()], dim=1)
-        assert y.shape == ref.shape
-        assert rel_diff(y, ref) <= 1e-6
-
-
-@pytest.mark.parametrize("normalize", [False, True])
-def test_audio_stream_equals_load_audio(tmp_path, normalize):
-    """Block reader + channel policy (mono) + resampler (+ two-pass normalisation) == load_audio."""
-    path = tmp_path / "a.wav"
-    make_audio(path, channels=2, frames=44100 * 3 + 17, sr=44100, subtype="PCM_24")
-    audio = AudioConfig(sample_rate=16000, channels="mono", normalize=normalize)
-    ref = load_audio(path, audio).waveform
-    stream = open_audio_stream(path, audio, chunk_seconds=0.13)
-    got = torch.cat(list(stream), dim=1)
-    assert stream.frames == stream.frames_read == ref.shape[1]
-    assert got.shape == ref.shape
-    assert rel_diff(got, ref) <= 1e-6
-
-
+@pytest.mark.slow
 def test_long_file_with_resampling_and_mono(tmp_path):
     """A file ~50 chunks long, 44.1 kHz stereo -> 16 kHz mono, through the default model."""
     path = tmp_path / "long.flac"
@@ -234,6 +177,7 @@ def test_long_file_with_resampling_and_mono(tmp_path):
     assert np.abs(res.written - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["mel", "wav2vec2_base"])
 def test_presets_with_front_ends_and_time_norms(tmp_path, preset):
     """A mel front-end (STFT magnitude pairs, mel 1x1 conv) and the wav2vec2 base encoder
@@ -246,68 +190,6 @@ def test_presets_with_front_ends_and_time_norms(tmp_path, preset):
     got = extract_file_chunked(path, stack, cfg.audio, chunk_seconds=0.3).written
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
-
-
-def test_output_is_preallocated_with_the_predicted_shape(tmp_path):
-    """Before the second chunk arrives, the temporary .npy already has the final shape."""
-    out = tmp_path / "f.npy"
-    seen = []
-
-    def chunks():
-        yield np.ones((3, 10), np.float32)
-        (tmp,) = [p for p in tmp_path.iterdir() if TMP_MARKER in p.name]
-        seen.append(np.load(tmp, mmap_mode="r").shape)
-        yield np.full((3, 15), 2, np.float32)
-
-    stack = ConvStack(1, [LayerConfig(3, 5)])
-    write_features_stream(out, chunks(), (3, 25), stack.geometry, 16000)
-    assert seen == [(3, 25)]
-    y = np.load(out)
-    assert y.shape == (3, 25) and (y[:, :10] == 1).all() and (y[:, 10:] == 2).all()
-    assert os.listdir(tmp_path) == ["f.npy"]
-
-
-def test_pipeline_preallocates_what_the_geometry_predicts(tmp_path, monkeypatch):
-    import conv_pipeline.sink.writer as writer
-
-    shapes = []
-    real = writer.NpyStreamWriter.__init__
-
-    def spy(self, path, channels, frames, *a, **k):
-        shapes.append((channels, frames))
-        real(self, path, channels, frames, *a, **k)
-
-    monkeypatch.setattr(writer.NpyStreamWriter, "__init__", spy)
-    wav = tmp_path / "s.wav"
-    make_audio(wav, channels=2, frames=48000 * 2 + 7, sr=48000)
-    res = run(compose_config([f"input={wav}", f"output.dir={tmp_path / 'o'}", "runtime.chunk_seconds=0.2"]))
-    n = res.stack.geometry.output_length(-(-(2 * 48000 + 7) // 3))  # 48 kHz -> 16 kHz: ceil(T / 3)
-    assert shapes == [(128, n)] and res.shape == (128, n) and np.load(res.output).shape == (128, n)
-
-
-@pytest.mark.parametrize("capacity", [40, 37, 45, 1])
-def test_npy_writer_fixes_a_wrong_prediction(tmp_path, capacity):
-    """A header that predicts the wrong length (truncated file, estimated MP3 length): the true
-    frame count wins, values in place, helper files removed."""
-    full = np.random.default_rng(0).standard_normal((4, 40)).astype(np.float32)
-    w = NpyStreamWriter(tmp_path / "x.npy", 4, capacity, buffer_bytes=4 * 4 * 6)
-    for part in np.array_split(full, 9, axis=1):
-        w.write(part)
-    assert w.close() == 40
-    assert np.array_equal(np.load(tmp_path / "x.npy"), full)
-    assert os.listdir(tmp_path) == ["x.npy"]
-
-
-def test_interrupted_stream_leaves_nothing(tmp_path):
-    def chunks():
-        yield np.zeros((2, 5), np.float32)
-        raise KeyboardInterrupt
-
-    stack = ConvStack(1, [LayerConfig(2, 1)])
-    for name in ("f.npy", "f.npz"):
-        with pytest.raises(KeyboardInterrupt):
-            write_features_stream(tmp_path / name, chunks(), (2, 10), stack.geometry, 8000)
-    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -342,10 +224,11 @@ def test_errors_are_whole_file_mode_errors(tmp_path, case, needle):
 
 @pytest.mark.parametrize("bad", [0, -1.5, "nan"])
 def test_bad_chunk_seconds_is_a_config_error(tmp_path, bad):
-    with pytest.raises(ConfigError, match="runtime.chunk_seconds must be null or a number of seconds > 0"):
+    with pytest.raises(ConfigError, match="runtime.chunk_seconds must be null or a finite number of seconds > 0"):
         run(compose_config([f"input={tmp_path / 'missing.wav'}", f"runtime.chunk_seconds={bad}"]))
 
 
+@pytest.mark.slow
 def test_cli_chunked_equals_whole_file(tmp_path):
     """The CLI with chunks (not a multiple of anything) and with runtime.chunk_seconds=null."""
     wav = tmp_path / "song.wav"
@@ -367,6 +250,7 @@ def test_cli_chunked_equals_whole_file(tmp_path):
             assert np.array_equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_cli_killed_mid_file_leaves_no_output(tmp_path):
     """SIGKILL while the features stream into their temporary file: no file under the final name."""
     wav = tmp_path / "long.wav"

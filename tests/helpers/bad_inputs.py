@@ -1,6 +1,7 @@
 """The bad-input catalogue (issue 7): every kind of file users feed the tool, how to make it,
-and what must happen to it. Shared by test_reliability.py (CLI and batch job), test_faults.py
-and RELIABILITY.md (which lists the same cases).
+and what must happen to it. Shared by the reliability suite (``tests/reliability/``:
+test_reliability.py through the CLI and the batch job, test_faults.py, test_security.py,
+test_fuzz.py) and RELIABILITY.md (which lists the same cases).
 
 Every case is run with ``MATRIX_OVERRIDES``: the ``default`` preset (16 kHz, receptive field
 1040 samples, at least 400 samples for one frame) as a stereo model (``model.in_channels=2``).
@@ -20,6 +21,10 @@ from typing import Callable, Optional, Union
 import numpy as np
 import pytest
 import soundfile as sf
+
+from helpers.figures import FIGURES
+from helpers.files import temp_files
+from helpers.reference import reference_features
 
 SR = 16000
 MIN_FRAMES = 400  # default preset: geometry.min_input_length
@@ -157,7 +162,9 @@ class Case:
     happen, in words (RELIABILITY.md). ``audio``: for ``ok`` cases whose decoded audio can be
     checked against what was written, the expected ``(frames, channels)`` and a tolerance.
     ``cli``: whether ``python -m conv_pipeline input=...`` can name it (``False``: only through a
-    batch list or folder). ``overrides``: extra config for this case.
+    batch list or folder). ``overrides``: extra config for this case. ``corpus_refused``: a batch
+    job whose inputs include this file is refused before anything is processed (the channel rule
+    is checked against every input's header), so it is not among a batch group's files.
     """
 
     name: str
@@ -169,6 +176,7 @@ class Case:
     audio: Optional[tuple[np.ndarray, float]] = None
     cli: bool = True
     overrides: list[str] = field(default_factory=list)
+    corpus_refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -221,11 +229,11 @@ CASES: list[Case] = [
     Case("shorter_than_rf", "short.wav", _write("WAV", "PCM_16", frames=300), ["has 300 samples", "at least 400"],
          "file shorter than the receptive field", "refused: names the minimum length"),
     Case("mono", "mono.wav", _write("WAV", "PCM_16", channels=1), ["1 channel(s)", "audio.channels=[0,0]"],
-         "mono file into a stereo model", "refused: names the channel fix"),
+         "mono file into a stereo model", "refused: names the channel fix", corpus_refused=True),
     Case("surround_5_1", "surround51.wav", _write("WAV", "PCM_16", channels=6), ["6 channel(s)", "audio.channels=[0,1]"],
-         "5.1 (6-channel) file into a stereo model", "refused: names the channel fix"),
+         "5.1 (6-channel) file into a stereo model", "refused: names the channel fix", corpus_refused=True),
     Case("eight_channels", "eight.wav", _write("WAV", "PCM_16", channels=8), ["8 channel(s)", "audio.channels=[0,1]"],
-         "8-channel file into a stereo model", "refused: names the channel fix"),
+         "8-channel file into a stereo model", "refused: names the channel fix", corpus_refused=True),
     Case("rate_8k", "rate8k.wav", _write("WAV", "PCM_16", frames=4000, sr=8000), "ok",
          "8 kHz file (audio.sample_rate=16000)", "processed: resampled to 16 kHz",
          audio=(_sig(4000, 2, 8000), 1 / 32768)),
@@ -330,53 +338,6 @@ def hydra_quote(value: object) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-@dataclass
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-
-def cli_inprocess(argv: list[str], capfd, main: str = "conv_pipeline.__main__") -> CliRun:
-    """Run a Hydra entry point's ``main()`` in this process with ``argv``, as the command line
-    would (exit status, and everything written to file descriptors 1 and 2, C libraries
-    included), without the 3 s a new interpreter costs. Logging is restored afterwards."""
-    import importlib
-    import logging
-    import sys
-
-    from hydra.core.global_hydra import GlobalHydra
-
-    module = importlib.import_module(main) if "/" not in main else None
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    GlobalHydra.instance().clear()
-    capfd.readouterr()
-    old_argv = sys.argv
-    sys.argv = ["prog", *argv]
-    try:
-        if module is not None:
-            module.main()
-        else:
-            import runpy
-
-            runpy.run_path(main, run_name="__main__")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = old_argv
-        GlobalHydra.instance().clear()
-        root.handlers[:] = saved[0]  # Hydra's job_logging replaced them
-        root.setLevel(saved[1])
-    out, err = capfd.readouterr()
-    return CliRun(code, out, err)
-
-
 def compose_batch(overrides: list[str]):
     """The batch job's config (``configs/batch.yaml``) composed with ``overrides``, as
     ``scripts/batch_process.py`` would."""
@@ -430,12 +391,6 @@ def unprivileged_preexec():
 FEATURE_SUFFIXES = (".npy", ".npz")
 
 
-def _conftest():
-    import conftest
-
-    return conftest
-
-
 def target_rate(case: Case, native: int) -> int:
     return native if "audio.sample_rate=null" in case.overrides else SR
 
@@ -456,7 +411,7 @@ def expected_waveform(path: Path, case: Case) -> np.ndarray:
 def check_features(out_dir: Path, feature_file: Path, path: Path, case: Case) -> np.ndarray:
     """The file loads without pickle, is float32 (C_out, frames) and equals the reference."""
     got = np.load(feature_file, allow_pickle=False)
-    want = _conftest().reference_features(out_dir, expected_waveform(path, case))
+    want = reference_features(out_dir, expected_waveform(path, case))
     assert got.dtype == np.float32 and got.shape == want.shape, (got.shape, want.shape)
     scale = max(1.0, float(np.abs(want).max()))
     assert float(np.abs(got - want).max()) <= 1e-4 * scale, case.name
@@ -465,10 +420,6 @@ def check_features(out_dir: Path, feature_file: Path, path: Path, case: Case) ->
 
 def written_features(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.suffix in FEATURE_SUFFIXES] if folder.exists() else []
-
-
-def temp_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if ".tmp-" in p.name] if folder.exists() else []
 
 
 def deny_reading(monkeypatch, locked: Path) -> None:
@@ -498,7 +449,6 @@ def check_batch_records(out: Path, paths: dict[str, Path], cases: list[Case], la
     one-line error; nothing else is in ``out`` (no partial output, no temporary file)."""
     from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
 
-    FIGURES = _conftest().FIGURES
     records = read_manifest(out)
     assert len(records) == len(cases), sorted(records)  # every input has exactly one record
     ok_outputs = set()

@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-MONO = ROOT / "data" / "example_mono.flac"  # 3.0 s, 16 kHz, 1 channel
-STEREO = ROOT / "data" / "example_stereo.wav"  # 2.5 s, 22.05 kHz, 2 channels
-
-
-def run_pipeline(audio: Path, out_dir: Path, *overrides: str):
-    from conv_pipeline.config.compose import compose_config
-    from conv_pipeline.engines.single import run
-
-    return run(compose_config([f"input={audio}", f"output.dir={out_dir}", *overrides]))
+from helpers.paths import MONO, ROOT, STEREO
+from helpers.run import run_pipeline
 
 
 def inspect_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -122,6 +114,7 @@ def test_describe_dir_lists_every_input(batch_dir):
     )
 
 
+@pytest.mark.slow
 def test_cli_on_folder_and_broken_files(batch_dir, tmp_path):
     ok = inspect_cli(batch_dir)
     assert ok.returncode == 0 and "sub/dir/tone.npy" in ok.stdout and ok.stderr == ""
@@ -232,6 +225,7 @@ def test_every_preset_summary_against_its_torch_stack(preset):
     assert len(hops) == len(convs) and mflops == pytest.approx(expect, abs=0.0011)
 
 
+@pytest.mark.slow
 def test_summary_for_config_states_its_assumptions():
     from conv_pipeline.errors import ConfigError
     from conv_pipeline.inspect.summary import summary_for_config
@@ -245,7 +239,7 @@ def test_summary_for_config_states_its_assumptions():
 
     text = summary_for_config(compose_config(["model=tutorial"]))
     assert "sample rate: 16000 Hz (assumed: audio.sample_rate is null" in text
-    assert "in_channels: 2 (model.in_channels)" in text and "s of audio:" not in text
+    assert "in_channels: 2 (model.in_channels=2)" in text and "s of audio:" not in text
 
     text = summary_for_config(compose_config([f"input={STEREO}", "audio.channels=mono"]))  # header only
     assert f"in_channels: 1 ({STEREO} has 2, audio.channels=mono)" in text
@@ -261,6 +255,7 @@ def test_summary_for_config_states_its_assumptions():
         summary_for_config(Config(model=grouped, input_seconds=1.0))
 
 
+@pytest.mark.slow
 def test_cli_summary_writes_nothing(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "conv_pipeline", "summary=true", "input_seconds=10", "model=tutorial"],

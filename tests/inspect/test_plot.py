@@ -11,8 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-MONO = ROOT / "data" / "example_mono.flac"
+from helpers.paths import MONO
 
 # A synthetic run: 2 s of a stereo tone at 8 kHz through one layer (k120, s200, p20):
 # R = 120, J = 200, P = 20; 16000 samples -> (16000 + 40 - 120) // 200 + 1 = 80 frames, frame t
@@ -58,6 +57,7 @@ def synthetic(tmp_path_factory):
     return path, audio
 
 
+@pytest.mark.slow
 def test_plot_pixels(synthetic, tmp_path):
     from conv_pipeline.inspect.plot import plot_features
 
@@ -174,6 +174,7 @@ def test_envelope_matches_numpy_and_reads_in_blocks(tmp_path, monkeypatch):
     np.testing.assert_array_equal(mono.low, mono.high)
 
 
+@pytest.mark.slow
 def test_cli_plot_true_on_real_audio(tmp_path):
     out = tmp_path / "feats"
     proc = subprocess.run(

@@ -6,11 +6,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from conftest import make_audio
 from conv_pipeline.load.signal import apply_channel_policy, resampled_length
 from conv_pipeline.load.audio import load_audio, probe
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
+from helpers.audio import make_audio
 
 FORMATS = [
     ("x.wav", dict(subtype="PCM_16")),

@@ -5,10 +5,13 @@ import sys
 import zipfile
 
 import numpy as np
+import pytest
 
-from conftest import ROOT, make_audio
+from helpers.audio import make_audio
+from helpers.paths import ROOT
 
 
+@pytest.mark.slow
 def test_wheel_ships_configs_and_runs_from_anywhere(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(

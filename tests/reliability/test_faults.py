@@ -36,28 +36,28 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bad_inputs import (
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.errors import OutputError
+from conv_pipeline.sink.manifest import MANIFEST_NAME, iter_records, read_manifest
+from conv_pipeline.config.compose import compose_config
+from conv_pipeline.engines.single import run
+from helpers.bad_inputs import (
     BY_NAME,
     MATRIX_OVERRIDES,
     CASES,
     build,
     check_batch_records,
-    cli_inprocess,
     compose_batch,
     hydra_quote,
     signal as make_signal,
-    temp_files,
     unprivileged_preexec,
 )
-from conftest import FIGURES, ROOT
-from conv_pipeline.load.audio import load_audio
-from conv_pipeline.engines.job import run_batch
-from conv_pipeline.errors import OutputError, PipelineError
-from conv_pipeline.sink.manifest import MANIFEST_NAME, iter_records, read_manifest
-from conv_pipeline.config.compose import compose_config
-from conv_pipeline.engines.single import run
+from helpers.figures import FIGURES
+from helpers.files import temp_files
+from helpers.paths import SCRIPT
+from helpers.run import cli_inprocess
 
-SCRIPT = ROOT / "scripts" / "batch_process.py"
 
 
 def write_corpus(root: Path, n: int, seed: int = 0, seconds=(0.1, 0.4)) -> list[Path]:
@@ -149,6 +149,7 @@ def _kill_at(proc: subprocess.Popen, out: Path, rng: random.Random, n: int) -> s
     return how
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun(tmp_path):
     corpus = tmp_path / "corpus"
     paths = write_corpus(corpus, 36)
@@ -210,6 +211,7 @@ def _one_line_error(run_, *needles: str) -> None:
     assert ok, (run_.code, run_.err)
 
 
+@pytest.mark.slow
 def test_read_only_output_folder(tmp_path, capfd):
     """EROFS (a read-only bind mount): the CLI (whole and chunked) and the batch job stop with one
     line before decoding; a read-only subfolder fails only the files that go there."""
@@ -248,6 +250,7 @@ def test_read_only_output_folder(tmp_path, capfd):
     assert not temp_files(out)
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_real_process(tmp_path):
     """EACCES, as a user without write permission sees it: a real CLI process whose bounding set
     lost CAP_DAC_OVERRIDE, into a mode-0555 folder."""
@@ -270,6 +273,7 @@ def test_unwritable_output_folder_real_process(tmp_path):
 
 
 # ---------------------------------------------------------------- output path taken
+@pytest.mark.slow
 def test_output_paths_taken_by_files_or_folders(tmp_path, capfd):
     wav = build(BY_NAME["pcm_24"], tmp_path / "in")
     taken = tmp_path / "taken.txt"
@@ -312,6 +316,7 @@ def test_output_paths_taken_by_files_or_folders(tmp_path, capfd):
 
 
 # ---------------------------------------------------------------- disk full
+@pytest.mark.slow
 def test_disk_full_on_a_small_tmpfs_then_rerun(tmp_path, capfd):
     """A 1 MB tmpfs: the weights fit, the features do not. The CLI says so in one line and leaves
     nothing partial; the batch job fails the files that do not fit (or stops with one line when
@@ -378,7 +383,7 @@ class _Enospc:
         return self.fn(*a, **k)
 
 
-@pytest.mark.parametrize("where", ["fsync", "pwrite", "manifest"])
+@pytest.mark.parametrize("where", [pytest.param("fsync", marks=pytest.mark.slow), "pwrite", "manifest"])
 def test_disk_full_injected(tmp_path, monkeypatch, where):
     """ENOSPC injected in this process where the real writes happen: the feature file's fsync
     (whole-file), the chunked writer's pwrite, the manifest's append. A clear OutputError;
@@ -415,6 +420,18 @@ def test_disk_full_injected(tmp_path, monkeypatch, where):
 
 
 # ---------------------------------------------------------------- a decode worker process killed
+@contextlib.contextmanager
+def watching(killer, stop: threading.Event):
+    """``killer`` runs in a thread while the block runs; then ``stop`` is set and the thread joined."""
+    watcher = threading.Thread(target=killer)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
 def _reporting_decode(path, audio):
     """A decode worker that says who it is (a file in the corpus's hidden .pids folder) and
     takes a moment, so that a kill can land while it holds files."""
@@ -425,6 +442,7 @@ def _reporting_decode(path, audio):
     return load_audio(path, audio)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [7, 8])
 def test_decode_worker_killed(tmp_path, seed):
     """SIGKILL to a decode worker process at a random moment: its files are decoded again one at
@@ -450,15 +468,10 @@ def test_decode_worker_killed(tmp_path, seed):
                     (pids / str(pid)).unlink(missing_ok=True)
             time.sleep(0.01)
 
-    watcher = threading.Thread(target=killer)
-    watcher.start()
-    try:
+    with watching(killer, stop):
         s = run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "batch.progress=none",
                                      "batch.workers=process", "runtime.num_workers=2", "runtime.batch_size=2"]),
                       decode=_reporting_decode)
-    finally:
-        stop.set()
-        watcher.join()
     FIGURES.tried("fault", len(killed))
     assert killed, "the job ended before a worker could be killed"
     records = read_manifest(out)
@@ -509,9 +522,10 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_bad_inputs(ray_local, tmp_path):
     """engine=ray over every list-able bad input at once: the same records as the local engine."""
-    cases = [c for c in CASES if not c.overrides and c.name not in ("non_utf8_name", "unreadable")]
+    cases = [c for c in CASES if not c.overrides and not c.corpus_refused and c.name not in ("non_utf8_name", "unreadable")]
     paths = {c.name: build(c, tmp_path / "in") for c in cases}
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{p}\n" for p in paths.values()), encoding="utf-8")
@@ -522,6 +536,7 @@ def test_ray_bad_inputs(ray_local, tmp_path):
     check_batch_records(out, paths, cases, "ray")
 
 
+@pytest.mark.slow
 def test_ray_actor_killed(ray_local, tmp_path):
     """SIGKILL to the stack actor's process mid-job: Ray restarts it and retries its calls; a file
     whose call is lost for good gets a failed record. None is lost; a re-run completes."""
@@ -542,14 +557,9 @@ def test_ray_actor_killed(ray_local, tmp_path):
                         break
             time.sleep(0.005)
 
-    watcher = threading.Thread(target=killer)
-    watcher.start()
-    try:
+    with watching(killer, stop):
         s = run_batch(compose_batch([f"input={corpus}", f"output.dir={out}", *MATRIX_OVERRIDES, "engine=ray",
                                      "batch.progress=none", "runtime.batch_size=2"]))
-    finally:
-        stop.set()
-        watcher.join()
     FIGURES.tried("fault", len(killed))
     assert killed, "the job ended before the actor could be killed"
     records = read_manifest(out)

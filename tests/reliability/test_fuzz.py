@@ -11,13 +11,12 @@
 
 Examples are derandomized (the same every run: the suite stays reproducible); set
 ``FUZZ_EXAMPLES=N`` to run N per property and ``FUZZ_RANDOM=1`` for fresh random examples (a
-longer campaign: ``FUZZ_EXAMPLES=3000 FUZZ_RANDOM=1 pytest tests/test_fuzz.py``).
+longer campaign: ``FUZZ_EXAMPLES=3000 FUZZ_RANDOM=1 pytest tests/reliability/test_fuzz.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from pathlib import Path
 
@@ -28,20 +27,21 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bad_inputs import signal as make_signal
-from conftest import FIGURES
 import conv_pipeline.load.signal as signal_mod
 from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
 from conv_pipeline.load.blocks import open_blocks
 from conv_pipeline.execute.whole import extract_batch
 from conv_pipeline.engines.job import run_batch
-from conv_pipeline.config.schema import ACTIVATIONS, NORMS, AudioConfig, BatchConfig, BatchOptions, Config, FrontendConfig, LayerConfig, ModelConfig, OutputConfig, RuntimeConfig
+from conv_pipeline.config.schema import AudioConfig, BatchConfig, BatchOptions, Config, LayerConfig, ModelConfig, OutputConfig, RuntimeConfig
 from conv_pipeline.config.checks import validate_model
-from conv_pipeline.errors import ConfigError, InputError, PipelineError
+from conv_pipeline.errors import ConfigError, PipelineError
 from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.execute.whole import extract
 from conv_pipeline.engines.single import run
 from conv_pipeline.execute.chunked import iter_features
+from helpers.bad_inputs import signal as make_signal
+from helpers.figures import FIGURES
+from helpers.strategies import EXTENSIONS, broken_models, mutated, valid_models
 
 N = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
@@ -58,69 +58,13 @@ def fuzz_settings(default: int):
 
 
 # ---------------------------------------------------------------- the config space
-@st.composite
-def frontends(draw):
-    kind = draw(st.sampled_from(["stft", "mel", "sinc"]))
-    n_fft = draw(st.integers(4, 48))
-    fe = FrontendConfig(
-        type=kind,
-        sample_rate=8000,
-        n_fft=n_fft,
-        win_length=draw(st.one_of(st.none(), st.integers(1, n_fft))),
-        hop_length=draw(st.integers(1, 16)),
-        window=draw(st.sampled_from(["hann", "hamming", "blackman", "rectangular"])),
-        power=draw(st.sampled_from([None, 1.0, 2.0])),
-        n_mels=draw(st.integers(1, 6)),
-        log=draw(st.booleans()),
-        n_filters=draw(st.integers(1, 6)),
-        kernel_size=draw(st.integers(0, 12)) * 2 + 1,
-    )
-    return fe
-
-
-@st.composite
-def layer_lists(draw, in_channels: int, min_size: int):
-    layers, chans = [], in_channels
-    for _ in range(draw(st.integers(min_size, 3))):
-        groups = draw(st.sampled_from([g for g in (1, 2, 3) if chans % g == 0]))
-        layers.append(
-            LayerConfig(
-                out_channels=groups * draw(st.integers(1, 3)),
-                kernel_size=draw(st.integers(1, 7)),
-                stride=draw(st.integers(1, 4)),
-                padding=draw(st.integers(0, 4)),
-                dilation=draw(st.integers(1, 3)),
-                groups=groups,
-                bias=draw(st.booleans()),
-                activation=draw(st.sampled_from([None, *ACTIVATIONS])),
-                norm=draw(st.sampled_from([None, *NORMS])),
-            )
-        )
-        chans = layers[-1].out_channels
-    return layers
-
-
-@st.composite
-def valid_models(draw):
-    """(ModelConfig, in_channels): any stack the config allows, front-end or not."""
-    fe = draw(st.one_of(st.none(), frontends()))
-    if fe is not None:
-        from conv_pipeline.config.checks import frontend_out_channels
-
-        in_channels = 1
-        layers = draw(layer_lists(frontend_out_channels(fe), 0))
-    else:
-        in_channels = draw(st.integers(1, 3))
-        layers = draw(layer_lists(in_channels, 1))
-    return ModelConfig(name="fuzz", in_channels=in_channels, frontend=fe, layers=layers), in_channels
-
-
 REGRESSION = ModelConfig(  # torch segfaulted on this one (a transposed 1-frame input to a grouped conv)
     name="fuzz", in_channels=1,
     layers=[LayerConfig(8, 5, norm="layer_norm"), LayerConfig(4, 2, stride=3, padding=4, dilation=2, groups=2)],
 )
 
 
+@pytest.mark.slow
 @fuzz_settings(40)
 @given(spec=valid_models(), extra=st.integers(0, 400), others=st.lists(st.integers(0, 300), min_size=1, max_size=3),
        chunks=st.lists(st.integers(1, 97), min_size=1, max_size=4), seed=st.integers(0, 2**16))
@@ -154,6 +98,7 @@ def test_predicted_shape_is_the_shape_in_every_mode(spec, extra, others, chunks,
     FIGURES.outcome("fuzz", True, "")
 
 
+@pytest.mark.slow
 @fuzz_settings(20)
 @given(spec=valid_models(), extra=st.integers(0, 200), chunk=st.sampled_from([None, 0.003, 0.011]),
        fmt=st.sampled_from(["npy", "npz"]), seed=st.integers(0, 99))
@@ -176,44 +121,6 @@ def test_the_file_written_has_the_predicted_shape(spec, extra, chunk, fmt, seed,
 
 
 # ---------------------------------------------------------------- configs with a defect
-def _break(model: ModelConfig, draw) -> ModelConfig:
-    """One defect, drawn from everything validation must catch."""
-    layers = [dataclasses.replace(l) for l in model.layers]
-    fe = dataclasses.replace(model.frontend) if model.frontend is not None else None
-    options = ["layer", "type", "in_channels", "empty"] + (["frontend"] if fe is not None else [])
-    kind = draw(st.sampled_from(options if layers else ["in_channels", "frontend"] if fe else ["in_channels"]))
-    if kind == "layer" or kind == "type":
-        i = draw(st.integers(0, len(layers) - 1))
-        if kind == "layer":
-            field, value = draw(st.sampled_from([
-                ("kernel_size", 0), ("kernel_size", -3), ("stride", 0), ("padding", -1), ("dilation", 0),
-                ("out_channels", 0), ("groups", 0), ("activation", "swish"), ("activation", "os.system"),
-                ("norm", "batch_norm"), ("norm", "torch.nn.LayerNorm"),
-            ]))
-        else:
-            field = draw(st.sampled_from(["kernel_size", "stride", "padding", "dilation", "out_channels", "groups"]))
-            value = draw(st.sampled_from([2.5, True, "3", None, [1]]))
-        layers[i] = dataclasses.replace(layers[i], **{field: value})
-        return dataclasses.replace(model, layers=layers)
-    if kind == "in_channels":
-        return dataclasses.replace(model, in_channels=draw(st.sampled_from([0, -1, "two", 2.0, True])))
-    if kind == "empty":
-        return dataclasses.replace(model, layers=[], frontend=None)
-    field, value = draw(st.sampled_from([
-        ("type", "cqt"), ("window", "kaiser"), ("n_fft", 0), ("hop_length", 0), ("win_length", 10_000),
-        ("power", -1.0), ("log_offset", 0.0), ("f_min", 1e9), ("sample_rate", None),
-    ]))
-    if field in ("sample_rate", "f_min") and fe.type == "stft":  # checked for mel and sinc only
-        field, value = "window", "kaiser"
-    return dataclasses.replace(model, frontend=dataclasses.replace(fe, **{field: value}))
-
-
-@st.composite
-def broken_models(draw):
-    model, _ = draw(valid_models())
-    return _break(model, draw)
-
-
 def _tripwire(*a, **k):
     raise AssertionError("audio was read before the config was checked")
 
@@ -232,6 +139,7 @@ def _trip_on_audio_reads(monkeypatch):
     monkeypatch.setattr(sf, "info", _tripwire)
 
 
+@pytest.mark.slow
 @fuzz_settings(120)
 @given(model=broken_models(), groups_mismatch=st.booleans())
 def test_a_broken_config_fails_before_any_audio_is_read(model, groups_mismatch, tmp_path_factory, monkeypatch):
@@ -277,55 +185,6 @@ def test_a_broken_config_stops_the_batch_job_before_any_audio_is_read(model, tmp
 
 
 # ---------------------------------------------------------------- the loader on any bytes
-def _encoded(fmt: str, subtype: str, sr: int = 8000, frames: int = 1200, channels: int = 2) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, make_signal(frames, channels, sr), sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
-SEEDS = {
-    "wav": _encoded("WAV", "PCM_16"),
-    "flac": _encoded("FLAC", "PCM_16"),
-    "float.wav": _encoded("WAV", "FLOAT"),
-    "u8.wav": _encoded("WAV", "PCM_U8", channels=1),
-    "aiff": _encoded("AIFF", "PCM_24"),
-    "au": _encoded("AU", "ULAW"),
-    "ogg": _encoded("OGG", "VORBIS"),
-    "mp3": _encoded("MP3", "MPEG_LAYER_III"),
-    "w64": _encoded("W64", "PCM_16"),
-    "adpcm.wav": _encoded("WAV", "IMA_ADPCM"),
-}
-EXTENSIONS = ["wav", "flac", "ogg", "mp3", "aiff", "au", "w64", "bin"]
-
-
-@st.composite
-def mutated(draw):
-    """A valid file of some format with a few mutations: header bytes or 32-bit fields overwritten,
-    cut short, bytes inserted or deleted; named with any extension."""
-    name = draw(st.sampled_from(sorted(SEEDS)))
-    data = bytearray(SEEDS[name])
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["byte", "field", "cut", "insert", "delete"]))
-        if not data:
-            break
-        if op == "byte":
-            i = draw(st.integers(0, min(len(data), 96) - 1))
-            data[i] = draw(st.integers(0, 255))
-        elif op == "field":
-            i = draw(st.integers(0, max(0, min(len(data), 64) - 4)))
-            data[i : i + 4] = draw(st.sampled_from([0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 16001, 44056, 3, 1024,
-                                                    draw(st.integers(0, 2**32 - 1))])).to_bytes(4, "little")
-        elif op == "cut":
-            del data[draw(st.integers(0, len(data) - 1)):]
-        elif op == "insert":
-            i = draw(st.integers(0, len(data)))
-            data[i:i] = draw(st.binary(min_size=1, max_size=64))
-        else:
-            i = draw(st.integers(0, len(data) - 1))
-            del data[i : i + draw(st.integers(1, 64))]
-    return bytes(data), draw(st.sampled_from([name.rsplit(".", 1)[-1], *EXTENSIONS]))
-
-
 def _outcome(fn):
     try:
         return "ok", fn()
@@ -379,6 +238,7 @@ def small_memory(monkeypatch):
     monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 512 << 20)
 
 
+@pytest.mark.slow
 @fuzz_settings(250)
 @given(case=mutated(), rate=st.sampled_from([None, None, 8000, 16000]))
 def test_loader_on_mutated_audio_files(case, rate, tmp_path_factory, small_memory):

@@ -1,4 +1,4 @@
-"""Issue 7: the bad-input matrix (tests/bad_inputs.py, RELIABILITY.md) through the CLI and the
+"""Issue 7: the bad-input matrix (tests/helpers/bad_inputs.py, RELIABILITY.md) through the CLI and the
 batch job, whole-file and chunked (``runtime.chunk_seconds``).
 
 Every input ends in one of two ways, and nothing else:
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -30,11 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
-from bad_inputs import (
+from conv_pipeline.load.audio import load_audio
+from conv_pipeline.engines.job import run_batch
+from conv_pipeline.config.schema import AudioConfig
+from conv_pipeline.errors import ConfigError, InputError, PipelineError
+from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
+from helpers.bad_inputs import (
     BY_NAME,
     CASES,
     MATRIX_OVERRIDES,
@@ -43,23 +45,18 @@ from bad_inputs import (
     build,
     check_batch_records,
     check_features,
-    cli_inprocess,
     compose_batch,
     deny_reading,
     hydra_quote,
     is_clear_error,
-    temp_files,
     unprivileged_preexec,
     written_features,
 )
-from conftest import FIGURES, ROOT
-from conv_pipeline.load.audio import load_audio
-from conv_pipeline.engines.job import run_batch
-from conv_pipeline.config.schema import AudioConfig
-from conv_pipeline.errors import InputError, PipelineError
-from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
+from helpers.figures import FIGURES
+from helpers.files import temp_files
+from helpers.paths import ROOT, SCRIPT
+from helpers.run import cli_inprocess
 
-SCRIPT = ROOT / "scripts" / "batch_process.py"
 CHUNK = "0.1"  # seconds of audio per block: several blocks per file
 MODES = {"whole": "runtime.chunk_seconds=null", "chunked": f"runtime.chunk_seconds={CHUNK}"}
 # the batch job's chunked mode: files longer than 0.1 s (most cases) go alone through the chunked
@@ -72,6 +69,7 @@ BATCH_MODES = {"whole": ["runtime.chunk_seconds=null"],
 CLI_CASES = [c for c in CASES if c.cli]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
 def test_cli_matrix(case, tmp_path, capfd, monkeypatch):
     path = build(case, tmp_path / "in")
@@ -129,8 +127,8 @@ def test_decoded_samples_are_the_written_ones(case, tmp_path):
 def _batch_groups() -> dict[tuple[str, ...], list[Case]]:
     groups: dict[tuple[str, ...], list[Case]] = {}
     for c in CASES:
-        if c.name == "non_utf8_name":  # a list file is UTF-8 text: this one goes through a folder (below)
-            continue
+        if c.name == "non_utf8_name" or c.corpus_refused:  # a list file is UTF-8 text: the first goes
+            continue  # through a folder (below); the others refuse the whole job (test_batch_channel_cases...)
         groups.setdefault(tuple(c.overrides), []).append(c)
     return groups
 
@@ -140,6 +138,7 @@ GROUP_IDS = {(): "default", ("audio.sample_rate=null",): "native_rate", ("model=
 assert set(BATCH_GROUPS) == set(GROUP_IDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", list(BATCH_GROUPS), ids=[GROUP_IDS[g] for g in BATCH_GROUPS])
 @pytest.mark.parametrize("mode", list(BATCH_MODES))
 def test_batch_matrix(mode, group, tmp_path, monkeypatch):
@@ -158,6 +157,30 @@ def test_batch_matrix(mode, group, tmp_path, monkeypatch):
     check_batch_records(out, paths, cases, mode)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.corpus_refused], ids=[c.name for c in CASES if c.corpus_refused])
+def test_batch_channel_cases_refuse_the_job_up_front(case, tmp_path):
+    """A corpus holding a file the stack cannot take (a channel count the policy cannot make the
+    stack's) is refused before anything is processed: one line naming the counts found, an example
+    file and the fix; nothing written."""
+    good = build(BY_NAME["flac24"], tmp_path / "in")
+    path = build(case, tmp_path / "in")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{good}\n{path}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    channels = int(case.needles[0].split()[0])
+    try:
+        run_batch(compose_batch([f"input={hydra_quote(listing)}", f"output.dir={out}", *MATRIX_OVERRIDES,
+                                 "batch.progress=none"]))
+        outcome = "the job ran"
+    except ConfigError as err:
+        msg = str(err)
+        wanted = [f"1 file with {channels} channel", str(path), case.needles[1], "model.in_channels=2"]
+        outcome = "ok" if all(w in msg for w in wanted) and "\n" not in msg else msg
+    ok = FIGURES.outcome("bad input", outcome == "ok" and not out.exists(), f"batch corpus with {case.name}: {outcome}")
+    assert ok, outcome
+
+
+@pytest.mark.slow
 def test_batch_overflow_message_names_the_input(tmp_path):
     """Features that overflow in a padded batch: the failed record's message names the input (it
     named the output file before batch.py checked them per item)."""
@@ -220,6 +243,7 @@ def _real(argv: list[str], cwd: Path, script: bool = False, env: dict | None = N
                           errors="surrogateescape")
 
 
+@pytest.mark.slow
 def test_real_processes_cli(tmp_path, capfd):
     """What a user sees: one line and exit 2, or exit 0; file permissions enforced (root's
     CAP_DAC_OVERRIDE dropped in the child); the quoting hint works as given; a non-UTF-8 name
@@ -265,6 +289,7 @@ def test_real_processes_cli(tmp_path, capfd):
     check_features(out, out / f"{raw.stem}.npy", raw, BY_NAME["non_utf8_name"])
 
 
+@pytest.mark.slow
 def test_real_processes_batch(tmp_path):
     """``scripts/batch_process.py`` over every list-able case at once, as an unprivileged root:
     exit 1, no traceback, each failure one line in the summary, every good file written."""
@@ -302,9 +327,10 @@ def test_batch_list_may_name_files_that_are_not_utf8(tmp_path):
 
 def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
     import io
-    import runpy
 
     from hydra.core.global_hydra import GlobalHydra
+
+    from conv_pipeline.cli.batch import main as batch_main
 
     build(BY_NAME["non_utf8_name"], tmp_path / "in")
     (tmp_path / "in" / os.fsdecode(b"br\xffken.wav")).write_bytes(b"not audio")  # fails: listed in the summary
@@ -314,7 +340,7 @@ def test_batch_script_prints_names_that_are_not_utf8(tmp_path, monkeypatch):
                                       *MATRIX_OVERRIDES, "batch.progress=none"])
     GlobalHydra.instance().clear()
     try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
+        batch_main()  # what the script runs (the script itself then ends the process: os._exit)
         code = 0
     except SystemExit as exit_:
         code = exit_.code
@@ -355,6 +381,7 @@ def test_batch_input_a_file_where_a_folder_is_expected(tmp_path):
     assert ok
 
 
+@pytest.mark.slow
 def test_comma_in_an_unquoted_path_is_one_line(tmp_path, capfd):
     path = build(BY_NAME["pcm_24"], tmp_path / "live, remastered")
     r = cli_inprocess([f"input={path}", f"output.dir={tmp_path / 'out'}", *MATRIX_OVERRIDES], capfd)

@@ -20,23 +20,23 @@ import os
 import pickle
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bad_inputs import BY_NAME, MATRIX_OVERRIDES, build, cli_inprocess, compose_batch, hydra_quote
-from conftest import FIGURES, ROOT
 from conv_pipeline.engines.job import run_batch
 from conv_pipeline.config.schema import ACTIVATIONS, FRONTENDS, NORMS, WINDOWS
 from conv_pipeline.errors import ConfigError, InputError, OutputError, PipelineError
 from conv_pipeline.sink.manifest import MANIFEST_NAME, read_manifest
 from conv_pipeline.config.compose import compose_config
 from conv_pipeline.engines.single import run
+from helpers.bad_inputs import BY_NAME, MATRIX_OVERRIDES, build, compose_batch
+from helpers.figures import FIGURES
+from helpers.paths import SCRIPT
+from helpers.run import cli_inprocess
 
-SCRIPT = ROOT / "scripts" / "batch_process.py"
 
 
 class _Payload:
@@ -75,6 +75,7 @@ def test_the_payload_is_real(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused_everywhere(tmp_path, capfd):
     marker = tmp_path / "PWNED"
     wav = build(BY_NAME["pcm_24"], tmp_path / "in")
@@ -93,6 +94,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, capfd):
         assert ok
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_real_process(tmp_path):
     marker = tmp_path / "PWNED"
     ckpt = malicious_checkpoints(tmp_path / "ckpt", marker)[1]
@@ -121,6 +123,7 @@ def _malicious_feature_files(folder: Path, marker: Path) -> list[Path]:
     return [npy, npz, npz2]
 
 
+@pytest.mark.slow
 def test_outputs_read_back_without_pickle(tmp_path):
     """What the CLI (npy, npz, chunked) and the batch job write loads with allow_pickle=False: plain
     arrays only, never an object array."""
@@ -228,6 +231,7 @@ def test_list_entries_and_names_stay_inside_output_dir(tmp_path):
             assert (out / rec.output).resolve().is_relative_to(out.resolve())
 
 
+@pytest.mark.slow
 def test_symlinks_planted_in_output_dir_are_never_followed_by_the_cli(tmp_path):
     """A feature file, config.yaml or the manifest planted as a symlink to a file outside: the
     CLI replaces the link (rename) or refuses (the manifest); the outside file never changes."""
@@ -331,7 +335,7 @@ def test_config_values_never_name_code(overrides, needles, evil_module, tmp_path
 
 def test_batch_config_values_never_name_code(evil_module, tmp_path):
     build(BY_NAME["pcm_24"], tmp_path / "in")
-    for override, needle in (("engine.name=evil_mod.Evil", "engine must be local or ray"),
+    for override, needle in (("engine.name=evil_mod.Evil", "engine must be one of local, ray"),
                              ("model.layers.0.activation=evil_mod.evil", "activation must be null or one of"),
                              ("batch.workers=evil_mod.Evil", "batch.workers")):
         with pytest.raises(ConfigError, match=needle):

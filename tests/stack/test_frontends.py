@@ -1,7 +1,6 @@
 """Front-ends against their reference implementations: wav2vec2/HuBERT encoders (torchaudio,
 Hugging Face transformers, fairseq key layouts), STFT, mel and sinc filterbanks."""
 
-import math
 
 import numpy as np
 import pytest
@@ -10,12 +9,14 @@ import torch
 import torchaudio
 from torchaudio.models.wav2vec2.components import _get_feature_extractor
 
-from conftest import ROOT, assert_one_line_error, make_audio, run_cli
 from conv_pipeline.load.signal import normalize_waveform
 from conv_pipeline.errors import ConfigError
 from conv_pipeline.stack.frontends import sinc_cutoffs
 from conv_pipeline.stack.stack import ConvStack, build_stack
 from conv_pipeline.config.compose import compose_config
+from helpers.audio import make_audio
+from helpers.paths import ROOT
+from helpers.run import assert_one_line_error, run_cli
 
 SHAPES = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 MODES = {"wav2vec2_base": ("group_norm", False), "wav2vec2_large": ("layer_norm", True)}
@@ -48,7 +49,7 @@ def test_encoder_presets_geometry(preset):
     assert stack.mixes_time == (preset == "wav2vec2_base")
 
 
-@pytest.mark.parametrize("preset", ["wav2vec2_base", "wav2vec2_large"])
+@pytest.mark.parametrize("preset", ["wav2vec2_base", pytest.param("wav2vec2_large", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("layout", ["torchaudio", "huggingface_head", "fairseq"])
 def test_checkpoint_layouts_equal_torchaudio(tmp_path, preset, layout):
     ref = reference_extractor(preset)
@@ -78,6 +79,7 @@ def test_checkpoint_layouts_equal_torchaudio(tmp_path, preset, layout):
     torch.testing.assert_close(got, expected.transpose(1, 2), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_huggingface_models_equal(tmp_path):
     transformers = pytest.importorskip("transformers")
     from safetensors.torch import save_file
@@ -102,6 +104,7 @@ def test_huggingface_models_equal(tmp_path):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_group_norm_exact_in_padded_batches():
     """Statistics over each item's valid frames only: every item equals torchaudio run alone."""
     ref = reference_extractor("wav2vec2_base", seed=3)
@@ -121,6 +124,7 @@ def test_group_norm_exact_in_padded_batches():
             torch.testing.assert_close(y[i, :, :n], alone[0].T, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_with_torchaudio_checkpoint_equals_reference(tmp_path):
     ref = reference_extractor("wav2vec2_base", seed=5)
     ckpt = tmp_path / "w2v.pt"
@@ -139,6 +143,7 @@ def test_cli_with_torchaudio_checkpoint_equals_reference(tmp_path):
     np.testing.assert_allclose(got, expected[0].T.numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_refused_with_the_keys_named(tmp_path):
     large = reference_extractor("wav2vec2_large")
     path = tmp_path / "large.pt"
@@ -157,6 +162,7 @@ def test_bad_checkpoints_are_refused_with_the_keys_named(tmp_path):
     assert_one_line_error(proc, "cannot be loaded safely")
 
 
+@pytest.mark.slow
 def test_stft_equals_torch_stft():
     x = speech(3.0)
     stack = ConvStack.from_config(compose_config(["model=stft"]).model, in_channels=1).eval()
@@ -185,6 +191,7 @@ def test_mel_equals_torchaudio(overrides, kwargs):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
+@pytest.mark.slow
 def test_sinc_filters_pass_their_band_and_stop_the_rest():
     cfg = compose_config(["model=sinc"])
     stack = ConvStack.from_config(cfg.model, in_channels=1)
@@ -219,6 +226,7 @@ def test_frontend_config_errors():
         ConvStack.from_config(compose_config(["model=mel", "model.frontend.f_max=9000"]).model, 1)
 
 
+@pytest.mark.slow
 def test_from_preset_loads_a_checkpoint(tmp_path):
     ref = reference_extractor("wav2vec2_large", seed=2)
     path = tmp_path / "large.pt"
@@ -229,6 +237,7 @@ def test_from_preset_loads_a_checkpoint(tmp_path):
         torch.testing.assert_close(stack(x[:, None]), ref(x, None)[0].transpose(1, 2), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_job_with_a_torchaudio_checkpoint_equals_reference(tmp_path):
     """wav2vec2_base (GroupNorm over time) through the batch job: files of different lengths share
     padded batches, and each equals torchaudio's extractor on that file alone."""

@@ -9,14 +9,8 @@ from torch import nn
 
 from conv_pipeline.errors import ConfigError, InputError
 from conv_pipeline.geometry import LayerGeometry, StackGeometry
+from helpers.strategies import layer_geometries as layer_st
 
-layer_st = st.builds(
-    LayerGeometry,
-    kernel_size=st.integers(1, 9),
-    stride=st.integers(1, 5),
-    padding=st.integers(0, 4),
-    dilation=st.integers(1, 4),
-)
 
 
 def torch_rule(L, k, s, p, d):
@@ -31,6 +25,7 @@ def real_stack(layers, channels):
     return mods
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     layers=st.lists(st.tuples(layer_st, st.sampled_from([1, 2])), min_size=1, max_size=4),

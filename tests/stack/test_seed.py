@@ -1,11 +1,13 @@
 """The seed tutorial's facts (shared/seed/README.md), first through torch, then through the CLI."""
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from conftest import make_audio, run_cli
+from helpers.audio import make_audio
+from helpers.run import run_cli
 
 
 def test_seed_conv1d_shapes_and_dot_products():
@@ -48,6 +50,7 @@ def test_seed_input_must_be_3d():
         raise AssertionError("a 2-D input must be refused by the pipeline's stack")
 
 
+@pytest.mark.slow
 def test_seed_example_through_the_cli(tmp_path):
     """A 6-frame stereo WAV through model=tutorial gives (3, 2), equal to the dot products."""
     wav = tmp_path / "six.wav"
