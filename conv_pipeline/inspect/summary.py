@@ -193,6 +193,10 @@ def summary_for_plan(plan: Plan, info: Any = None) -> str:
     else:
         in_channels = ASSUMED_IN_CHANNELS
         why = "assumed: model.in_channels=auto and no audio, so a mono file; set model.in_channels=N to size for N channels"
+    if in_channels % rule.groups:
+        raise ConfigError(
+            f"model.layers[0].groups={rule.groups} must divide its input channels ({in_channels}: {why})"
+        )
     notes = [f"in_channels: {in_channels} ({why})"]
     if plan.sample_rate:
         sample_rate, why = int(plan.sample_rate), "audio.sample_rate"

@@ -242,10 +242,10 @@ def test_summary_for_config_states_its_assumptions():
     assert "in_channels: 2 (model.in_channels=2)" in text and "s of audio:" not in text
 
     text = summary_for_config(compose_config([f"input={STEREO}", "audio.channels=mono"]))  # header only
-    assert f"in_channels: 1 ({STEREO} has 2, audio.channels=mono)" in text
+    assert "in_channels: 1 (audio.channels=mono)" in text
     assert "input: 2.5 s = 40000 samples at 16000 Hz" in text
 
-    with pytest.raises(ConfigError, match="input_seconds must be a number of seconds > 0"):
+    with pytest.raises(ConfigError, match="input_seconds must be a finite number of seconds > 0"):
         summary_for_config(compose_config(["input_seconds=0"]))
     # with the assumed single channel, a layer with groups=2 cannot run: said before anything else
     from conv_pipeline.config.schema import Config, LayerConfig, ModelConfig
