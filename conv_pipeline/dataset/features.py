@@ -8,7 +8,9 @@ The dataset stage's public names, importable from here:
   (``folder.py``): an output folder's root files;
 - ``layer_configs``, ``model_config``, ``model_geometry`` (``model.py``): the model from its plain-data config.
 
-Everything is read with ``allow_pickle=False`` (``arrays.py``). This module imports numpy only;
+Feature files are untrusted input (``arrays.py``): headers are checked against the file's size
+before anything is allocated, no object array is ever read (nothing is unpickled), and features
+must be little-endian float32, as conv_pipeline writes them. This module imports numpy only;
 torch is imported when ``FeatureDataset`` is first used.
 """
 

@@ -16,12 +16,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from conv_pipeline.dataset.model import model_geometry
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, read_manifest
 from conv_pipeline.sink.names import CONFIG_NAME, WEIGHTS_NAME
+from conv_pipeline.sink.writer import check_regular_files
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,6 +49,7 @@ class OutputRoot:
     @classmethod
     def read(cls, path: PathLike) -> "OutputRoot":
         root = cls(Path(path))
+        check_regular_files(root.path)  # a FIFO planted as the run's own files would block forever
         cfg_path = root.path / CONFIG_NAME
         if cfg_path.is_file():
             root.config = _read_yaml(cfg_path, root.problems)
@@ -56,7 +58,7 @@ class OutputRoot:
             root.model = _weights_model(weights, root.problems)
         if root.model is None and root.config and isinstance(root.config.get("model"), dict):
             root.model = root.config["model"]
-        root.records = read_manifest(root.path)
+        root.records = read_manifest(root.path, root.problems)  # skipped lines become notes
         return root
 
     def record_for(self, feature_path: Path) -> Optional[ManifestRecord]:
@@ -70,9 +72,35 @@ class OutputRoot:
                 return rec
         return None
 
+    def feature_path(self, output: Any) -> Path | None:
+        """The file a manifest record's ``output`` names, when it lies inside this folder.
+
+        None for anything else, which is then never opened: not a relative path string, a path
+        leaving the folder (``..``, absolute) or one whose symlinks lead out of it.
+        """
+        if not isinstance(output, str) or not output or "\0" in output:
+            return None
+        rel = Path(output)
+        if rel.is_absolute() or ".." in rel.parts:
+            return None
+        try:
+            base = self.path.resolve()
+            target = (base / rel).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder
+            return None
+        return self.path / rel if target != base and target.is_relative_to(base) else None
+
     def geometry(self) -> Optional[StackGeometry]:
         """The stack's geometry from the model config, or None when unknown."""
         return model_geometry(self.model)
+
+
+def is_regular_file(path: Path) -> bool:
+    """``path`` is a regular file; False (never an error) for a name the system cannot even look up."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, a component not a folder, ...
+        return False
 
 
 def find_output_root(path: PathLike) -> Optional[Path]:

@@ -38,10 +38,17 @@ class _Known:
     model: Optional[dict] = None
 
 
-def read_features(path: PathLike, root: Optional[OutputRoot] = None, record: Any = None) -> tuple[np.ndarray, dict]:
-    """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading."""
+def read_features(
+    path: PathLike, root: Optional[OutputRoot] = None, record: Any = None, lazy: bool = False
+) -> tuple[np.ndarray, dict]:
+    """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading.
+
+    ``lazy=True`` (``inspect``: memory that stays flat whatever the file's size): a ``.npy``'s
+    features are mapped read-only instead of read, and the per-frame axes are not built
+    (``frame_times``/``frame_starts`` are None unless the file holds them; ``frame_centres``
+    gives the times of the frames wanted)."""
     path = Path(path)
-    features, arrays = read_array_file(path)
+    features, arrays = read_array_file(path, mmap=lazy)
     n_channels, n_frames = (int(s) for s in features.shape)
     root, record = _root_and_record(path, root, record)
     warnings: list[str] = list(root.problems) if root is not None else []
@@ -53,7 +60,8 @@ def read_features(path: PathLike, root: Optional[OutputRoot] = None, record: Any
         known.model = root.model
     geometry = _fill_from_model(known, n_channels, warnings)
     _fill_sample_rate(known, record)
-    _fill_frame_axes(known, n_frames)
+    if not lazy:
+        _fill_frame_axes(known, n_frames)
     fmt = "npz" if arrays is not None else "npy"
     if fmt == "npy" and root is None:
         warnings.append("no model.safetensors/manifest.jsonl found beside it or above: hop, sample rate and frame times unknown")
@@ -133,9 +141,18 @@ def _fill_frame_axes(known: _Known, n_frames: int) -> None:
     hop, rf, left = known.hop, known.receptive_field, known.left_padding
     if known.frame_starts is None and hop is not None and left is not None:
         known.frame_starts = np.arange(n_frames, dtype=np.int64) * hop - left
-    if known.frame_times is None and known.sample_rate and hop is not None and rf is not None and left is not None:
-        centre = (rf - 1) / 2 - left  # geometry.md: frame centre in samples
-        known.frame_times = (np.arange(n_frames, dtype=np.float64) * hop + centre) / known.sample_rate
+    if known.frame_times is None:
+        known.frame_times = frame_centres(np.arange(n_frames), hop, rf, left, known.sample_rate)
+
+
+def frame_centres(
+    indices: np.ndarray, hop: Optional[int], receptive_field: Optional[int], left_padding: Optional[int], sample_rate: Any
+) -> Optional[np.ndarray]:
+    """Seconds of the centres of frames ``indices`` (float64); None when any value is unknown."""
+    if not sample_rate or hop is None or receptive_field is None or left_padding is None:
+        return None
+    centre = (receptive_field - 1) / 2 - left_padding  # geometry.md: frame centre in samples
+    return (np.asarray(indices, dtype=np.float64) * hop + centre) / sample_rate
 
 
 def _record_mismatches(record: Any, geometry: Optional[StackGeometry], n_channels: int, n_frames: int) -> list[str]:

@@ -7,6 +7,7 @@ first use of ``FeatureDataset``, so loading single files stays torch-free.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable
 
@@ -14,10 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from conv_pipeline.dataset.folder import OutputRoot, PathLike
+from conv_pipeline.dataset.folder import OutputRoot, PathLike, is_regular_file
 from conv_pipeline.dataset.reader import read_features
 from conv_pipeline.errors import InputError
 from conv_pipeline.sink.manifest import MANIFEST_NAME
+
+log = logging.getLogger("conv_pipeline.dataset")
 
 
 class FeatureDataset(Dataset):
@@ -32,7 +35,9 @@ class FeatureDataset(Dataset):
     Items, in manifest order (first time each input was seen; the last record per input counts):
     ``(features, meta)`` with ``features`` a float32 tensor ``(channels, frames)`` (frames differ
     between items) and ``meta`` the dict of ``load_features`` (``frame_times``, ``sample_rate``,
-    ``hop``, ``input``, ...). ``records`` lists the manifest records behind the items. To batch
+    ``hop``, ``input``, ...). ``records`` lists the manifest records behind the items; ``refused``
+    the ``output`` of records naming a file outside the folder (``../``, absolute, a symlink out),
+    which are skipped with one logged warning and never opened. To batch
     items of different lengths use ``collate_fn=FeatureDataset.pad_collate``.
     """
 
@@ -43,14 +48,19 @@ class FeatureDataset(Dataset):
         if not (root / MANIFEST_NAME).is_file():
             raise InputError(f"{root}: no {MANIFEST_NAME}; not a conv_pipeline output folder (pass output.dir of a run)")
         self.root = OutputRoot.read(root)
-        self.records = _dataset_items(self.root, statuses, missing)
+        self.records, self.refused = _dataset_items(self.root, statuses, missing)
+        if self.refused:
+            log.warning(_refused_line(self.root, self.refused))
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int):
         rec = self.records[index]
-        features, meta = read_features(self.root.path / rec.output, root=self.root, record=rec)
+        path = self.root.feature_path(rec.output)  # checked again: the folder may have changed
+        if path is None:
+            raise InputError(_refused_line(self.root, [rec.output]))
+        features, meta = read_features(path, root=self.root, record=rec)
         return torch.from_numpy(np.ascontiguousarray(features)), meta
 
     @staticmethod
@@ -72,15 +82,19 @@ class FeatureDataset(Dataset):
 FeatureDataset.__module__ = "conv_pipeline.dataset.features"
 
 
-def _dataset_items(root: OutputRoot, statuses: Iterable[str], missing: str) -> list:
-    """The records with status in ``statuses`` whose feature file exists (``missing``: error or skip)."""
+def _dataset_items(root: OutputRoot, statuses: Iterable[str], missing: str) -> tuple[list, list]:
+    """The records with status in ``statuses`` whose feature file exists (``missing``: error or skip),
+    and the ``output`` of those refused because it lies outside the folder (never opened)."""
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     wanted = set(statuses)
-    items, absent = [], []
+    items, absent, refused = [], [], []
     for rec in root.records.values():
         if rec.status in wanted and rec.output:
-            if (root.path / rec.output).is_file():
+            path = root.feature_path(rec.output)
+            if path is None:
+                refused.append(rec.output)
+            elif is_regular_file(path):
                 items.append(rec)
             else:
                 absent.append(rec.output)
@@ -89,4 +103,11 @@ def _dataset_items(root: OutputRoot, statuses: Iterable[str], missing: str) -> l
             f"{root.path}: {len(absent)} feature file(s) listed in {MANIFEST_NAME} are missing (first: {absent[0]}); "
             "re-run the batch job or pass missing='skip'"
         )
-    return items
+    return items, refused
+
+
+def _refused_line(root: OutputRoot, refused: list) -> str:
+    return (
+        f"{root.path}: skipped {len(refused)} {MANIFEST_NAME} record(s) whose output is not a path inside the folder "
+        f"(../, absolute, a symlink leading out; first: {refused[0]!r}); such files are never read"
+    )

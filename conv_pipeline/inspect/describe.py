@@ -13,6 +13,7 @@ the command starts fast.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,10 +21,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from conv_pipeline.config.schema import LayerConfig
-from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot
+from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot, is_regular_file
 from conv_pipeline.dataset.model import layer_configs
-from conv_pipeline.dataset.reader import read_features
+from conv_pipeline.dataset.reader import frame_centres, read_features
 from conv_pipeline.errors import InputError
+
+_STATS_BLOCK = 1 << 19  # values per block of feature_stats (2 MiB of float32)
+_REFUSED_NOTE = "its output is not a path inside the output folder (../, absolute, a symlink leading out); not read"
 
 
 # ---------------------------------------------------------------- small formatting helpers
@@ -76,13 +80,33 @@ def _model_line(model: Optional[dict]) -> str:
 
 # ---------------------------------------------------------------- one feature file
 def feature_stats(features: np.ndarray) -> dict:
-    """min/max/mean/std over the finite values (float64), and NaN, Inf and zero counts."""
-    finite_mask = np.isfinite(features)
-    finite = features[finite_mask].astype(np.float64)
-    nan = int(np.isnan(features).sum())
-    stats = {"nan": nan, "inf": int(features.size - finite.size - nan), "zeros": int((features == 0).sum()), "size": int(features.size)}
-    if finite.size:
-        stats.update(min=float(finite.min()), max=float(finite.max()), mean=float(finite.mean()), std=float(finite.std()))
+    """min/max/mean/std over the finite values (float64), and NaN, Inf and zero counts.
+
+    Computed block by block (``_STATS_BLOCK`` values at a time, the blocks' moments merged), so a
+    memory-mapped file is never read into memory whole."""
+    flat = features.ravel(order="K")  # a view for a contiguous array or memmap
+    nan = inf = zeros = count = 0
+    low, high, mean, m2 = np.inf, -np.inf, 0.0, 0.0
+    for start in range(0, flat.size, _STATS_BLOCK):
+        block = np.asarray(flat[start : start + _STATS_BLOCK])
+        finite_mask = np.isfinite(block)
+        finite = block[finite_mask].astype(np.float64)
+        n_nan = int(np.isnan(block).sum())
+        nan, inf = nan + n_nan, inf + int(block.size - finite.size - n_nan)
+        zeros += int(block.size - np.count_nonzero(block))
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+            b_mean = float(finite.sum()) / finite.size
+            finite -= b_mean  # in place: one float64 copy of a block at a time
+            b_m2 = float(np.square(finite, out=finite).sum())
+            total = count + finite.size
+            delta = b_mean - mean
+            mean += delta * finite.size / total
+            m2 += b_m2 + delta * delta * count * finite.size / total
+            count = total
+    stats = {"nan": nan, "inf": inf, "zeros": zeros, "size": int(flat.size)}
+    if count:
+        stats.update(min=low, max=high, mean=mean, std=math.sqrt(m2 / count))
     else:
         stats.update(min=None, max=None, mean=None, std=None)
     return stats
@@ -90,7 +114,7 @@ def feature_stats(features: np.ndarray) -> dict:
 
 def describe_file(path: os.PathLike | str) -> str:
     """A readable summary of one feature file. Raises ``InputError`` for a broken or non-feature file."""
-    features, meta = read_features(path)
+    features, meta = read_features(path, lazy=True)  # a .npy is mapped, never read whole
     c, f = meta["shape"]
     sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
     lines = [f"{meta['path']}  ({meta['format']})"]
@@ -103,6 +127,8 @@ def describe_file(path: os.PathLike | str) -> str:
     else:
         rows.append(("hop", "unknown"))
     ft = meta["frame_times"]
+    if ft is None and f:  # lazy: the first and last frames' times only
+        ft = frame_centres(np.array([0, f - 1]), hop, rf, meta["left_padding"], sr)
     if meta["duration_s"] is not None:
         dur = f"{meta['duration_s']:.3f} s of audio"
         if meta["num_samples"] is not None:
@@ -160,14 +186,19 @@ def describe_dir(path: os.PathLike | str) -> str:
         raise InputError(f"{folder}: no manifest.jsonl; not a conv_pipeline output folder (inspect a feature file instead)")
     rows, errors = [], {}
     counts = {"ok": 0, "skipped": 0, "failed": 0}
-    audio_s, frames, missing = 0.0, 0, 0
+    audio_s, frames, missing, refused = 0.0, 0, 0, 0
     listed = set()
     for rec in root.records.values():
         counts[rec.status] = counts.get(rec.status, 0) + 1
         status = rec.status
         if rec.output:
             listed.add(rec.output)
-            if not (folder / rec.output).is_file():
+            inside = root.feature_path(rec.output)  # outside the folder: never opened nor looked at
+            if inside is None:
+                status += " REFUSED"
+                refused += 1
+                errors[len(rows)] = _REFUSED_NOTE
+            elif not is_regular_file(inside):
                 status += " MISSING"
                 missing += 1
         if rec.status != "failed":
@@ -176,7 +207,7 @@ def describe_dir(path: os.PathLike | str) -> str:
         shape = f"{rec.shape[0]} x {rec.shape[1]}" if rec.shape and len(rec.shape) == 2 else "-"
         dur = f"{rec.duration_s:.2f}" if rec.duration_s is not None else "-"
         if rec.error:
-            errors[len(rows)] = rec.error
+            errors[len(rows)] = "; ".join(filter(None, (errors.get(len(rows)), rec.error)))
         rows.append([rec.output or "-", status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
     unlisted = sorted(
         p.relative_to(folder).as_posix()
@@ -203,6 +234,7 @@ def describe_dir(path: os.PathLike | str) -> str:
         f"{total} input(s): {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
         f"{audio_s:.2f} s of audio, {frames} frames"
         + (f"; {missing} listed file(s) MISSING" if missing else "")
+        + (f"; {refused} record(s) REFUSED (output not inside the folder)" if refused else "")
         + (f"; {len(unlisted)} feature file(s) not in the manifest" if unlisted else "")
     )
     return "\n".join(lines)
