@@ -12,7 +12,8 @@ spec is and opens it. A spec is
   it. Filesystem objects never travel between processes; the options do, so every Ray worker
   builds its own client with the same endpoint and credentials.
 
-Also here: the rules shared by the stages' error messages (``one_line``; ``storage_error`` for a
+Also here: the rules shared by the stages' error messages (``one_line``; ``printable`` and
+``PRINTABLE_LOG`` for names shown on a terminal; ``storage_error`` for a
 failed listing or read; ``renamed_error`` to name a URL instead of its local copy), the check that
 keeps outputs under ``output.dir`` (``check_rel``), local temporary folders (``staging``) and the
 protocols whose single PUT is an atomic commit (``OBJECT_STORES``, used by ``sink.outputs``).
@@ -21,6 +22,7 @@ protocols whose single PUT is an atomic commit (``OBJECT_STORES``, used by ``sin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import re
@@ -109,6 +111,49 @@ def fs_protocol(fs: Any) -> str:
 def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) made one space."""
     return " ".join(str(text).split())
+
+
+# C0/C1 controls and DEL (as characters, or as bytes that are not UTF-8: os.fsdecode's surrogates
+# U+DC80-U+DC9F), lone surrogates that stand for no byte, line and paragraph separators, and the
+# bidirectional overrides and isolates that reorder what a terminal shows
+_UNPRINTABLE_RE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udc7f\udc80-\udc9f\udd00-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode keeps it: shown as that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: object, keep: str = "") -> str:
+    """``text`` safe to show on a terminal: control characters (escape sequences, newlines, tabs,
+    DEL, C1, also as bytes that are not UTF-8) and bidirectional overrides written as ``\\x1b``,
+    ``\\x9b``, ``\\u202e``; letters of any script, spaces, backslashes and the other bytes that
+    are not UTF-8 (printed as those bytes, as ``ls`` does) unchanged. Characters in ``keep``
+    (``"\\n"`` for a message meant to span lines) are left as they are."""
+    s = str(text)
+    if not _UNPRINTABLE_RE.search(s):
+        return s
+    return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group() in keep else _escape(m), s)
+
+
+class PrintableArgs(logging.Filter):
+    """A logger filter: every string argument of a record (the names a log line shows) goes
+    through ``printable``; a message whose format spans lines keeps line breaks in its arguments
+    (a traceback under ``debug=true``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            keep = "\n" if "\n" in str(record.msg) else ""
+            record.args = tuple(printable(a, keep) if isinstance(a, (str, os.PathLike)) else a for a in args)
+        return True
+
+
+PRINTABLE_LOG = PrintableArgs()  # one instance: adding it to a logger twice adds it once
 
 
 def storage_error(url: str, err: BaseException, what: str) -> InputError:

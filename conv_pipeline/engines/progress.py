@@ -1,6 +1,8 @@
 """What the batch job tells its user while it runs and when it ends: a tqdm bar on a terminal
 (log lines otherwise, ``batch.progress``), the manifest records counted into a ``BatchSummary``,
-and the summary printed at the end (exit status 1 when any input failed).
+and the summary printed at the end (exit status 1 when any input failed). Names are shown through
+``fs.printable`` (the summary) and ``fs.PRINTABLE_LOG`` (the job's log lines): a file name holding
+a terminal escape sequence is shown escaped, never sent to the terminal.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from conv_pipeline.fs import join
+from conv_pipeline.fs import PRINTABLE_LOG, join, printable
 from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
 
 log = logging.getLogger("conv_pipeline.batch")
+for _name in ("conv_pipeline.batch", "conv_pipeline.audio"):  # the batch job's loggers: names in log lines escaped
+    logging.getLogger(_name).addFilter(PRINTABLE_LOG)
 
 
 class Progress:
@@ -94,11 +98,11 @@ class BatchSummary:
         lines = [
             f"batch: {self.total} input(s): {self.ok} ok, {self.skipped} skipped, {self.failed} failed; "
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f} s "
-            f"({self.speed:.0f}x real time); manifest: {join(self.output_dir, MANIFEST_NAME)}"
+            f"({self.speed:.0f}x real time); manifest: {printable(join(self.output_dir, MANIFEST_NAME))}"
         ]
         if self.failures:
             lines.append("failed:")
-            lines += [f"  {err}" for _, err in self.failures[:max_failures]]
+            lines += [f"  {printable(err)}" for _, err in self.failures[:max_failures]]
             if len(self.failures) > max_failures:
                 lines.append(f"  ... and {len(self.failures) - max_failures} more (status \"failed\" in the manifest)")
         return "\n".join(lines)

@@ -10,9 +10,10 @@ inputs always get the same names (what a resumed job relies on).
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
 import posixpath
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -20,9 +21,11 @@ from typing import Any, Optional, Sequence
 from conv_pipeline.config.schema import AUDIO_EXTENSIONS
 from conv_pipeline.errors import InputError
 from conv_pipeline.fs import is_url, local_path
-from conv_pipeline.source.local import posix_rel, read_list, walk_folder
+from conv_pipeline.source.local import glob_files, posix_rel, read_list, walk_folder
 from conv_pipeline.source.patterns import GLOB_CHARS, glob_root, has_ext
 from conv_pipeline.source.remote import list_inputs
+
+NAME_MAX = 255  # bytes in one file name on POSIX filesystems (ext4, xfs, btrfs, APFS)
 
 
 # ---------------------------------------------------------------- finding inputs
@@ -49,7 +52,8 @@ def find_inputs(
     * a folder: every audio file below it (by extension, case-insensitive; hidden names
       skipped), relative to the folder;
     * a glob (``*``, ``?``, ``[``; ``**`` spans folders): the matching audio files, relative
-      to the pattern's literal leading folder;
+      to the pattern's literal leading folder, found by the folder's rule (every real folder
+      searched once: a symlink loop neither repeats a file nor hangs);
     * a text file: one path per line (blank lines and ``#`` comments ignored; relative paths
       are relative to the list file's folder; taken whatever their extension), relative to
       the entries' common folder, so ``../x.wav`` still gets an output inside ``output.dir``;
@@ -79,7 +83,7 @@ def find_inputs(
             root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else "."
     elif GLOB_CHARS & set(spec):
         kind, root = "glob", glob_root(spec.replace(os.sep, "/"))
-        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and has_ext(p, exts)]
+        paths = glob_files(spec.replace(os.sep, "/"), exts)
     else:
         raise InputError(
             f"input={spec!r}: no such file or folder; give a folder, a glob like 'corpus/**/*.wav' "
@@ -109,29 +113,31 @@ def _ordered_inputs(spec: str, exts: frozenset[str], kind: str, root: str, paths
 def plan_outputs(rels: Sequence[str], fmt: str) -> list[str]:
     """Output path (POSIX, relative to ``output.dir``) of each input's relative path.
 
-    ``a/b/x.wav`` -> ``a/b/x.npy``. Inputs that would share an output (``x.wav`` and
-    ``x.flac`` in one folder; compared case-insensitively) keep their extension instead:
-    ``x.wav.npy``, ``x.flac.npy``. Deterministic: the same inputs always give the same names.
+    ``a/b/x.wav`` -> ``a/b/x.npy``. Any name POSIX allows gets an output: a backslash (a
+    separator elsewhere) is written ``_`` in the output's name. Inputs that would share an output
+    (compared case-insensitively, and in one Unicode normal form, as a case- or
+    normalisation-insensitive filesystem would) keep their extension: ``x.wav.npy``,
+    ``x.flac.npy``; those that still share one (``x.wav`` and ``x.WAV``) also get the first 8 hex
+    digits of their relative path's SHA-1: ``x.wav~1a2b3c4d.npy``, ``x.WAV~5e6f7a8b.npy``.
+    Deterministic: the same inputs always give the same names (recorded in the manifest's
+    ``output``).
     """
-    keep = [False] * len(rels)
-
-    def name(rel: str, keep_ext: bool) -> str:
-        folder, base = posixpath.split(rel)
-        stem = base if keep_ext else (posixpath.splitext(base)[0] or base)
-        return posixpath.join(folder, f"{stem}.{fmt}")
-
+    level = [0] * len(rels)  # 0: the stem; 1: the whole name; 2: the whole name and a hash
     while True:
-        outs = [name(r, k) for r, k in zip(rels, keep)]
+        outs = [output_name(r, k, fmt) for r, k in zip(rels, level)]
         groups: dict[str, list[int]] = defaultdict(list)
         for i, out in enumerate(outs):
-            groups[out.casefold()].append(i)
-        clash = [i for members in groups.values() if len(members) > 1 for i in members if not keep[i]]
+            groups[clash_key(out)].append(i)
+        clash = [  # in each clash, the names at its lowest level move one level up
+            i for members in groups.values() if len(members) > 1
+            for i in members if level[i] == min(level[j] for j in members) < 2
+        ]
         if not clash:
             break
         for i in clash:
-            keep[i] = True
+            level[i] += 1
     for members in groups.values():
-        if len(members) > 1:
+        if len(members) > 1:  # level-2 names alike: a SHA-1 prefix collision
             names = " and ".join(rels[i] for i in members[:2])
             raise InputError(f"{names} would write the same output {outs[members[0]]}; rename one of them")
     for rel, out in zip(rels, outs):
@@ -139,3 +145,27 @@ def plan_outputs(rels: Sequence[str], fmt: str) -> list[str]:
         if out.startswith("/") or ".." in parts or "" in parts[:-1]:
             raise InputError(f"{rel}: would write outside output.dir ({out}); list paths inside one folder")
     return outs
+
+
+def output_name(rel: str, level: int, fmt: str) -> str:
+    """``rel``'s output at disambiguation ``level`` (see ``plan_outputs``); a file name longer
+    than ``NAME_MAX`` bytes is cut and given the hash, so that it can be written."""
+    folder, base = posixpath.split(rel.replace("\\", "_"))
+    stem = base if level else (posixpath.splitext(base)[0] or base)
+    if level < 2 and name_bytes(f"{stem}.{fmt}") <= NAME_MAX:
+        return posixpath.join(folder, f"{stem}.{fmt}")
+    tail = f"~{hashlib.sha1(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}.{fmt}"
+    while name_bytes(stem + tail) > NAME_MAX:
+        stem = stem[:-1]
+    return posixpath.join(folder, stem + tail)
+
+
+def name_bytes(name: str) -> int:
+    """How many bytes ``name`` takes on a POSIX filesystem (names that are not UTF-8 included)."""
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def clash_key(out: str) -> str:
+    """What two outputs share on a case- and normalisation-insensitive filesystem (Unicode's
+    canonical caseless match)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", out).casefold())
