@@ -163,6 +163,16 @@ class StackGeometry:
         centre = (self.receptive_field - 1) / 2 - self.left_padding
         return [(t * self.hop + centre) / sample_rate for t in range(n_frames)]
 
+    def layer_elements(self, length: int, channels: Sequence[tuple[int, int]]) -> list[int]:
+        """Float elements each layer holds at once for ``length`` input frames: its input, the
+        input zero-padded (``L + 2p``) and its output, ``channels`` being each layer's ``(in, out)``.
+        The plan checks the largest against the memory available before any weight or sample exists."""
+        lengths = self.lengths(length)
+        return [
+            c_in * (2 * lengths[i] + 2 * layer.padding) + c_out * lengths[i + 1]
+            for i, (layer, (c_in, c_out)) in enumerate(zip(self.layers, channels))
+        ]
+
     def summary_rows(self, length: int | None, channels: Sequence[tuple[int, int]] | None = None):
         """One dict per layer: kernel, stride, padding, dilation, in/out channels, output frames, RF, hop."""
         lengths = self.lengths(length) if length is not None else None

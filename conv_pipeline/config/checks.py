@@ -9,6 +9,7 @@ Used by the plan (``config/plan.py``), which every entry point builds; the loade
 from __future__ import annotations
 
 import math
+import resource
 from typing import Optional, Sequence
 
 from conv_pipeline.config.schema import (
@@ -23,7 +24,17 @@ from conv_pipeline.config.schema import (
     ModelConfig,
 )
 from conv_pipeline.errors import ConfigError
-from conv_pipeline.geometry import StackGeometry
+from conv_pipeline.geometry import StackGeometry, conv_parameters
+
+# Sample rates a file or audio.sample_rate may have: a header outside them is damaged or made up
+# (a 32 KB file "at 1 Hz" upsampled to 16 kHz would be 800 MB of features; at 2 GHz one second of
+# it would be 8 GB). MAX_CHANNELS: libsndfile's SF_MAX_CHANNELS, the most a file can hold.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 1_000_000
+MAX_CHANNELS = 1024
+# Bytes of float32 one decoded block may hold (before and after the channel policy and
+# resampling), whatever chunk_seconds x the header's rate says: 16 MiB is 4 M mono samples,
+# over four minutes at 16 kHz.
+MAX_BLOCK_BYTES = 16 << 20
 
 
 # ---------------------------------------------------------------- one validator style
@@ -177,17 +188,89 @@ def validate_audio(audio: AudioConfig) -> None:
     sr = audio.sample_rate
     if sr is not None and (not is_int(sr) or sr < 1):
         raise fail("audio.sample_rate", "null or an integer >= 1 (Hz)", sr)
+    if sr is not None and not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise ConfigError(
+            f"audio.sample_rate={sr} is outside the rates this tool takes ({MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz); "
+            "give a rate in that range or null (each file's own rate)"
+        )
     ch = audio.channels
     if isinstance(ch, str):
         if ch not in ("keep", "mono"):
             raise fail("audio.channels", "'keep', 'mono' or a list of channel indices like [0,1]", ch)
     elif isinstance(ch, Sequence) and not isinstance(ch, (bytes, str)):
         if not ch or not all(is_int(c) and c >= 0 for c in ch):
-            raise fail("audio.channels", "a non-empty list of channel indices >= 0", list(ch))
+            raise fail("audio.channels", "a non-empty list of channel indices >= 0", _short_list(ch))
+        if len(ch) > MAX_CHANNELS or max(ch) >= MAX_CHANNELS:
+            raise ConfigError(
+                f"audio.channels lists {len(ch)} indices up to {max(ch)}: at most {MAX_CHANNELS} indices below "
+                f"{MAX_CHANNELS} (the most channels an audio file can hold); select fewer channels"
+            )
     else:
         raise fail("audio.channels", "'keep', 'mono' or a list of channel indices like [0,1]", ch)
+
+
+def _short_list(values: Sequence) -> object:
+    """A list as a message shows it: the first few items of a long one."""
+    values = list(values)
+    return values if len(values) <= 8 else f"[{', '.join(map(repr, values[:8]))}, ... ({len(values)} items)]"
 
 
 def validate_chunk_seconds(value: object) -> float:
     """``runtime.chunk_seconds`` as a float; ``ConfigError`` unless it is a finite number > 0."""
     return check_seconds("runtime.chunk_seconds", value, "null or ")
+
+
+# ---------------------------------------------------------------- memory
+def _read_int(path: str, key: bytes = b"") -> Optional[int]:
+    """An integer from a /proc or /sys file (after ``key`` on its line, in kB for /proc), else None."""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    fields = line[len(key):].split()
+                    return int(fields[0]) * (1024 if key else 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2, then v1
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def available_bytes() -> Optional[int]:
+    """Memory this process may still take (None when unknown): the kernel's ``MemAvailable``,
+    less when the process's cgroup limit or its address-space limit (``ulimit -v``) leaves less."""
+    limits = [_read_int("/proc/meminfo", b"MemAvailable:")]
+    for limit_file, usage_file in _CGROUP_FILES:
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:
+            limits.append(max(0, limit - usage))
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = _read_int("/proc/self/status", b"VmSize:")
+    if soft != resource.RLIM_INFINITY and used is not None:
+        limits.append(max(0, soft - used))
+    known = [v for v in limits if v is not None]
+    return min(known) if known else None
+
+
+def layer_channels(model: ModelConfig, in_channels: int) -> list[tuple[int, int]]:
+    """``(in, out)`` channels of every conv of the stack, front-end first (an STFT's (re, im)
+    pairs become one magnitude channel each before the next conv reads them)."""
+    if model.frontend is None:
+        chans, c = [], in_channels
+    else:
+        chans = frontend_channels(model.frontend)
+        c = chans[-1][1] if model.frontend.type == "sinc" else frontend_out_channels(model.frontend)
+    for layer in model.layers:
+        chans.append((c, layer.out_channels))
+        c = layer.out_channels
+    return chans
+
+
+def stack_parameters(model: ModelConfig, in_channels: int) -> int:
+    """Weights and biases of the stack's convs (norms aside) for ``in_channels`` input channels."""
+    return sum(
+        conv_parameters(max(c_in, spec.groups), c_out, spec.kernel_size, spec.groups, bool(spec.bias))
+        for (c_in, c_out), spec in zip(layer_channels(model, in_channels), model_layer_specs(model))
+    )

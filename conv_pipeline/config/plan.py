@@ -22,11 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from conv_pipeline.config import checks
 from conv_pipeline.config.channels import ChannelRule, channel_rule
 from conv_pipeline.config.checks import (
+    MAX_BLOCK_BYTES,
     check_choice,
     check_int,
     check_seconds,
+    layer_channels,
+    stack_parameters,
     validate_audio,
     validate_model,
 )
@@ -190,6 +194,7 @@ def build_plan(cfg: Any, kind: str = "file", output_dir: Optional[str] = None, n
     specs_groups = geometry_first_groups(cfg)
     rule = channel_rule(cfg.model.in_channels, policy, specs_groups, checkpoint_channels(cfg), cfg.model.checkpoint,
                         cfg.model.frontend.type if cfg.model.frontend is not None else None)
+    check_memory(cfg, geometry, rule, chunk_seconds, sample_rate)
     return Plan(
         kind=kind,
         config=cfg,
@@ -204,6 +209,39 @@ def build_plan(cfg: Any, kind: str = "file", output_dir: Optional[str] = None, n
         engine=engine,
         storage=storage,
         storage_options=_storage_options(storage),
+    )
+
+
+def check_memory(cfg: Config, geometry: StackGeometry, rule: ChannelRule, chunk_seconds: Optional[float],
+                 sample_rate: Optional[int]) -> None:
+    """``ConfigError`` when the stack's weights plus its largest layer activation (for one chunk,
+    or for the shortest input a whole file can be) exceed the memory available: a model, padding
+    or channel policy too large for this machine is refused before anything is allocated.
+
+    Input channels: the rule's count, else 1 (the audio decides; a file's own count is checked
+    when it is loaded). A chunk is ``chunk_seconds`` at the stack's rate (a block holds at most
+    ``MAX_BLOCK_BYTES`` whatever the rate)."""
+    avail = checks.available_bytes()
+    if avail is None:
+        return
+    in_ch = rule.count or 1
+    params = stack_parameters(cfg.model, in_ch)
+    cap = MAX_BLOCK_BYTES // (4 * in_ch)
+    if chunk_seconds is None:
+        length, unit = geometry.min_input_length, "the shortest input"
+    else:
+        length = max(1, min(cap, round(chunk_seconds * (sample_rate or checks.MAX_SAMPLE_RATE))))
+        unit = "one chunk (runtime.chunk_seconds)"
+    per_layer = geometry.layer_elements(length, layer_channels(cfg.model, in_ch))
+    peak = max(per_layer)
+    need = 4 * (params + peak)
+    if need <= avail:
+        return
+    layer = per_layer.index(peak) + 1
+    raise ConfigError(
+        f"the model needs about {need / 2**30:.1f} GiB ({params:,} weights; layer {layer} holds {peak:,} values "
+        f"for {unit}, {length} samples x {in_ch} channel(s)), {avail / 2**30:.1f} GiB available: reduce "
+        "out_channels, kernel_size, padding or audio.channels (or runtime.chunk_seconds)"
     )
 
 

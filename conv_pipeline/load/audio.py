@@ -36,9 +36,11 @@ import torch
 from conv_pipeline.config.checks import validate_audio
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import InputError
+from conv_pipeline.fs import PRINTABLE_LOG
 from conv_pipeline.load.signal import (
     apply_channel_policy,
     check_memory,
+    check_rate,
     check_resample,
     normalize_waveform,
     resample,
@@ -46,6 +48,7 @@ from conv_pipeline.load.signal import (
 )
 
 log = logging.getLogger("conv_pipeline.audio")
+log.addFilter(PRINTABLE_LOG)  # names are shown with control characters escaped
 
 
 
@@ -219,6 +222,7 @@ def probe(path: Union[str, os.PathLike]) -> AudioInfo:
         raise InputError(
             f"{path}: not a readable audio file (its header says {info.samplerate} Hz, {info.channels} channel(s))"
         )
+    check_rate(path, int(info.samplerate))
     truncated = bool(_SHORTER_THAN_HEADER.search(getattr(info, "extra_info", "") or ""))
     return AudioInfo(
         spath, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype, truncated
@@ -327,6 +331,8 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     warn_truncated(path, info, decoded)
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
     del data
+    if not isinstance(audio.channels, str) and len(audio.channels) > wave.shape[0]:
+        check_memory(path, 4 * len(audio.channels) * decoded, f"audio.channels: {len(audio.channels)} channel(s) x {decoded} frames")
     wave = apply_channel_policy(wave, audio.channels, info.path)
     if target != info.sample_rate:
         n_out = resampled_length(int(wave.shape[-1]), info.sample_rate, target)

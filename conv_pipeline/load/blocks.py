@@ -34,6 +34,7 @@ from conv_pipeline.load.audio import (
 from conv_pipeline.load.signal import (
     ChannelPolicy,
     apply_channel_policy,
+    capped_block_frames,
     check_resample,
 )
 
@@ -46,16 +47,26 @@ class BlockReader:
     start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
     is read to its end to count them, then refused; a file that decodes to no frames is refused.
     ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
-    for a truncated file). Memory: one block, whatever the file's length.
+    for a truncated file). Memory: one block, whatever the file's length, of at most
+    ``MAX_BLOCK_BYTES`` (``config/checks.py``) whatever ``block_frames`` and the header's rate say.
     """
 
     def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
         self.name = path  # as the caller gave it: load_audio's messages name it this way
         self.info = info
         self.policy = channels
-        self.block_frames = max(1, int(block_frames))
         self.channels = int(apply_channel_policy(torch.empty(info.channels, 0), channels, info.path).shape[0])
+        self.block_frames = int(block_frames)
         self.frames_read: Optional[int] = None
+
+    @property
+    def block_frames(self) -> int:
+        return self._block_frames
+
+    @block_frames.setter
+    def block_frames(self, frames: int) -> None:
+        """At least 1, at most ``MAX_BLOCK_BYTES`` of float32 before or after the channel policy."""
+        self._block_frames = capped_block_frames(max(1, int(frames)), 1, max(self.info.channels, self.channels))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         frames, bad = 0, 0

@@ -8,8 +8,10 @@ whole file and by ``blocks.py`` / ``stream.py`` on blocks; nothing else applies 
 * ``resample`` and ``resampled_length``: torchaudio's sinc resampler, ``(C, T) -> (C,
   ceil(new * T / orig))``; ``stream.py`` runs the same filter block by block.
 * ``normalize_waveform``: ``audio.normalize``, zero mean and unit variance over the file.
-* ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before anything is
-  allocated, a resampling filter too large for its rates or a file too large to load whole.
+* ``check_rate``, ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before
+  anything is allocated, a header rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, an
+  upsampling above ``MAX_UPSAMPLE`` or a filter too large for its rates, a file too large to
+  load whole; ``capped_block_frames``: a block's frames, at most ``MAX_BLOCK_BYTES`` whatever the rate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from typing import Optional, Sequence, Union
 import torch
 import torchaudio.functional as AF
 
+from conv_pipeline.config.checks import (
+    MAX_BLOCK_BYTES,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    available_bytes,
+)
 from conv_pipeline.errors import InputError
 
 ChannelPolicy = Union[str, Sequence[int]]  # audio.channels: keep, mono or channel indices
@@ -47,8 +55,28 @@ def resample_taps(orig: int, new: int) -> int:
     return n * (o + 2 * width)
 
 
+# Upsampling makes every sample many: a ratio above this is a header that lies, not audio.
+MAX_UPSAMPLE = 32
+
+
+def check_rate(path: Union[str, os.PathLike], rate: int) -> None:
+    """``InputError`` for a header rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"{path}: its header says {rate} Hz, outside the rates this tool takes ({MIN_SAMPLE_RATE}.."
+            f"{MAX_SAMPLE_RATE} Hz): the header is damaged or the file is not audio; repair or re-encode it"
+        )
+
+
 def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
-    """``InputError`` when resampling ``orig -> new`` Hz needs more than ``MAX_RESAMPLE_TAPS`` taps."""
+    """``InputError`` when ``orig -> new`` Hz upsamples more than ``MAX_UPSAMPLE`` times or needs
+    more than ``MAX_RESAMPLE_TAPS`` filter taps."""
+    if new > MAX_UPSAMPLE * orig:
+        raise InputError(
+            f"{path}: resampling {orig} Hz to {new} Hz multiplies the samples by {new / orig:.0f}, more than "
+            f"the {MAX_UPSAMPLE}x this tool allows; set audio.sample_rate=null to keep its own rate, or "
+            "convert the file first"
+        )
     taps = resample_taps(orig, new)
     if taps > MAX_RESAMPLE_TAPS:
         raise InputError(
@@ -59,18 +87,8 @@ def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
 
 
 def _available_bytes() -> Optional[int]:
-    """Memory the kernel says is available now (``MemAvailable``), or None when unknown."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Memory available now (``config.checks.available_bytes``); tests replace it."""
+    return available_bytes()
 
 
 def check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
@@ -81,6 +99,15 @@ def check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
             f"{path}: too large to load whole ({what} needs {nbytes / 2**30:.1f} GiB, "
             f"{avail / 2**30:.1f} GiB available); set runtime.chunk_seconds (e.g. 30) to stream it"
         )
+
+
+def capped_block_frames(seconds: float, rate: int, channels: int, ratio: float = 1.0) -> int:
+    """Frames per decoded block: ``seconds`` at ``rate``, capped so that the block holds at most
+    ``MAX_BLOCK_BYTES`` of float32 over ``channels`` (the most it has, before or after the channel
+    policy), also once resampled by ``ratio`` (new / orig rate)."""
+    cap = max(1, int(MAX_BLOCK_BYTES // (4 * max(1, channels) * max(1.0, ratio))))
+    want = seconds * rate
+    return max(1, min(cap, round(want) if want < cap else cap))
 
 
 def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: str = "audio") -> torch.Tensor:

@@ -29,7 +29,11 @@ from conv_pipeline.config.checks import validate_chunk_seconds
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.load.audio import AudioInfo
 from conv_pipeline.load.blocks import BlockReader, open_blocks
-from conv_pipeline.load.signal import normalize_waveform, resampled_length
+from conv_pipeline.load.signal import (
+    capped_block_frames,
+    normalize_waveform,
+    resampled_length,
+)
 from conv_pipeline.windows import Moments, Window
 
 
@@ -111,7 +115,9 @@ class AudioStream:
         self.normalize = bool(getattr(audio, "normalize", False))
         self.norm_stats: Optional[tuple[float, float]] = None
         self.frames_read: Optional[int] = None
-        reader.block_frames = max(1, round(chunk_seconds * reader.info.sample_rate))
+        rate = reader.info.sample_rate
+        widest = max(reader.info.channels, reader.channels)
+        reader.block_frames = capped_block_frames(chunk_seconds, rate, widest, self.sample_rate / rate)
 
     def _decode(self) -> Iterator[torch.Tensor]:
         rate = self.info.sample_rate
