@@ -30,7 +30,10 @@ place.
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
 (float64, ``windows.Moments``), then again with the statistics fixed
-(``TimeGroupNorm.normalize``); "Norms that pool over time" in ``docs/geometry.md``. Per-frame
+(``TimeGroupNorm.normalize``); "Norms that pool over time" in ``docs/geometry.md``. Every pass
+over a file (these, and ``audio.normalize``'s statistics pass inside ``AudioStream``) must read the
+same number of samples (``PassCounts``): a file that changed in between is refused, nothing
+written. Per-frame
 operations (activations, ``layer_norm`` over channels, the front-ends' magnitude/log) commute
 with chunking.
 
@@ -295,21 +298,62 @@ def iter_features(
     layers = _time_norm_layers(stack)
     if layers and iter(blocks) is blocks:
         raise TypeError("a stack with a norm over time needs re-iterable blocks (a list or an AudioStream)")
+    passes = PassCounts(blocks)
     for j in layers:  # one statistics pass per norm over time, earlier ones fixed
         pass_j = StreamingStack(stack, device, stats, collect=j)
         for block in blocks:
+            passes.started()
             pass_j.push(block)
         pass_j.flush()
+        passes.done(pass_j.frames_in)
         mean, var = pass_j.collected()
         stats[j] = (mean, var)
     streamer = StreamingStack(stack, device, stats)
     for block in blocks:
+        passes.started()
         y = streamer.push(block)
         if y.shape[-1]:
             yield y
     y = streamer.flush()
+    passes.done(streamer.frames_in)  # before the last chunk: a writer never completes a changed file
     if y.shape[-1]:
         yield y
+
+
+class PassCounts:
+    """The samples each pass over the same input read, which must all be equal: a file read more
+    than once (a statistics pass for a norm over time or for ``audio.normalize``, then the output
+    pass) that changed in between (truncated, rewritten) would otherwise give features computed
+    from statistics of other audio, recorded as fine. ``started()`` is called with each block
+    (an ``AudioStream``'s ``frames_read`` then tells what its own statistics pass, or the previous
+    pass, read), ``done(n)`` at the end of a pass; a difference is an ``InputError`` naming the
+    file, raised before the last chunk reaches the writer (nothing is written)."""
+
+    def __init__(self, blocks: Any) -> None:
+        self.blocks = blocks
+        self.path = getattr(blocks, "path", "the input")
+        self.counts: list[int] = []
+        self._seen_read = False
+
+    def started(self) -> None:
+        if self._seen_read:
+            return
+        self._seen_read = True
+        read = getattr(self.blocks, "frames_read", None)  # a decode finished before this block
+        if isinstance(read, int):
+            self._check(read)
+
+    def done(self, frames: int) -> None:
+        self._check(int(frames))
+        self._seen_read = False
+
+    def _check(self, frames: int) -> None:
+        if self.counts and frames != self.counts[0]:
+            raise InputError(
+                f"{self.path}: the file changed while it was being read (one pass over it read {self.counts[0]} "
+                f"samples, another {frames}); nothing was written; run again once the file is complete"
+            )
+        self.counts.append(frames)
 
 
 # ---------------------------------------------------------------- one file

@@ -10,12 +10,20 @@ Fields: ``input`` (the input as given, a path or URL), ``output`` (feature file 
 ``output.dir``, POSIX separators; null when failed), ``status`` (``ok``, ``failed`` or
 ``skipped``), ``error`` (one line, for failures, else null), ``sample_rate`` (Hz the features
 were computed at, after resampling), ``num_samples`` (samples per channel at that rate),
-``duration_s``, ``shape`` (``[out_channels, frames]``), ``seconds`` (wall time spent).
+``duration_s``, ``shape`` (``[out_channels, frames]``), ``seconds`` (wall time spent), and the
+output's identity: ``key`` (the input's canonical name: its resolved absolute path, or its URL;
+one key per input however it was spelled), ``fingerprint`` (the input when it was read: size,
+modification time and a hash of its first bytes) and ``weights`` (a hash of the weights that made
+the features). A record from an older version lacks the last three (null: unknown), so a resumed
+job recomputes its output instead of trusting it.
 
 Records are appended with one ``write`` of whole lines, then ``fsync`` (so concurrent appenders
 never interleave, and a record is on disk once the call returns); a last line torn by a killed or
-full-disk writer is ended first, and skipped when read. When an input appears more than once, its
-last record is the current one.
+full-disk writer is ended first. Reading treats the manifest as untrusted: a line that is not a
+record (torn, even inside a character; not JSON; not an object; a field of the wrong type; nested
+too deep) is skipped and reported. When an input (its ``key``) appears more than once, its last
+record is the current one; a record whose output a later record of another input claims is no
+longer current (that file now holds the other input's features).
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 from conv_pipeline.errors import OutputError
+from conv_pipeline.fs import one_line
 from conv_pipeline.sink.names import MANIFEST_NAME
+from conv_pipeline.sink.writer import check_regular_files
 
 STATUSES = ("ok", "failed", "skipped")
 
@@ -42,11 +52,19 @@ class ManifestRecord:
     num_samples: Optional[int] = None
     duration_s: Optional[float] = None
     shape: Optional[list[int]] = None
-    seconds: Optional[float] = None
+    key: Optional[str] = None
+    fingerprint: Optional[str] = None
+    weights: Optional[str] = None
+    seconds: Optional[float] = None  # last, as in the records of older versions
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    @property
+    def identity(self) -> str:
+        """The input's canonical key (``input`` itself for a record of an older version)."""
+        return self.key or self.input
 
     def to_json(self) -> str:
         """One line of JSON. Non-ASCII names stay readable; a name that is not valid UTF-8 (Python
@@ -124,39 +142,91 @@ def end_torn_line(out_dir: Path | str) -> None:
 
 
 # ---------------------------------------------------------------- reading
-def parse_records(lines: Iterable[bytes]) -> Iterator[ManifestRecord]:
-    """The records in ``lines`` (a manifest's lines, as bytes), in order; a line that is not a
-    record (a torn last line, cut anywhere, even inside a character) is skipped."""
-    for line in lines:
+MAX_LINE_BYTES = 1 << 20  # a record is a few hundred bytes (names up to a few KiB): longer is not one
+
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {  # every field but ``input`` and ``status`` may be null
+    "input": (str,), "status": (str,), "output": (str,), "error": (str,), "sample_rate": (int,),
+    "num_samples": (int,), "duration_s": _NUMBER, "shape": (list,), "seconds": _NUMBER,
+    "key": (str,), "fingerprint": (str,), "weights": (str,),
+}
+
+
+def record_from_data(data: object) -> ManifestRecord:
+    """The record a decoded JSON line holds; ``ValueError`` (one line) unless it is an object whose
+    fields have their types (``input`` and ``status`` required, ``shape`` a list of integers;
+    unknown keys ignored)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    values = {}
+    for name, types in FIELD_TYPES.items():
+        value = data.get(name)
+        if value is None and name not in ("input", "status"):
+            values[name] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"field {name!r} is not a {types[0].__name__}")
+        values[name] = value
+    shape = values["shape"]
+    if shape is not None and not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise ValueError("field 'shape' is not a list of integers")
+    return ManifestRecord(**values)  # checks the status
+
+
+def parse_records(lines: Iterable[bytes], problems: Optional[list[str]] = None) -> Iterator[ManifestRecord]:
+    """The records in ``lines`` (a manifest's lines, as bytes), in order. A line that is not a
+    record (torn anywhere, even inside a character; not JSON; too long or nested too deep; not an
+    object with typed fields) is skipped, and noted in ``problems`` (one line each) when given."""
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
         try:
-            data = json.loads(line)  # UTF-8 bytes; a torn character is a ValueError too
-            if isinstance(data, dict):
-                yield ManifestRecord(**{k: data.get(k) for k in ManifestRecord.__dataclass_fields__})
-        except (TypeError, ValueError):
-            continue
+            if len(line) > MAX_LINE_BYTES:
+                raise ValueError(f"{len(line)} bytes long")
+            yield record_from_data(json.loads(line))  # UTF-8 bytes; a torn character is a ValueError too
+        except RecursionError:
+            _note(problems, number, "nested too deep")
+        except (TypeError, ValueError) as err:
+            _note(problems, number, one_line(str(err)) or type(err).__name__)
 
 
-def iter_records(out_dir: Path | str) -> Iterator[ManifestRecord]:
-    """Every record in ``out_dir/manifest.jsonl``, in file order; a torn last line is skipped."""
+def _note(problems: Optional[list[str]], number: int, why: str) -> None:
+    if problems is not None:
+        problems.append(f"{MANIFEST_NAME} line {number}: not a record ({why[:200]}); skipped")
+
+
+def iter_records(out_dir: Path | str, problems: Optional[list[str]] = None) -> Iterator[ManifestRecord]:
+    """Every record in ``out_dir/manifest.jsonl``, in file order; lines that are not records are
+    skipped (and noted in ``problems``, see ``parse_records``)."""
     path = Path(out_dir) / MANIFEST_NAME
     if not path.exists():
         return
+    check_regular_files(out_dir, (MANIFEST_NAME,))  # a FIFO planted there would block forever
     with open(path, "rb") as f:
-        yield from parse_records(f)
+        yield from parse_records(f, problems)
 
 
 def current_records(records: Iterable[ManifestRecord]) -> dict[str, ManifestRecord]:
-    """The current record of every input (the last one), in first-seen order."""
+    """The current record of every input (the last record of its ``identity``: one however the
+    input was spelled), in first-seen order, keyed by ``input`` as that record spells it (by its
+    identity where two inputs are spelled alike, e.g. one relative path run from two folders). A
+    record whose output file a later record of another input claims (an ``ok``/``skipped`` record
+    naming the same output) is dropped: the file holds that input's features now."""
     current: dict[str, ManifestRecord] = {}
+    owner: dict[str, str] = {}  # output -> the identity of the input whose features it holds
     for rec in records:
-        current[rec.input] = rec
-    return current
+        current[rec.identity] = rec
+        if rec.output and rec.status in ("ok", "skipped"):
+            owner[rec.output] = rec.identity
+    keyed: dict[str, ManifestRecord] = {}
+    for ident, rec in current.items():
+        if not rec.output or owner.get(rec.output, ident) == ident:
+            keyed[rec.input if rec.input not in keyed else ident] = rec
+    return keyed
 
 
-def read_manifest(out_dir: Path | str) -> dict[str, ManifestRecord]:
-    """The current record of every input in ``out_dir/manifest.jsonl`` (the last one written),
-    in first-seen order."""
-    return current_records(iter_records(out_dir))
+def read_manifest(out_dir: Path | str, problems: Optional[list[str]] = None) -> dict[str, ManifestRecord]:
+    """The current record of every input in ``out_dir/manifest.jsonl`` (``current_records``);
+    lines that are not records are skipped and noted in ``problems``."""
+    return current_records(iter_records(out_dir, problems))

@@ -12,15 +12,14 @@ returns the implementation ``out`` (a ``sink.outputs.OutputDir``) needs:
   atomically (one ``OutputDir.write_bytes`` of the previous content plus every new record), at
   most every ``storage.manifest_flush_s`` seconds and when the job ends (``close``, also on errors
   and interrupts). A run killed in between loses only those manifest lines: their feature files
-  exist, so the next run records them as ``skipped`` (without their metadata, which was in the
-  lost lines).
+  exist but nothing ties them to their input and weights any more, so the next run recomputes them.
 """
 
 from __future__ import annotations
 
 import abc
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from conv_pipeline.sink.manifest import (
     MANIFEST_NAME,
@@ -33,6 +32,7 @@ from conv_pipeline.sink.manifest import (
     read_manifest,
 )
 from conv_pipeline.sink.outputs import OutputDir
+from conv_pipeline.sink.writer import check_guarded
 
 
 class ManifestSink(abc.ABC):
@@ -51,8 +51,9 @@ class ManifestSink(abc.ABC):
         self.flush_s = float(flush_s)
 
     @abc.abstractmethod
-    def read(self) -> dict[str, ManifestRecord]:
-        """The current record of every input, as the run found it (``manifest.read_manifest``)."""
+    def read(self, problems: Optional[list[str]] = None) -> dict[str, ManifestRecord]:
+        """The current record of every input, as the run found it (``manifest.read_manifest``);
+        lines that are not records are skipped and noted in ``problems``."""
 
     @abc.abstractmethod
     def add(self, records: Sequence[ManifestRecord]) -> None:
@@ -76,10 +77,11 @@ class LocalManifestSink(ManifestSink):
         self.folder = out.path
         end_torn_line(self.folder)
 
-    def read(self) -> dict[str, ManifestRecord]:
-        return read_manifest(self.folder)
+    def read(self, problems: Optional[list[str]] = None) -> dict[str, ManifestRecord]:
+        return read_manifest(self.folder, problems)
 
     def add(self, records: Sequence[ManifestRecord]) -> None:
+        check_guarded(self.folder / MANIFEST_NAME)  # the locked folder, not one made again in its place
         append_records(self.folder, records)
 
 
@@ -96,8 +98,8 @@ class RemoteManifestSink(ManifestSink):
             self._base += b"\n"  # a torn last line stays torn (skipped when read)
         self._last = time.monotonic()
 
-    def read(self) -> dict[str, ManifestRecord]:
-        return current_records(parse_records(self._base.split(b"\n")))
+    def read(self, problems: Optional[list[str]] = None) -> dict[str, ManifestRecord]:
+        return current_records(parse_records(self._base.split(b"\n"), problems))
 
     def add(self, records: Sequence[ManifestRecord]) -> None:
         if not records:

@@ -15,8 +15,8 @@ returns the implementation ``spec`` needs:
     the complete file (``fs.put_file``; a large file is one multipart upload, visible only when
     completed): readers see no object or the whole object;
   - any other filesystem: upload under a temporary name in the same folder
-    (``.<name>.tmp-xxxxxxxx``, the name ``writer.atomic_write`` uses, so ``clean_temp_files``
-    finds it), then ``fs.mv`` it into place.
+    (``.<name>.tmp-<host>-<pid>-<random>``, the name ``writer.atomic_write`` uses, so
+    ``clean_temp_files`` finds it), then ``fs.mv`` it into place.
 
 Both are picklable (Ray ships an ``OutputDir`` to each worker): the fsspec filesystem is rebuilt
 from ``spec`` and ``options`` in each process. ``rel`` arguments are POSIX paths under
@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import posixpath
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -47,6 +47,7 @@ from conv_pipeline.fs import (
     join,
     local_path,
     one_line,
+    printable,
     renamed_error,
     staging,
 )
@@ -60,7 +61,15 @@ from conv_pipeline.sink.jobdir import (
     make_output_dir,
     prepare_output_dir,
 )
-from conv_pipeline.sink.writer import TMP_MARKER, atomic_write
+from conv_pipeline.sink.writer import (
+    TMP_MARKER,
+    atomic_write,
+    check_guarded,
+    guard_folder,
+    guarded_identity,
+    host_tag,
+    temp_token,
+)
 
 __all__ = [  # with sink.jobdir's names, for the callers that import them from here
     "CONFIG_NAME",
@@ -78,7 +87,32 @@ __all__ = [  # with sink.jobdir's names, for the callers that import them from h
     "prepare_output_dir",
 ]
 
-TEMP_RE = re.compile(r"^\..+" + re.escape(TMP_MARKER) + r"[0-9a-f]{8}$")
+# ``.<name>.tmp-<host>-<pid>-<random>`` (``writer.temp_token``), or ``.<name>.tmp-<random>`` (older runs)
+TEMP_RE = re.compile(r"^\..+" + re.escape(TMP_MARKER) + r"(?:[0-9a-f]{8}-[0-9]+-)?[0-9a-f]{8}$")
+_OWNER_RE = re.compile(re.escape(TMP_MARKER) + r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{8}$")
+
+log = logging.getLogger("conv_pipeline.batch")
+
+
+def temp_owner_alive(name: str) -> bool:
+    """True when the temporary file ``name`` may still be written by a live process: its owner
+    (``writer.temp_token``) is another host (its processes cannot be seen from here), or a process
+    of this host that still exists. Names without an owner (older runs) have none alive."""
+    m = _OWNER_RE.search(name)
+    if m is None:
+        return False
+    if m["host"] != host_tag():
+        return True
+    pid = int(m["pid"])
+    if pid == os.getpid():
+        return True  # this process: another thread of it may be writing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: exists, another user's
+        return True
+    return True
 
 
 class OutputDir(abc.ABC):
@@ -151,8 +185,9 @@ class OutputDir(abc.ABC):
 
     @abc.abstractmethod
     def clean_temp_files(self, pattern: re.Pattern) -> int:
-        """Remove the files whose name matches ``pattern`` (temporaries of a killed run); returns
-        how many were removed."""
+        """Remove the files whose name matches ``pattern`` (temporaries of a killed run) and whose
+        owner is dead (``temp_owner_alive``: the live writers' are kept); returns how many were
+        removed."""
 
     # -- atomic writes
     @abc.abstractmethod
@@ -202,9 +237,20 @@ class LocalOutputDir(OutputDir):
             )
         return dest
 
+    def __getstate__(self) -> dict:
+        # a process this folder is shipped to (a Ray actor) checks the same lock's folder
+        return {**super().__getstate__(), "guard": guarded_identity(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        guard = state.pop("guard", None)
+        self.__dict__.update(state)
+        if guard is not None:
+            guard_folder(self.path, guard)
+
     def _prepared(self, rel: str) -> Path:
-        """``local(rel)``, its folder created."""
+        """``local(rel)``, its folder created (never a locked folder that is gone: ``check_guarded``)."""
         dest = self.local(rel)
+        check_guarded(dest)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -230,9 +276,16 @@ class LocalOutputDir(OutputDir):
         removed = 0
         for dirpath, _dirnames, filenames in os.walk(self.path):
             for name in filter(pattern.match, filenames):
-                with contextlib.suppress(FileNotFoundError):
+                if temp_owner_alive(name):
+                    continue
+                try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as err:  # a read-only subfolder: the file stays, the job goes on
+                    log.warning("cannot remove the temporary file %s (%s); it is left in place",
+                                printable(os.path.join(dirpath, name)), err.strerror or err)
         return removed
 
     def commit(self, local_file: os.PathLike | str, rel: str) -> str:
@@ -307,7 +360,8 @@ class RemoteOutputDir(OutputDir):
     def clean_temp_files(self, pattern: re.Pattern) -> int:
         removed = 0
         for rel in self.files():
-            if pattern.match(posixpath.basename(rel)):
+            name = posixpath.basename(rel)
+            if pattern.match(name) and not temp_owner_alive(name):
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(self.key(rel))
                     removed += 1
@@ -327,7 +381,7 @@ class RemoteOutputDir(OutputDir):
     def _upload_and_rename(self, local_file: str, key: str) -> None:
         """A filesystem with a rename: upload under a temporary name beside ``key``, then move it."""
         parent, name = posixpath.split(key)
-        tmp = f"{parent}/.{name}{TMP_MARKER}{uuid.uuid4().hex[:8]}"
+        tmp = f"{parent}/.{name}{TMP_MARKER}{temp_token()}"
         self.fs.makedirs(parent, exist_ok=True)
         try:
             self.fs.put_file(local_file, tmp)
@@ -382,6 +436,6 @@ class RemoteOutputDir(OutputDir):
 
 
 def clean_temp_files(out_dir: Path | str, options: Optional[dict] = None) -> int:
-    """Remove ``.<name>.tmp-xxxxxxxx`` files (``writer.atomic_write``'s) left under ``out_dir``
-    (a folder or URL) by a killed run. Returns how many were removed."""
+    """Remove ``.<name>.tmp-...`` files (``writer.atomic_write``'s) left under ``out_dir`` (a folder
+    or URL) by a killed run; those of live writers are kept. Returns how many were removed."""
     return OutputDir(out_dir, options).clean_temp_files(TEMP_RE)

@@ -6,8 +6,12 @@ Flow: source -> load -> stack -> execute -> **sink** -> engines. ``execute`` han
 features ``(out_channels, frames)``, whole (``write_features``) or chunk by chunk
 (``write_features_stream``); ``sink.outputs.OutputDir.writing`` says where (the final path, or a
 staging file uploaded after). ``atomic_write`` is also how ``stack.checkpoint``, ``inspect.plot``
-and ``sink.jobdir`` write their files; its temporary names (``.<name>.tmp-xxxxxxxx``,
-``TMP_MARKER``) are what ``sink.outputs.clean_temp_files`` removes after a killed run.
+and ``sink.jobdir`` write their files; its temporary names (``.<name>.tmp-<host>-<pid>-<random>``,
+``TMP_MARKER`` then ``temp_token``: their owner in the name) are what
+``sink.outputs.clean_temp_files`` removes after a killed run, once their owner is dead. Under a
+folder a batch job has locked (``guard_folder``, from ``sink.jobdir.OutputLock``), every write
+first checks the folder is still the locked one (``check_guarded``: ``OutputDirLost`` when it was
+removed or replaced), so a job never writes into a folder recreated by someone else.
 
 Feature files: ``<stem>.npy`` holds float32 ``(out_channels, frames)``; ``<stem>.npz`` holds
 ``features`` plus ``frame_times`` (seconds, frame centres), ``frame_starts`` (first input
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import uuid
 import zipfile
 from pathlib import Path
@@ -35,8 +40,67 @@ import numpy as np
 
 from conv_pipeline.errors import OutputError
 from conv_pipeline.geometry import StackGeometry
+from conv_pipeline.sink.names import CONFIG_NAME, MANIFEST_NAME, WEIGHTS_NAME
 
 TMP_MARKER = ".tmp-"
+
+
+def host_tag() -> str:
+    """This machine, as 8 hex digits (a hash of its host name): the owner part of temporary names."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def temp_token() -> str:
+    """What follows ``TMP_MARKER`` in a temporary name: ``<host>-<pid>-<random>``, so a clean-up
+    (``sink.outputs.clean_temp_files``) removes only the temporaries of writers that are dead
+    (same host, process gone), never those another live run (a CLI run, a job in a nested
+    folder) is still writing."""
+    return f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class OutputDirLost(OutputError):
+    """The locked ``output.dir`` was removed or replaced while the job wrote into it."""
+
+
+_GUARDED: dict[str, tuple[int, int]] = {}  # folder (absolute) -> (st_dev, st_ino) it must still be
+
+
+def guard_folder(folder: Path | str, identity: Optional[tuple[int, int]]) -> None:
+    """From now on, files written under ``folder`` (by this process) must land in the folder whose
+    ``(st_dev, st_ino)`` is ``identity`` (the locked one); ``None`` lifts the guard."""
+    key = os.path.abspath(folder)
+    if identity is None:
+        _GUARDED.pop(key, None)
+    else:
+        _GUARDED[key] = (int(identity[0]), int(identity[1]))
+
+
+def guarded_identity(folder: Path | str) -> Optional[tuple[int, int]]:
+    """The identity ``folder`` is guarded with in this process, if any."""
+    return _GUARDED.get(os.path.abspath(folder))
+
+
+def check_guarded(path: Path | str) -> None:
+    """``OutputDirLost`` when ``path`` lies under a guarded folder that is no longer the same folder
+    (removed, or removed and created again by someone else): the job must not write into it."""
+    target = os.path.abspath(path)
+    for root, identity in list(_GUARDED.items()):
+        if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+            continue
+        try:
+            st = os.stat(root)
+            now: Optional[tuple[int, int]] = (st.st_dev, st.st_ino)
+        except OSError:
+            now = None
+        if now != identity:
+            raise OutputDirLost(
+                f"output.dir={root!r} was removed or replaced while this job was writing to it; "
+                "the job stops and writes nothing more there (another job may own the new folder); "
+                "run it again to finish"
+            )
 
 
 def _discard(path: Path) -> None:
@@ -46,6 +110,31 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def check_regular_files(out_dir: Path | str, names: tuple[str, ...] = (WEIGHTS_NAME, CONFIG_NAME, MANIFEST_NAME)) -> None:
+    """Refuse an ``output.dir`` whose ``names`` (the run's own files there) exist as anything but
+    regular files: opening a FIFO blocks forever, a device reads without end. Checked with
+    ``stat`` (links followed), before anything opens them. Torch-free: readers
+    (``dataset/``, ``inspect/``) can use it too."""
+    for name in names:
+        path = Path(out_dir) / name
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise OutputError(f"cannot use {path}: {err.strerror or err}") from None
+        if not stat.S_ISREG(mode):
+            kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+            raise OutputError(
+                f"{path} is {kind}, not a regular file; the run never opens one (it could wait forever): "
+                "remove it or choose another output.dir"
+            )
 
 
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)
@@ -65,7 +154,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     An ``OSError`` (full disk, read-only or missing folder, a folder in the way) becomes a one-line
     ``OutputError``; the temporary file is removed whatever happens."""
     path = Path(path)
-    tmp = path.with_name(_bounded_name(f".{path.name}", f"{TMP_MARKER}{uuid.uuid4().hex[:8]}"))
+    check_guarded(path)  # a locked output.dir that is gone: write nothing (not even the temporary)
+    tmp = path.with_name(_bounded_name(f".{path.name}", f"{TMP_MARKER}{temp_token()}"))
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -73,6 +163,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
+        check_guarded(path)  # ... nor rename into a folder that replaced it meanwhile
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)
@@ -168,7 +259,7 @@ def npz_metadata(
 
 def _aux_path(tmp: Path, tag: str) -> Path:
     """Another temporary file beside ``tmp``, named so that temp-file clean-ups recognise it."""
-    return tmp.with_name(_bounded_name(tmp.name, f".{tag}{TMP_MARKER}{uuid.uuid4().hex[:8]}"))
+    return tmp.with_name(_bounded_name(tmp.name, f".{tag}{TMP_MARKER}{temp_token()}"))
 
 
 def _preallocate(path: Path, channels: int, frames: int) -> int:
