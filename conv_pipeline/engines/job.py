@@ -11,7 +11,11 @@
    refused before anything is processed, naming the counts found and the fix;
 4. the stack is built and ``model.safetensors`` + ``config.yaml`` written (refusing a different
    model or different audio settings unless ``overwrite=true``), temporary files of a killed
-   run removed, inputs whose output exists recorded as ``skipped``;
+   run removed, inputs whose output exists recorded as ``skipped`` when its record ties it to
+   this input as it is now and to these weights (``engines/work.py``: key, fingerprint, weights
+   digest); any other output is recomputed. An ``overwrite=true`` run marks the folder
+   (``OVERWRITE_MARK``) until it completes: a later run without ``overwrite=true`` is refused
+   there, so an interrupted overwrite is never resumed into a folder of two models;
 5. an engine runs the rest: ``local`` (``engines/local.py``: decode threads, padded batches,
    a writer thread) or ``ray`` (``engines/ray_engine.py``); both do the per-file work through
    ``engines/work.py`` and append every outcome to ``manifest.jsonl``.
@@ -37,8 +41,14 @@ from conv_pipeline.config.plan import Plan, build_plan
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.engines.local import LocalEngine, compute_threads
 from conv_pipeline.engines.progress import BatchSummary, count_record
-from conv_pipeline.engines.work import Item, Work
-from conv_pipeline.errors import PipelineError
+from conv_pipeline.engines.work import (
+    Item,
+    Work,
+    input_fingerprint,
+    input_key,
+    weights_digest,
+)
+from conv_pipeline.errors import OutputError, PipelineError
 from conv_pipeline.execute.whole import resolve_device
 from conv_pipeline.fs import is_url
 from conv_pipeline.load.audio import Audio, load_audio
@@ -47,10 +57,9 @@ from conv_pipeline.sink.jobdir import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     OutputLock,
-    check_same_audio,
     prepare_output_dir,
 )
-from conv_pipeline.sink.manifest import ManifestRecord
+from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
 from conv_pipeline.sink.outputs import TEMP_RE, OutputDir
 from conv_pipeline.source.inputs import InputSet, find_inputs, plan_outputs
@@ -60,6 +69,7 @@ log = logging.getLogger("conv_pipeline.batch")
 
 
 PROBE_THREADS = 8  # header reads in flight when probing a corpus (I/O bound: local disks and object stores)
+OVERWRITE_MARK = ".overwrite-incomplete"  # in output.dir while an overwrite=true run has not completed
 
 
 @dataclass
@@ -78,6 +88,7 @@ class Job:
     runner: Any = None
     stack: Optional[ConvStack] = None
     config: dict[str, Any] = field(default_factory=dict)
+    weights: Optional[str] = None  # weights_digest(stack)
 
 
 def probe_corpus(paths: Sequence[str], options: Optional[dict]) -> tuple[dict[int, list[str]], dict[str, str]]:
@@ -169,15 +180,34 @@ def run_batch(
     return summary
 
 
+def check_overwrite_mark(out: OutputDir, overwrite: bool) -> None:
+    """Refuse (one line) to resume without ``overwrite=true`` where an overwrite run did not complete."""
+    if not overwrite and out.is_file(OVERWRITE_MARK):
+        raise OutputError(
+            f"output.dir={out.display!r}: an overwrite=true run there did not complete, so its features may "
+            "come from two models or settings; re-run with overwrite=true, or use another output.dir"
+        )
+
+
+def _clear_overwrite_mark(out: OutputDir) -> None:
+    if out.path is not None:
+        (out.path / OVERWRITE_MARK).unlink(missing_ok=True)
+    elif out.is_file(OVERWRITE_MARK):
+        out.fs.rm(out.key(OVERWRITE_MARK))
+
+
 def _run_locked(job: Job) -> None:
     cfg, out = job.plan.config, job.out
     job.config = written_config(cfg)
+    check_overwrite_mark(out, cfg.overwrite)
     if job.channels is not None:
         job.config["model"]["in_channels"] = job.channels.count
         job.summary.in_channels = job.channels.count
         job.stack = build_stack(cfg.model, job.channels.count, seed=cfg.seed).to(job.device).eval()
+        job.weights = weights_digest(job.stack)
+        if cfg.overwrite:  # before the first file is replaced; removed once the run completes
+            out.write_bytes(OVERWRITE_MARK, b"an overwrite=true run has not completed here\n")
         with out.metadata([WEIGHTS_NAME, CONFIG_NAME]) as meta:  # remote: a staged copy, committed after
-            check_same_audio(meta, job.config, cfg.overwrite)
             prepare_output_dir(meta, job.stack, cfg.overwrite, job.config)
     # logged once every setup check has passed, so a refused job prints its error line only
     log.info("batch: %d input(s) (%s, root %s) -> %s", len(job.inputs.paths), job.inputs.kind, job.inputs.root, out.display)
@@ -191,33 +221,62 @@ def _run_locked(job: Job) -> None:
         _run_manifest(job, manifest)
     finally:
         manifest.close()
+    if cfg.overwrite and job.stack is not None:
+        _clear_overwrite_mark(out)  # every input has its record: the folder holds one run's features
+
+
+def _identities(job: Job) -> tuple[list[str], list[Optional[str]]]:
+    """Every input's canonical key and fingerprint (URLs: their stamps fetched in threads)."""
+    paths, options = job.inputs.paths, job.plan.storage_options
+    keys = [input_key(p) for p in paths]
+    if any(is_url(p) for p in paths):
+        with cf.ThreadPoolExecutor(min(PROBE_THREADS, max(1, len(paths)))) as pool:
+            return keys, list(pool.map(lambda p: input_fingerprint(p, options), paths))
+    return keys, [input_fingerprint(p, options) for p in paths]
+
+
+def _trusted(prev: Optional[ManifestRecord], key: str, fingerprint: Optional[str], weights: Optional[str]) -> bool:
+    """True when ``prev`` (the record holding an output) ties it to this input as it is now and to
+    these weights; an older version's record (no fingerprint or digest) is not trusted."""
+    return (
+        prev is not None and prev.key == key and fingerprint is not None and prev.fingerprint == fingerprint
+        and weights is not None and prev.weights == weights
+    )
 
 
 def _early_records(job: Job, manifest: ManifestSink) -> tuple[list[ManifestRecord], list[Item]]:
     """Records known before any decoding (failed probes without a stack, skipped outputs of an
-    earlier run: an output under its final name is complete, writes being atomic) and the rest."""
+    earlier run: an output under its final name is complete, writes being atomic, and is kept
+    when its record ties it to this input and these weights) and the rest."""
     out, overwrite = job.out, job.plan.config.overwrite
-    previous = {r.output: r for r in manifest.read().values() if r.status in ("ok", "skipped") and r.output}
+    problems: list[str] = []
+    previous = {r.output: r for r in manifest.read(problems).values() if r.status in ("ok", "skipped") and r.output}
+    if problems:
+        log.warning("batch: %d line(s) of %s skipped (first: %s)", len(problems), MANIFEST_NAME, problems[0])
     existing = out.files() if out.remote else None  # one listing instead of a request per file
+    keys, fingerprints = _identities(job)
     todo: list[Item] = []
     early: list[ManifestRecord] = []
+    stale = 0
     for i, (path, rel) in enumerate(zip(job.inputs.paths, job.outputs)):
+        key, fingerprint = keys[i], fingerprints[i]
         if job.stack is None:  # no input could even be probed: nothing to build a stack for
-            early.append(ManifestRecord(input=path, status="failed", error=job.probe_errors.get(path) or f"{path}: not probed"))
-        elif not overwrite and (rel in existing if existing is not None else out.is_file(rel)):
-            prev = previous.get(rel)
-            early.append(
-                ManifestRecord(
-                    input=path, status="skipped", output=rel,
-                    sample_rate=prev.sample_rate if prev else None,
-                    num_samples=prev.num_samples if prev else None,
-                    duration_s=prev.duration_s if prev else None,
-                    shape=prev.shape if prev else None,
-                    seconds=0.0,
-                )
-            )
-        else:
-            todo.append(Item(i, path, rel))
+            error = job.probe_errors.get(path) or f"{path}: not probed"
+            early.append(ManifestRecord(input=path, status="failed", error=error, key=key))
+            continue
+        done = not overwrite and (rel in existing if existing is not None else out.is_file(rel))
+        prev = previous.get(rel)
+        if done and _trusted(prev, key, fingerprint, job.weights):
+            assert prev is not None
+            early.append(dataclasses.replace(prev, input=path, status="skipped", error=None, seconds=0.0))
+            continue
+        stale += done
+        todo.append(Item(i, path, rel, key=key, fingerprint=fingerprint))
+    if stale:
+        log.info(
+            "batch: %d existing output(s) recomputed: no record ties them to their input as it is now "
+            "and to these weights (another input, a changed file, other weights or an interrupted run)", stale,
+        )
     return early, todo
 
 
@@ -232,9 +291,10 @@ def _run_manifest(job: Job, manifest: ManifestSink) -> None:
         return
     plan = job.plan
     if job.runner is not None:
-        job.runner.run(Work(plan, None, job.channels, job.out, job.device, job.config), todo, manifest, job.summary, plan.batch)
+        work = Work(plan, None, job.channels, job.out, job.device, job.config, job.weights)
+        job.runner.run(work, todo, manifest, job.summary, plan.batch)
         return
-    work = Work(plan, job.stack, job.channels, job.out, job.device, job.config)
+    work = Work(plan, job.stack, job.channels, job.out, job.device, job.config, job.weights)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(compute_threads(plan.config.runtime.num_workers, job.device))
     try:

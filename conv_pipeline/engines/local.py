@@ -12,9 +12,14 @@ process that dies costs the file it was decoding, not the job.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing
 import os
+import select
+import signal
+import sys
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Optional
 
@@ -41,6 +46,11 @@ SORT_WINDOW = 8
 
 # ... and the pool never holds more than this many samples (bounded memory with long files).
 POOL_MAX_SAMPLES = 64 * 2**20
+# ... and one padded batch never holds more than this many input samples (all channels), whatever
+# runtime.batch_size says: the batch tensor and the layers' activations grow with it.
+BATCH_MAX_SAMPLES = 16 * 2**20
+# Decodes in flight beyond the workers' own: enough to fill the sorting window of a usual batch size.
+MAX_AHEAD = 256
 
 
 class _InlineExecutor(cf.Executor):
@@ -51,19 +61,94 @@ class _InlineExecutor(cf.Executor):
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as err:  # noqa: BLE001 - handed to the caller like a worker's error
-            if isinstance(err, KeyboardInterrupt):
+            if not isinstance(err, Exception):  # Ctrl-C, SIGTERM (cli/common.py): the job ends
                 raise
             fut.set_exception(err)
         return fut
 
 
+# The resource tracker (a helper process multiprocessing starts) warns at its exit about the
+# semaphores of a job that was SIGKILLed, which it then removes: nothing for the user to do.
+TRACKER_QUIET = "ignore:resource_tracker:UserWarning"
+
+
 def _process_context() -> multiprocessing.context.BaseContext:
     """Worker processes start from a clean interpreter (never ``fork`` a process using torch)."""
+    if TRACKER_QUIET not in sys.warnoptions:  # passed on to the helper processes' command lines
+        sys.warnoptions.append(TRACKER_QUIET)
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["conv_pipeline.audio"])
+        ctx.set_forkserver_preload(["conv_pipeline.load.audio"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def die_with(pid: int) -> None:
+    """End this process (a decode worker) as soon as process ``pid`` (the job) ends, however it
+    ends (SIGKILL included).
+
+    A worker's parent is the forkserver, not the job, and both stay alive after the job dies
+    (each worker holds its own call queue's write end and the forkserver's liveness pipe): without
+    this they are orphans holding the job's stdout (``... | cat`` never ends) and their memory.
+    A thread waits on a pidfd of the job (polls where pidfds are missing); the parent-death
+    signal also ends the worker if its parent (the forkserver) dies.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    try:
+        fd: Optional[int] = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)  # the job is already gone
+    except (AttributeError, OSError):
+        fd = None
+
+    def job_gone(timeout: Optional[float]) -> bool:
+        """Wait up to ``timeout`` seconds (None: for good) for the job to end; True once it has."""
+        if fd is not None:
+            return bool(select.select([fd], [], [], timeout)[0])
+        waited = 0.0
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            if timeout is not None and waited >= timeout:
+                return False
+            threading.Event().wait(0.1)
+            waited += 0.1
+
+    def hooks(default: Callable) -> Callable:
+        def quiet_once_orphaned(*args: Any) -> None:
+            # an error that the job's death causes (the fd-passing thread's EOFError or reset
+            # connection: the job's end closes its sockets just before it is reported gone)
+            if not job_gone(1.0):
+                default(*args)
+
+        return quiet_once_orphaned
+
+    threading.excepthook = hooks(threading.excepthook)
+    sys.excepthook = hooks(sys.excepthook)
+
+    def watch() -> None:
+        job_gone(None)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-job", daemon=True).start()
+
+
+def init_worker(threads: int, job_pid: int) -> None:
+    """A decode worker process's start: the job's torch thread count (the parent's
+    ``torch.set_num_threads`` does not reach it, and its OpenMP threads would oversubscribe),
+    Ctrl-C and SIGTERM left to the job (which ends its workers; no worker tracebacks), and an
+    end with the job (``die_with``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    die_with(job_pid)
 
 
 class _Decoders:
@@ -83,13 +168,11 @@ class _Decoders:
         if self.kind == "inline":
             return _InlineExecutor()
         if self.kind == "process":
-            # the workers resample with torch: give them the job's thread count (the parent's
-            # torch.set_num_threads does not reach them), or their OpenMP threads oversubscribe
             return cf.ProcessPoolExecutor(
                 self.workers,
                 mp_context=_process_context(),
-                initializer=torch.set_num_threads,
-                initargs=(torch.get_num_threads(),),
+                initializer=init_worker,
+                initargs=(torch.get_num_threads(), os.getpid()),
             )
         return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
 
@@ -109,8 +192,20 @@ class _Decoders:
             self.restart()
         return fut
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the workers: after their current files, or (``interrupted``: Ctrl-C, SIGTERM, an
+        error) at once: a decode in flight holds no output."""
+        if not interrupted:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            return
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                proc.kill()
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                proc.join(5)
 
 
 def compute_threads(num_workers: int, device: torch.device) -> int:
@@ -135,7 +230,7 @@ def take_batch(pool: list[Item], size: int) -> list[Item]:
     if len(pool) <= size:
         batch = pool[:]
         pool.clear()
-        return batch
+        return _within_budget(batch, pool)
     frames = [it.decoded.audio.frames for it in pool]  # type: ignore[union-attr]
     best, best_waste = 0, float("inf")
     total = sum(frames[:size])
@@ -147,6 +242,18 @@ def take_batch(pool: list[Item], size: int) -> list[Item]:
             best, best_waste = i, waste
     batch = pool[best : best + size]
     del pool[best : best + size]
+    return _within_budget(batch, pool)
+
+
+def _within_budget(batch: list[Item], pool: list[Item]) -> list[Item]:
+    """``batch`` shortened (its longest files back into ``pool``) until its padded tensor holds at
+    most ``BATCH_MAX_SAMPLES`` samples; one file always goes."""
+    def padded(items: list[Item]) -> int:
+        audio = [it.decoded.audio for it in items]  # type: ignore[union-attr]
+        return len(items) * max(a.frames for a in audio) * int(audio[0].waveform.shape[0])
+
+    while len(batch) > 1 and padded(batch) > BATCH_MAX_SAMPLES:
+        pool.append(batch.pop())  # sorted by length: the longest is last
     return batch
 
 
@@ -194,6 +301,8 @@ class LocalEngine:
                 continue
             err = fut.exception()
             if err is not None:  # the manifest itself cannot be written
+                if isinstance(err, OutputError):  # it names the manifest already
+                    raise err
                 raise OutputError(f"cannot append to {join(self.out.display, MANIFEST_NAME)}: {one_line(str(err))}")
             rec = fut.result()
             count_record(self.summary, rec)
@@ -229,13 +338,14 @@ class LocalEngine:
         self.progress = Progress(len(todo), self.opts.progress, self.opts.log_every_s)
         decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
         args = (self.cfg.audio, self.work.long_after_s, self.decode, self.work.options)
-        max_inflight = max(1, 2 * self.cfg.runtime.num_workers + self.batch_size)
+        max_inflight = max(1, 2 * self.cfg.runtime.num_workers + min(self.batch_size, MAX_AHEAD))
         window = SORT_WINDOW * self.batch_size
         queue: Iterator[Item] = iter(todo)
         inflight: dict[cf.Future, Item] = {}
         pool: list[Item] = []
         pool_samples = 0
         exhausted = False
+        finished = False
         try:
             while True:
                 while not exhausted and len(inflight) < max_inflight:
@@ -271,8 +381,9 @@ class LocalEngine:
                 if drain and not pool:
                     break
             self._harvest_writes(wait=True)
+            finished = True
         finally:
-            decoders.close()
+            decoders.close(interrupted=not finished)
             self.writer.shutdown(wait=True)
             self.progress.close()
 

@@ -55,7 +55,7 @@ from conv_pipeline.fs import one_line
 from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
 from conv_pipeline.load.remote import UrlDecoder, fetched
 from conv_pipeline.sink.jobdir import WEIGHTS_NAME
-from conv_pipeline.sink.manifest import ManifestRecord
+from conv_pipeline.sink.manifest import ManifestRecord, record_from_data
 from conv_pipeline.sink.manifest_sink import ManifestSink
 from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.stack.stack import build_stack
@@ -153,8 +153,8 @@ def _decode_row(row: dict[str, Any], work: Work) -> dict[str, Any]:
 
     ``kind``: ``audio`` (``wave``: float32 ``(channels, frames)`` bytes), ``long`` (for the
     actor's chunked path) or ``record`` (a ``failed`` record, JSON)."""
-    item = Item(int(row["index"]), str(row["input"]), str(row["output"]))
-    out = {"index": item.index, "input": item.path, "output": item.out_rel, **_EMPTY_ROW}
+    item = Item.from_row(row)
+    out = {**item.row(), **_EMPTY_ROW}
     decode = UrlDecoder(load_audio, work.options)
     try:
         decoded, err = decode_item(item.path, work.cfg.audio, work.long_after_s, decode, work.options), None
@@ -200,7 +200,7 @@ class _StackActor:
             if kind == "record":
                 records[pos] = str(rows["record"][pos])
                 continue
-            item = Item(int(rows["index"][pos]), str(rows["input"][pos]), str(rows["output"][pos]))
+            item = Item.from_row(rows, pos)
             slot[item.index] = pos
             if kind == "long":
                 item.decoded = Decoded(None, float(rows["decode_s"][pos]))
@@ -394,7 +394,7 @@ class RayRunner:
                 self._pass(ray, work, lost, record, done, 1, 1, 0)
             record([
                 ManifestRecord(
-                    input=it.path, status="failed",
+                    input=it.path, status="failed", key=it.key,
                     error=f"{it.path}: no result from the Ray pipeline (its decode task or actor died: a crashing "
                     "decoder, a lost node, or the pipeline stopped); check the file, rerun to retry it",
                 )
@@ -410,7 +410,7 @@ class RayRunner:
         """One Ray Data pipeline over ``items``; every record it returns goes to ``record``."""
         sizing = self.sizing
         assert sizing is not None
-        rows = [{"index": it.index, "input": it.path, "output": it.out_rel} for it in items]
+        rows = [it.row() for it in items]
         runtime_env = self._runtime_env() or None
         # Bounded retries (Ray Data's defaults retry forever, so a file that kills its worker every
         # time would hang the job): a decode task whose worker dies is retried ``decode_retries``
@@ -449,7 +449,7 @@ class RayRunner:
         first = not done
         try:
             for row in ds.iter_rows():
-                record([ManifestRecord(**json.loads(row["record"]))])
+                record([record_from_data(json.loads(row["record"]))])
         except (KeyboardInterrupt, PipelineError):
             raise
         except Exception as err:  # noqa: BLE001

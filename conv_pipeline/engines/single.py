@@ -4,7 +4,9 @@
 audio is read), then either decodes the whole file and runs the stack once
 (``runtime.chunk_seconds=null``) or streams it block by block through the chunked executor,
 writing the features as they come (bounded memory, the same frames). The weights and the
-resolved config are written beside the features, and a record appended to the manifest.
+resolved config are written beside the features, and a record appended to the manifest, tied to
+the input (its canonical key and a fingerprint taken before it is read) and to the weights (their
+digest, also in a ``.npz``'s metadata), as the batch job's records are (``engines/work.py``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,21 @@ from typing import Any, Optional
 
 from conv_pipeline.config.compose import plain_config
 from conv_pipeline.config.plan import Plan, build_plan
+from conv_pipeline.engines.work import (
+    WEIGHTS_KEY,
+    input_fingerprint,
+    input_key,
+    weights_digest,
+)
 from conv_pipeline.errors import OutputError
 from conv_pipeline.execute.chunked import extract_stream, file_writer
 from conv_pipeline.execute.whole import extract, resolve_device
+from conv_pipeline.fs import PRINTABLE_LOG
 from conv_pipeline.inspect.summary import model_summary
 from conv_pipeline.load.audio import load_audio
 from conv_pipeline.load.stream import open_audio_stream
 from conv_pipeline.sink.jobdir import (
-    WEIGHTS_NAME,
-    check_weights,
+    check_output_dir,
     make_output_dir,
     prepare_output_dir,
 )
@@ -34,6 +42,7 @@ from conv_pipeline.sink.writer import feature_path, write_features
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
 log = logging.getLogger("conv_pipeline")
+log.addFilter(PRINTABLE_LOG)  # names are shown with control characters escaped
 
 
 @dataclass
@@ -45,6 +54,11 @@ class Result:
     weights: Path
     sample_rate: int
     stack: ConvStack
+
+
+def _features_config(config: dict, stack: ConvStack) -> dict:
+    """What a feature file's metadata carries: the resolved config and the weights' digest."""
+    return {**config, WEIGHTS_KEY: weights_digest(stack)}
 
 
 def _log_run(plan: Plan, path: str, in_channels: int, frames: int, sample_rate: int, stack: ConvStack) -> None:
@@ -68,7 +82,7 @@ def _run_whole(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
     features = extract(audio, stack, device)  # (C_out, F)
     config = _written_config(plan, in_channels)
     weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
-    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, config)
+    write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, _features_config(config, stack))
     _log_run(plan, audio.info.path, in_channels, audio.frames, audio.sample_rate, stack)  # written: now say so
     return weights, audio.sample_rate, audio.frames, tuple(features.shape), stack
 
@@ -80,7 +94,7 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
     in_channels = plan.channels.stack_channels(stream.reader.info.channels, stream.path)
     stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
     config = _written_config(plan, in_channels)
-    check_weights(out_dir / WEIGHTS_NAME, stack, cfg.overwrite)  # before the long part
+    check_output_dir(out_dir, stack, cfg.overwrite, config)  # before the long part: weights, audio settings
     created = make_output_dir(out_dir)  # the features' temporary file lives there
     done: dict[str, Path] = {}
 
@@ -88,7 +102,8 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
         done["weights"] = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
 
     try:
-        result = extract_stream(stream, stack, device, file_writer(out_path, stack.geometry, config, commit))
+        writer = file_writer(out_path, stack.geometry, _features_config(config, stack), commit)
+        result = extract_stream(stream, stack, device, writer)
     except BaseException:
         if created:
             try:
@@ -115,11 +130,15 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
         raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
     out_path = feature_path(out_dir, Path(plan.input).stem, plan.output_format)
     execute = _run_whole if plan.chunk_seconds is None else _run_chunked
+    fingerprint = input_fingerprint(str(plan.input))  # before it is read: a later change is never trusted
     weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, out_path, device)
     append_record(
         out_dir,
         ManifestRecord(
             input=str(plan.input),
+            key=input_key(str(plan.input)),
+            fingerprint=fingerprint,
+            weights=weights_digest(stack),
             status="ok",
             output=out_path.name,
             sample_rate=sample_rate,

@@ -6,11 +6,20 @@ file), ``Work.accept`` (the decoded file checked against the stack: channels, le
 features that overflow refused), ``Work.write`` (the features written atomically, a manifest
 record for every outcome) and ``Work.long_file`` (one long file, chunked). ``Work`` pickles without
 its stack, so Ray actors build their own.
+
+Identity: every ``ok`` record ties its output to its input (``input_key``: one canonical key
+however the input was spelled; ``input_fingerprint``: size, modification time and a hash of its
+first bytes) and to the weights that made it (``weights_digest``, also in a ``.npz``'s ``config``
+metadata as ``weights_sha256``), so a resumed job can tell an output it may keep from one it must
+recompute.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import stat
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,16 +33,65 @@ from conv_pipeline.config.plan import Plan
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import InputError, PipelineError
 from conv_pipeline.execute.whole import check_finite, extract, extract_batch
-from conv_pipeline.fs import one_line
+from conv_pipeline.fs import filesystem, is_url, local_path, one_line
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.load.audio import Audio, load_audio
 from conv_pipeline.load.remote import fetched, probe
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.sink.writer import write_features
+from conv_pipeline.stack.checkpoint import weights_metadata
 from conv_pipeline.stack.stack import ConvStack
 
 log = logging.getLogger("conv_pipeline.batch")
+
+
+# ---------------------------------------------------------------- identity
+HEADER_BYTES = 4096  # hashed into an input's fingerprint (its header and first samples)
+WEIGHTS_KEY = "weights_sha256"  # the weights' digest in a feature file's ``config`` metadata
+URL_STAMPS = ("ETag", "etag", "md5Hash", "crc32c", "LastModified", "last_modified", "mtime", "updated", "created")
+
+
+def input_key(path: str) -> str:
+    """One canonical name per input however it was spelled (``c1/a.wav``, ``./c1//a.wav``,
+    ``/abs/c1/a.wav``): a local path made absolute and normalised, as ``source.inputs`` tells
+    inputs apart (a symbolic link stays its own input); a URL as given."""
+    if is_url(path):
+        return str(path)
+    return os.path.normcase(os.path.abspath(local_path(path)))
+
+
+def input_fingerprint(path: str, options: Optional[dict] = None) -> Optional[str]:
+    """A cheap fingerprint of the input as it is now: ``size:mtime_ns:hash of the first 4 KiB``
+    (a URL: its size and the store's version stamp, else the hash of its first bytes). None when
+    it cannot be taken (gone, unreadable, not a regular file): unknown, so never trusted."""
+    try:
+        if is_url(path):
+            fs, rpath = filesystem(path, options)
+            info = fs.info(rpath)
+            stamp = next((str(info[k]) for k in URL_STAMPS if info.get(k) not in (None, "")), None)
+            if stamp is None:
+                stamp = hashlib.sha256(fs.cat_file(rpath, 0, HEADER_BYTES)).hexdigest()[:16]
+            return f"{info.get('size')}:{stamp}"
+        local = local_path(path)
+        st = os.stat(local)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device: never opened here
+            return None
+        with open(local, "rb") as f:
+            head = f.read(HEADER_BYTES)
+        return f"{st.st_size}:{st.st_mtime_ns}:{hashlib.sha256(head).hexdigest()[:16]}"
+    except Exception:  # noqa: BLE001 - unknown; the file fails on its own when it is read
+        return None
+
+
+def weights_digest(stack: ConvStack) -> str:
+    """A hash of the stack's layer config and every tensor of its weights: equal for the same model."""
+    h = hashlib.sha256(weights_metadata(stack)["model"].encode("utf-8"))
+    for name, tensor in sorted(stack.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"\0{name}:{t.dtype}:{tuple(t.shape)}\0".encode("utf-8"))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def process_long_file(
@@ -108,6 +166,18 @@ class Item:
     out_rel: str
     decoded: Optional[Decoded] = None
     compute_s: float = 0.0
+    key: str = ""  # input_key(path); "" = not yet known
+    fingerprint: Optional[str] = None  # input_fingerprint(path) before it was read
+
+    def row(self) -> dict[str, Any]:
+        """What a Ray row carries of this item (``from_row`` reads it back)."""
+        return {"index": self.index, "input": self.path, "output": self.out_rel, "key": self.key, "fingerprint": self.fingerprint or ""}
+
+    @classmethod
+    def from_row(cls, row: Any, pos: Optional[int] = None) -> "Item":
+        """The item of a row (``pos``: its position in a batch of columns)."""
+        get = (lambda k: row[k]) if pos is None else (lambda k: row[k][pos])
+        return cls(int(get("index")), str(get("input")), str(get("output")), key=str(get("key")), fingerprint=str(get("fingerprint")) or None)
 
 
 class Work:
@@ -128,9 +198,12 @@ class Work:
         out: OutputDir,
         device: torch.device,
         config: dict[str, Any],
+        weights: Optional[str] = None,
     ) -> None:
         self.plan, self.cfg = plan, plan.config
-        self.stack, self.channels, self.out, self.device, self.config = stack, channels, out, device, config
+        self.stack, self.channels, self.out, self.device = stack, channels, out, device
+        self.weights = weights  # weights_digest of the job's stack, in every ok record and .npz
+        self.config = {**config, WEIGHTS_KEY: weights} if weights else config
         self.options = plan.storage_options
         self.chunk_seconds = plan.chunk_seconds
         self.long_after_s = plan.batch.long_file_seconds  # longer files: long_file()
@@ -173,6 +246,7 @@ class Work:
     def failed(self, item: Item, error: str, audio: Optional[Audio] = None) -> ManifestRecord:
         return ManifestRecord(
             input=item.path,
+            key=item.key or input_key(item.path),
             status="failed",
             error=one_line(error),
             sample_rate=audio.sample_rate if audio else None,
@@ -215,16 +289,16 @@ class Work:
                 write_features(out_path, features.numpy(), self.geometry, audio.sample_rate, self.config)
         except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
             msg = str(err) if isinstance(err, PipelineError) else f"cannot write {self.out.url(item.out_rel)}: {one_line(str(err)) or type(err).__name__}"
-            return ManifestRecord(input=item.path, status="failed", error=one_line(msg))
+            return self.failed(item, msg)
+        return self.done(item, audio.sample_rate, audio.frames, list(features.shape), t0)
+
+    def done(self, item: Item, sample_rate: int, num_samples: int, shape: list[int], t0: float) -> ManifestRecord:
+        """The ``ok`` record of ``item`` (written since ``t0``), tied to its input and the weights."""
         return ManifestRecord(
-            input=item.path,
-            status="ok",
-            output=item.out_rel,
-            sample_rate=audio.sample_rate,
-            num_samples=audio.frames,
-            duration_s=audio.frames / audio.sample_rate,
-            shape=list(features.shape),
+            input=item.path, status="ok", output=item.out_rel, sample_rate=sample_rate, num_samples=num_samples,
+            duration_s=num_samples / sample_rate, shape=shape,
             seconds=round(self.item_seconds(item) + time.perf_counter() - t0, 4),
+            key=item.key or input_key(item.path), fingerprint=item.fingerprint, weights=self.weights,
         )
 
     def long_file(self, item: Item) -> ManifestRecord:
@@ -242,7 +316,4 @@ class Work:
         except Exception as err:  # noqa: BLE001
             item.compute_s = time.perf_counter() - t0
             return self.failed(item, _error_message(item.path, err, "processing a long file", self.debug))
-        return ManifestRecord(
-            input=item.path, status="ok", output=item.out_rel, sample_rate=sr, num_samples=n,
-            duration_s=n / sr, shape=shape, seconds=round(self.item_seconds(item) + time.perf_counter() - t0, 4),
-        )
+        return self.done(item, sr, n, shape, t0)
