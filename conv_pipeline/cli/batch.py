@@ -12,7 +12,8 @@
 fsspec URLs (storage.options: the filesystem's options, e.g. an S3 endpoint and credentials).
 
 Exit status: 0 when every input is ok or skipped, 1 when any failed, 2 for a config or setup
-error (one line on stderr, before any audio is read).
+error (one line on stderr, before any audio is read), 130 / 143 after Ctrl-C / SIGTERM (one line;
+the files finished so far and their records are kept, and the same command resumes the job).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from conv_pipeline.cli.common import (
     run_entry_point,
 )
 
+# what a re-run after Ctrl-C or SIGTERM does (every finished file and its record are kept)
+RESUME = "finished files are kept; run the same command again to resume"
+
 
 def _prog() -> str:
     """The name the user typed: ``batch_process`` for the script, ``conv-pipeline-batch`` for the console script."""
@@ -39,7 +43,7 @@ def _prog() -> str:
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
 def _main(cfg: DictConfig) -> None:
-    with report_errors(cfg, prog=_prog()):
+    with report_errors(cfg, prog=_prog(), resume=RESUME):
         if cfg.summary:
             from conv_pipeline.inspect.summary import summary_for_config
 
@@ -60,4 +64,4 @@ def main() -> None:
 
 def console() -> None:
     """``conv-pipeline-batch`` and ``scripts/batch_process.py``: ``main`` as a program (``exit_after``)."""
-    exit_after(main)
+    exit_after(main, prog=_prog())

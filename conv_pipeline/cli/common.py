@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from typing import Any, Iterator, Optional, Sequence
 
 from conv_pipeline.errors import PipelineError
+from conv_pipeline.fs import one_line, printable
 
 # Hydra keys whose values make Hydra import or instantiate code: callbacks (``_target_``), the
 # logging configs (``logging.config.dictConfig``: ``class``, ``()``, ``ext://``), the config
@@ -17,13 +20,55 @@ CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hyd
              "hydra.launcher", "hydra.sweeper")
 
 
-# Hydra keys that make Hydra write files of its own next to the run (outside output.dir).
-WRITE_KEYS = ("hydra.output_subdir",)
+# Hydra's override parser takes milliseconds per list item: longer values are refused before it runs.
+MAX_OVERRIDE_CHARS, MAX_OVERRIDE_ITEMS = 64 * 1024, 1024
+# Hydra keys that make Hydra write files of its own next to the run (outside output.dir), create
+# a run folder or change the working folder (``hydra.job.chdir=false`` is allowed: it is the value).
+WRITE_KEYS = ("hydra.output_subdir", "hydra.run", "hydra.job.chdir", "hydra.runtime")
+
+# Logging configs a command line may choose (``hydra/job_logging=NAME``): the ones that write no
+# file (Hydra's ``default`` job logging writes <job>.log into the working folder, its
+# ``hydra_debug`` a log file too).
+LOG_CHOICES = {"hydra/job_logging": ("console", "disabled", "none", "stdout"),
+               "hydra/hydra_logging": ("default", "disabled", "none")}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (as Python raises ``KeyboardInterrupt`` for SIGINT) so
+    that the job ends the same way: finished outputs kept, one line, exit status 143."""
+
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def signal_line(prog: str, signum: int) -> str:
+    """The one line a signal ends a command with."""
+    return f"{prog}: interrupted (SIGINT)" if signum == signal.SIGINT else f"{prog}: terminated (SIGTERM)"
+
+
+def handle_signals(prog: str) -> None:
+    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated`` in the main thread: the
+    job stops, its writer finishes and records what is finished, ``report_errors`` prints one
+    line (exit status 130 / 143). A second signal while that happens ends the process at once
+    (every output is written atomically: nothing partial is left under a final name)."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if seen:
+            with contextlib.suppress(OSError, ValueError):
+                print(signal_line(prog, seen[0]), file=sys.stderr, flush=True)
+            os._exit(SIGNAL_EXIT[seen[0]])
+        seen.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    for signum in SIGNAL_EXIT:
+        signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
-def report_errors(cfg: Any = None, prog: str = "conv_pipeline") -> Iterator[None]:
-    """Turn a ``PipelineError`` into ``prog: error: <one line>`` on stderr and exit status 2.
+def report_errors(cfg: Any = None, prog: str = "conv_pipeline", resume: str = "") -> Iterator[None]:
+    """Turn a ``PipelineError`` into ``prog: error: <one line>`` on stderr and exit status 2, and
+    Ctrl-C / SIGTERM into one line (plus ``resume``, what a re-run does) and exit status 130 / 143.
 
     With ``debug=true`` in the config the traceback is shown instead.
     """
@@ -32,14 +77,22 @@ def report_errors(cfg: Any = None, prog: str = "conv_pipeline") -> Iterator[None
     except PipelineError as err:
         if cfg is not None and bool(cfg.get("debug", False)):
             raise
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {printable(str(err))}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+    except (KeyboardInterrupt, Terminated) as err:
+        signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        print(signal_line(prog, signum) + (f"; {resume}" if resume else ""), file=sys.stderr, flush=True)
+        raise SystemExit(SIGNAL_EXIT[signum]) from None
     except BrokenPipeError:  # `... | head`: the reader left; say nothing more
         quiet_stdout()
         raise SystemExit(0) from None
+    except OSError as err:  # a backstop: a file-system error no stage turned into its own line
+        if cfg is not None and bool(cfg.get("debug", False)):
+            raise
+        where = f"{printable(err.filename)}: " if getattr(err, "filename", None) else ""
+        print(f"{prog}: error: {where}{err.strerror or one_line(str(err))}; rerun with debug=true for a traceback",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def quiet_stdout() -> None:
@@ -91,6 +144,11 @@ def check_command_line(argv: Sequence[str]) -> None:
     parser = OverridesParser.create()
     for text in overrides:
         key, eq, value = text.partition("=")
+        if len(text) > MAX_OVERRIDE_CHARS or text.count(",") >= MAX_OVERRIDE_ITEMS:
+            raise ConfigError(
+                f"the override {key}=... is too long ({len(text)} characters, {text.count(',') + 1} items; "
+                f"at most {MAX_OVERRIDE_CHARS} characters and {MAX_OVERRIDE_ITEMS} items); put such a value in a config file"
+            )
         try:
             override = parser.parse_overrides([text])[0]
         except HydraException:
@@ -114,15 +172,45 @@ def check_command_line(argv: Sequence[str]) -> None:
                     f"{text!r}: refused: _target_ and Hydra's callback, logging, search-path and plugin keys "
                     "name code to import; nothing named on the command line is ever imported or instantiated"
                 )
-        if any(name == k or name.startswith(k + ".") for k in WRITE_KEYS):
+        if any(name == k or name.startswith(k + ".") for k in WRITE_KEYS) and not (
+                name == "hydra.job.chdir" and override.value() is False):
             raise ConfigError(
-                f"{text!r}: refused: Hydra would write its own files outside output.dir; "
-                "the resolved config is already written to output.dir/config.yaml"
+                f"{text!r}: refused: Hydra would write its own files or folders outside output.dir or change the "
+                "working folder; every output goes to output.dir (the resolved config to output.dir/config.yaml)"
             )
+        check_log_choice(text, override)
         if override.is_sweep_override() and not args.multirun and eq:
             raise ConfigError(
                 f"{text!r}: Hydra reads the comma as several values (a sweep); quote the value if it is one: "
                 f"{key}={_quoted(value)}, or add -m to run one job per value"
+            )
+
+
+def check_log_choice(text: str, override: Any) -> None:
+    """``hydra/job_logging=NAME`` (or ``hydra/hydra_logging``): only configs that write no log file,
+    named (a deletion or a ``glob`` sweep is refused: Hydra would fail or pick unknown files)."""
+    from hydra.errors import HydraException
+
+    from conv_pipeline.errors import ConfigError
+
+    allowed = LOG_CHOICES.get(override.key_or_group)
+    if allowed is None:
+        return
+    try:
+        if override.is_delete():
+            values = [""]
+        elif override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+    except HydraException:
+        values = [""]
+    for value in values:
+        if value not in allowed:
+            what = f"{override.key_or_group}={value} would write a log file outside output.dir" if value else \
+                f"{override.key_or_group} must be named"
+            raise ConfigError(
+                f"{text!r}: refused: {what}; choose one of {', '.join(allowed)} (log lines on the terminal, no file)"
             )
 
 
@@ -174,8 +262,11 @@ def observed() -> bool:
     return monitoring is not None and any(monitoring.get_tool(i) for i in range(6))
 
 
-def exit_after(main: Any) -> None:
+def exit_after(main: Any, prog: str = "conv_pipeline") -> None:
     """Run ``main()`` as a program and end the process without the interpreter's teardown.
+
+    SIGINT and SIGTERM end it with one line and exit status 130 / 143 (``handle_signals``), also
+    when they come before or after ``report_errors`` is in place (Hydra's start, the summary).
 
     Every output is already fsynced and renamed into place when ``main`` returns; the teardown
     only unloads libraries, and with torch's CUDA builds it pages in ~125 MB of library code on
@@ -185,13 +276,18 @@ def exit_after(main: Any) -> None:
     so that it writes its data.
     """
     import logging
-    import os
 
+    handle_signals(prog)
     try:
         main()
         code: Any = 0
     except SystemExit as exit_:
         code = exit_.code
+    except (KeyboardInterrupt, Terminated) as err:
+        signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        with contextlib.suppress(OSError, ValueError):
+            print(signal_line(prog, signum), file=sys.stderr, flush=True)
+        code = SIGNAL_EXIT[signum]
     except BrokenPipeError:  # `--help | head`: the reader left; say nothing more
         quiet_stdout()
         code = 0

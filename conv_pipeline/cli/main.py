@@ -15,6 +15,7 @@ from conv_pipeline.cli.common import (
     report_errors,
     run_entry_point,
 )
+from conv_pipeline.fs import printable
 
 
 @hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")
@@ -28,12 +29,12 @@ def _main(cfg: DictConfig) -> None:
         from conv_pipeline.engines.single import run
 
         result = run(cfg, output_dir=hydra_output_dir())
-        print(f"wrote {result.output} shape {result.shape} (weights: {result.weights})")
+        print(f"wrote {printable(result.output)} shape {result.shape} (weights: {printable(result.weights)})")
         if cfg.plot:
             from conv_pipeline.inspect.plot import plot_features
 
             drawn = plot_features(result.output, result.output.with_suffix(".png"), audio_path=cfg.input)
-            print(f"wrote {drawn.path}")
+            print(f"wrote {printable(drawn.path)}")
 
 
 def main() -> None:
@@ -43,4 +44,4 @@ def main() -> None:
 
 def console() -> None:
     """``conv-pipeline`` and ``python -m conv_pipeline``: ``main`` as a program (``exit_after``)."""
-    exit_after(main)
+    exit_after(main, prog="conv_pipeline")
