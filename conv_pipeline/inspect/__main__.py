@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from conv_pipeline.errors import InputError
+from conv_pipeline.fs import printable
 from conv_pipeline.inspect.describe import describe_dir, describe_file
 
 PROG = "conv_pipeline.inspect"  # the command's name in its usage and error lines
@@ -54,14 +55,14 @@ def _run(args: argparse.Namespace) -> None:
         if path.is_dir():
             if args.plot:
                 raise InputError(f"{path}: --plot draws one feature file; give a .npy/.npz file, not a folder")
-            print(describe_dir(path))
+            print(printable(describe_dir(path), keep="\n"))
         else:
-            print(describe_file(path))
+            print(printable(describe_file(path), keep="\n"))
             if args.plot:
                 from conv_pipeline.inspect.plot import plot_features
 
                 result = plot_features(path, args.plot, audio_path=args.audio)
-                print(f"wrote {result.path}")
+                print(f"wrote {printable(result.path)}")
 
 
 if __name__ == "__main__":
