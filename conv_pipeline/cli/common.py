@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any, Iterator, Optional, Sequence
 
-from conv_pipeline.errors import PipelineError
+from conv_pipeline.errors import ConfigError, PipelineError
 from conv_pipeline.fs import one_line, printable
 
 # Hydra keys whose values make Hydra import or instantiate code: callbacks (``_target_``), the
@@ -217,24 +217,54 @@ def check_log_choice(text: str, override: Any) -> None:
 # Hydra's own flags that print something and run no job (checked by Hydra itself).
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
               "--resolve", "--package", "-p")
-# Flags that change which config Hydra composes: the pre-check leaves those runs to Hydra.
-SOURCE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
 
 
 def precheck_composition(argv: Sequence[str], config_name: str) -> None:
     """Compose the config the way Hydra will, before Hydra runs, so that an unknown key, a
     missing preset, a wrong type or a required key left out is one ``ConfigError`` line (exit
-    status 2, a did-you-mean) instead of Hydra's report and exit status 1. Multiruns and runs
-    that pick another config file are left to Hydra."""
+    status 2, a did-you-mean) instead of Hydra's report and exit status 1. A config file picked
+    with ``--config-dir``/``--config-name`` is composed with its ``hydra`` settings, which must
+    not make Hydra write outside ``output.dir`` or change the working folder
+    (``check_hydra_settings``). Multiruns and ``--config-path`` runs are left to Hydra."""
     from hydra._internal.utils import get_args_parser
 
     args, unknown = get_args_parser().parse_known_args(list(argv))
-    if args.multirun or any(a.split("=")[0] in INFO_FLAGS + SOURCE_FLAGS for a in argv):
+    if args.multirun or args.config_path is not None or any(a.split("=")[0] in INFO_FLAGS for a in argv):
         return
     overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
-    from conv_pipeline.config.compose import compose_config
+    if args.config_dir is None and args.config_name is None:
+        from conv_pipeline.config.compose import compose_config
 
-    compose_config(overrides, config_name)
+        compose_config(overrides, config_name)
+        return
+    from conv_pipeline.config.compose import compose_hydra_run
+
+    check_hydra_settings(compose_hydra_run(args.config_name or config_name, args.config_dir, overrides))
+
+
+def check_hydra_settings(cfg: Any) -> None:
+    """``ConfigError`` when a composed config's ``hydra`` node would make Hydra write outside
+    ``output.dir`` (a run folder, its own ``.hydra`` files, a log file), change the working folder
+    or run callbacks: what the command line may not set may not come from a config file either."""
+    hc = cfg.hydra
+    problems = []
+    if str(hc.run.dir) not in (".", "./"):
+        problems.append(f"hydra.run.dir={hc.run.dir}")
+    if hc.job.chdir:
+        problems.append("hydra.job.chdir=true")
+    if hc.output_subdir is not None:
+        problems.append(f"hydra.output_subdir={hc.output_subdir}")
+    if hc.callbacks:
+        problems.append("hydra.callbacks")
+    for name in ("job_logging", "hydra_logging"):
+        handlers = (hc.get(name) or {}).get("handlers") or {}
+        if any("filename" in (h or {}) for h in handlers.values()):
+            problems.append(f"a hydra/{name} that writes a log file")
+    if problems:
+        raise ConfigError(
+            f"the config file sets {', '.join(problems)}: Hydra would write outside output.dir or change the "
+            "working folder; remove those keys (the run writes only to output.dir)"
+        )
 
 
 def run_entry_point(hydra_main: Any, prog: str, config_name: str = "config") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from conv_pipeline.config.schema import Config
 from conv_pipeline.errors import ConfigError
@@ -68,6 +68,38 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
 
     schema = BatchConfig if "batch" in cfg_dict else Config  # config_name="batch": the batch job's keys
     return to_config(OmegaConf.merge(OmegaConf.structured(schema), cfg_dict))
+
+
+def compose_hydra_run(config_name: str, config_dir: Optional[str], overrides: Sequence[str]) -> Any:
+    """The config Hydra composes for a run of ``config_name`` with ``--config-dir config_dir``
+    (``None``: the packaged configs only) and ``overrides``, its ``hydra`` node included, without
+    running anything. Every composition error is one ``ConfigError`` line."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    from conv_pipeline.config.schema import register_configs
+
+    register_configs()
+    search_path = create_automatic_config_search_path(None, None, "pkg://conv_pipeline.configs")
+    if config_dir is not None:
+        folder = os.path.abspath(config_dir)
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--config-dir {config_dir!r}: no such folder")
+        search_path.prepend(provider="command-line", path=f"file://{folder}", anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="conv_pipeline", config_search_path=search_path)
+        return hydra.compose_config(config_name=config_name, overrides=list(overrides), run_mode=RunMode.RUN,
+                                    with_log_configuration=False)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(composition_message(err, config_name)) from None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def plain_config(cfg: Config) -> dict[str, Any]:

@@ -189,3 +189,28 @@ def test_logging_choices_that_write_nothing_still_work(choice, tmp_path, capfd, 
     r = cli_inprocess([f"input={wav}", f"output.dir={out}", choice], capfd)
     assert r.code == 0, r.err
     assert (out / "a.npy").exists() and not any(work.iterdir()) and Path.cwd() == work
+
+
+@pytest.mark.slow
+def test_a_config_file_cannot_make_hydra_write_outside_output_dir(tmp_path):
+    """What the command line may not set may not come from a config file picked with
+    --config-dir/--config-name either: one line, exit 2, no run folder; a harmless file runs."""
+    sf.write(str(tmp_path / "x.wav"), np.zeros(16000, np.float32) + 0.01, 16000)
+    (tmp_path / "evil.yaml").write_text(
+        "defaults:\n  - config\n  - _self_\nhydra:\n  run:\n    dir: CREATED\n  job:\n    chdir: true\n")
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nmodel:\n  name: mine\n")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def cli(name: str, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "conv_pipeline", "--config-dir", str(tmp_path), "--config-name", name,
+                               "input=x.wav", f"output.dir={out}"], cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    proc = cli("evil", "o1")
+    lines = proc.stderr.strip().splitlines()
+    ok = proc.returncode == 2 and len(lines) == 1 and "hydra.run.dir=CREATED, hydra.job.chdir=true" in lines[0]
+    ok = ok and not (tmp_path / "CREATED").exists() and not (tmp_path / "o1").exists()
+    FIGURES.outcome("attack", ok, f"config file setting hydra.run.dir: {proc.stderr[-300:]}")
+    assert ok, proc.stderr
+    proc = cli("mine", "o2")
+    assert proc.returncode == 0 and (tmp_path / "o2" / "x.npy").is_file(), proc.stderr
