@@ -49,9 +49,12 @@ def _main(cfg: DictConfig) -> None:
 
             print(summary_for_config(cfg, "batch"))
             return
+        from conv_pipeline.config.plan import build_plan
+
+        plan = build_plan(cfg, "batch", hydra_output_dir())  # config errors before torch is imported
         from conv_pipeline.engines.job import run_batch
 
-        summary = run_batch(cfg, output_dir=hydra_output_dir())
+        summary = run_batch(plan)
     print(summary.format(), flush=True)
     if summary.exit_code:
         sys.exit(summary.exit_code)

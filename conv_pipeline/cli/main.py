@@ -26,9 +26,12 @@ def _main(cfg: DictConfig) -> None:
 
             print(summary_for_config(cfg, "file"))
             return
+        from conv_pipeline.config.plan import build_plan
+
+        plan = build_plan(cfg, "file", hydra_output_dir())  # config errors before torch is imported
         from conv_pipeline.engines.single import run
 
-        result = run(cfg, output_dir=hydra_output_dir())
+        result = run(plan)
         print(f"wrote {printable(result.output)} shape {result.shape} (weights: {printable(result.weights)})")
         if cfg.plot:
             from conv_pipeline.inspect.plot import plot_features
