@@ -276,6 +276,11 @@ def run_entry_point(hydra_main: Any, prog: str, config_name: str = "config") -> 
 
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
+    if "--version" in sys.argv[1:]:  # ours, not Hydra's: the versions that make the features
+        from conv_pipeline.version import version_line
+
+        print(version_line(), flush=True)
+        raise SystemExit(0)
     register_configs()
     with report_errors(prog=prog):
         check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything

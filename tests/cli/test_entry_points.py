@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from helpers.audio import write_audio  # noqa: E402
 from helpers.paths import ROOT, SCRIPT  # noqa: E402
 
@@ -122,3 +123,14 @@ def test_profilers_and_coverage_still_write_their_data(corpus, tmp_path):
     proc = _run([sys.executable, "-m", "coverage", "run", f"--data-file={data}", str(BATCH), "input=mixed",
                  "audio.channels=mono", f"output.dir={tmp_path / 'c'}", "batch.progress=none"], corpus)
     assert proc.returncode == 0 and data.stat().st_size > 0, proc.stderr
+
+
+def test_version_names_the_package_and_what_computes_the_features(corpus):
+    from importlib import metadata
+
+    for argv in (_cli("--version"), [sys.executable, str(BATCH), "--version"]):
+        proc = _run(argv, corpus)
+        line = proc.stdout.strip()
+        assert proc.returncode == 0 and line.startswith(f"conv_pipeline {metadata.version('conv_pipeline')} ("), proc.stderr
+        assert f"torch {metadata.version('torch')}" in line and f"torchaudio {metadata.version('torchaudio')}" in line
+        assert f"libsndfile {sf.__libsndfile_version__}" in line and "Hydra" not in line

@@ -1,0 +1,37 @@
+"""The package's version and the versions of what computes its features, without importing them
+(``importlib.metadata``; soundfile only for libsndfile's own version). ``--version`` prints them."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+PACKAGES = ("torch", "torchaudio", "soundfile", "hydra-core", "numpy")
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """``{name: version}``: conv_pipeline, the packages that compute or decode, libsndfile, Python."""
+    out = {"conv_pipeline": package_version("conv_pipeline")}
+    out.update({name: package_version(name) for name in PACKAGES})
+    try:
+        import soundfile
+
+        out["libsndfile"] = str(soundfile.__libsndfile_version__)
+    except (ImportError, OSError, AttributeError):
+        out["libsndfile"] = "not found"
+    out["python"] = platform.python_version()
+    return out
+
+
+def version_line() -> str:
+    """``conv_pipeline 0.1.0 (torch 2.x, torchaudio 2.x, soundfile 0.x / libsndfile 1.x, ...)``."""
+    v = versions()
+    deps = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchaudio", "soundfile", "libsndfile", "hydra-core", "numpy", "python"))
+    return f"conv_pipeline {v['conv_pipeline']} ({deps})"
