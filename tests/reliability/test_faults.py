@@ -74,9 +74,17 @@ def write_corpus(root: Path, n: int, seed: int = 0, seconds=(0.1, 0.4)) -> list[
 
 
 def outputs_state(out: Path) -> dict[str, tuple[int, int]]:
-    """Every feature file under a final name: (inode, mtime) -- a file redone would change."""
-    return {p.relative_to(out).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in out.rglob("*.npy") if not p.name.startswith(".") and p.is_file()}
+    """Every finished feature file: (inode, mtime) -- a file redone would change. Finished means
+    committed: the manifest's ``ok`` record is the commit point. A file renamed into place by a job
+    killed before its record was appended is not finished and may be redone by the re-run."""
+    committed = {rec.output for rec in iter_records(out) if rec.status == "ok" and rec.output}
+    found = {}
+    for name in sorted(committed):
+        path = out / name
+        if path.is_file():
+            st = path.stat()
+            found[name] = (st.st_ino, st.st_mtime_ns)
+    return found
 
 
 def all_loadable(out: Path) -> None:
