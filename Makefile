@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
 EXAMPLE ?= data/example_stereo.wav
 
 .PHONY: install run test test-fast bench examples clean
@@ -25,8 +27,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
-	$(PY) scripts/benchmark.py
+# The bench extra (librosa, lhotse, soxr: the peers scripts/bench_peers.py measures against).
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,ray,bench]"
+	touch $(BENCH_STAMP)
+
+# Every section; one section or a smoke run: make bench BENCH_ARGS="peers --quick"
+bench: $(BENCH_STAMP)
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
 
 examples: $(STAMP)
 	$(PY) scripts/make_examples.py
