@@ -17,12 +17,14 @@ from conv_pipeline.config.schema import (
     FRONTENDS,
     MISSING,
     NORMS,
+    RESAMPLERS,
     WINDOWS,
     AudioConfig,
     FrontendConfig,
     LayerConfig,
     ModelConfig,
 )
+from conv_pipeline.config.compose import did_you_mean
 from conv_pipeline.errors import ConfigError
 from conv_pipeline.geometry import StackGeometry, conv_parameters
 
@@ -57,7 +59,9 @@ def check_int(key: str, value: object, minimum: int, note: str = "") -> int:
 
 def check_choice(key: str, value: object, choices: Sequence[str], note: str = "") -> str:
     if value not in choices:
-        raise fail(key, f"one of {', '.join(choices)}{' ' + note if note else ''}", value)
+        err = fail(key, f"one of {', '.join(choices)}{' ' + note if note else ''}", value)
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise ConfigError(f"{err}{hint}") if hint else err
     return str(value)
 
 
@@ -184,7 +188,7 @@ def _check_groups_divide_input(i: int, layer: LayerConfig, in_channels: int, sou
 
 
 def validate_audio(audio: AudioConfig) -> None:
-    """Check ``audio.sample_rate`` and ``audio.channels`` before any file is read."""
+    """Check ``audio.sample_rate``, ``audio.channels`` and ``audio.resampler`` before any file is read."""
     sr = audio.sample_rate
     if sr is not None and (not is_int(sr) or sr < 1):
         raise fail("audio.sample_rate", "null or an integer >= 1 (Hz)", sr)
@@ -207,6 +211,20 @@ def validate_audio(audio: AudioConfig) -> None:
             )
     else:
         raise fail("audio.channels", "'keep', 'mono' or a list of channel indices like [0,1]", ch)
+    check_resampler(getattr(audio, "resampler", "torchaudio"))
+
+
+def check_resampler(value: object) -> None:
+    """``audio.resampler`` is one of ``RESAMPLERS``; ``soxr`` needs the soxr package (looked up, not imported)."""
+    check_choice("audio.resampler", value, RESAMPLERS)
+    if value == "soxr":
+        import importlib.util
+
+        if importlib.util.find_spec("soxr") is None:
+            raise ConfigError(
+                "audio.resampler=soxr needs the soxr package, which is not installed: pip install soxr "
+                "(or set audio.resampler=torchaudio)"
+            )
 
 
 def _short_list(values: Sequence) -> object:

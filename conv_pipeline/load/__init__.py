@@ -5,7 +5,8 @@ this stage decodes one (whole, or block by block for chunked execution) and appl
 ``audio.channels``, ``audio.sample_rate`` and ``audio.normalize``; ``execute`` runs the stack on
 the result.
 
-* ``audio.py``: the header (``probe`` -> ``AudioInfo``) and the whole file (``load_audio`` -> ``Audio``).
+* ``info.py``: the header (``probe`` -> ``AudioInfo``) and the libsndfile helpers; no torch import.
+* ``audio.py``: the whole file (``load_audio`` -> ``Audio``).
 * ``signal.py``: what is done to a waveform (channel policy, resampling, normalisation) and the
   size checks made before it.
 * ``blocks.py``: the file decoded block by block at its own rate (``BlockReader``).

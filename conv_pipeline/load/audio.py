@@ -1,4 +1,4 @@
-"""Decoding a whole file: the header (``probe``) and the waveform (``load_audio``).
+"""Decoding a whole file: the waveform (``load_audio`` -> ``Audio``).
 
 Flow: source -> **load** -> stack -> execute -> sink -> engines. ``load_audio(path, audio)``
 returns ``Audio``: ``waveform`` float32 ``(channels, frames)`` at ``audio.sample_rate`` (or the
@@ -8,26 +8,17 @@ file's own rate), after ``signal.py``'s channel policy, resampling and optional 
 
 Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
 A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
-extension. Every problem with a file is a one-line ``InputError`` naming it; the error
-builders (``decode_error``, ``damaged_error``, ``no_frames_error``, ``non_finite_error``) and the
-libsndfile helpers (``NativeStderr``, ``rewind``, ``sf_name``, ``SF_ERRORS``) are shared with
-``blocks.py``.
+extension. Every problem with a file is a one-line ``InputError`` naming it. The header
+(``probe`` -> ``AudioInfo``), the error builders and the libsndfile helpers live in the
+torch-free ``info.py`` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import logging
 import os
-import re
-import stat
-import sys
-import tempfile
-import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -35,39 +26,32 @@ import torch
 
 from conv_pipeline.config.checks import validate_audio
 from conv_pipeline.config.schema import AudioConfig
-from conv_pipeline.errors import InputError
-from conv_pipeline.fs import PRINTABLE_LOG
+from conv_pipeline.load.info import (
+    SF_ERRORS,
+    AudioInfo,
+    NativeStderr,
+    damaged_error,
+    decode_error,
+    no_frames_error,
+    non_finite_error,
+    probe,
+    rewind,
+    sf_name,
+    warn_truncated,
+)
 from conv_pipeline.load.signal import (
     apply_channel_policy,
     check_memory,
-    check_rate,
     check_resample,
     normalize_waveform,
     resample,
     resampled_length,
 )
 
-log = logging.getLogger("conv_pipeline.audio")
-log.addFilter(PRINTABLE_LOG)  # names are shown with control characters escaped
-
-
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What the file's header says."""
-
-    path: str
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
-    subtype: str
-    truncated: bool = False  # the header declares more audio than the file holds (libsndfile's log)
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate
+__all__ = [
+    "Audio", "AudioInfo", "load_audio", "probe", "SF_ERRORS", "NativeStderr", "damaged_error", "decode_error",
+    "no_frames_error", "non_finite_error", "rewind", "sf_name", "warn_truncated",
+]
 
 
 @dataclass
@@ -84,179 +68,6 @@ class Audio:
     @property
     def frames(self) -> int:
         return int(self.waveform.shape[-1])
-
-
-_NOT_REGULAR = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
-                (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
-
-
-def _check_path(path: Union[str, os.PathLike]) -> str:
-    """``path`` as a string once it names a readable regular file; ``InputError`` (one line) otherwise.
-
-    A FIFO, device or socket is refused from its type: opening one could block forever or never end.
-    """
-    spath = os.fspath(path)
-    try:
-        st = os.stat(spath)
-    except FileNotFoundError:
-        if os.path.islink(spath):
-            raise InputError(f"{path}: is a symbolic link to a missing file; fix or remove the link") from None
-        raise InputError(f"{path}: no such file; check the path") from None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise InputError(f"{path}: is a symbolic link loop (it leads back to itself); fix or remove the link") from None
-        if err.errno in (errno.EACCES, errno.EPERM):
-            raise InputError(f"{path}: permission denied; make the file and its folders readable") from None
-        raise InputError(f"{path}: cannot be read ({err.strerror or err}); check the path") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(
-            f"{path}: is a directory, expected an audio file (use scripts/batch_process.py for folders)"
-        )
-    for is_kind, kind in _NOT_REGULAR:
-        if is_kind(st.st_mode):
-            raise InputError(f"{path}: is not a regular file (a {kind}); give an audio file")
-    if not os.access(spath, os.R_OK):
-        raise InputError(f"{path}: permission denied; make the file readable")
-    return str(Path(spath))
-
-
-def sf_name(spath: str) -> bytes:
-    """The name to hand libsndfile: bytes, so a file name that is not valid UTF-8 opens too."""
-    return os.fsencode(spath)
-
-
-class NativeStderr:
-    """While active (``with``), hold back what the C decoders print on file descriptor 2
-    (libmpg123 prints warnings and errors about damaged MP3 frames there), so that a
-    command-line user sees one line per problem; ``close()`` sends the text to this module's debug
-    log. Reusable: one temporary file per decode, however many blocks.
-
-    Active only when this is the process's only thread: redirecting the descriptor is
-    process-wide, and another thread's messages must never be swallowed.
-    """
-
-    def __init__(self) -> None:
-        self.held: Optional[Any] = None
-        self.saved = -1
-
-    def __enter__(self) -> "NativeStderr":
-        if threading.active_count() != 1 or threading.current_thread() is not threading.main_thread():
-            return self
-        try:
-            sys.stderr.flush()
-            if self.held is None:
-                self.held = tempfile.TemporaryFile()
-            self.saved = os.dup(2)
-            os.dup2(self.held.fileno(), 2)
-        except (OSError, ValueError, AttributeError):
-            self.saved = -1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved >= 0:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.saved = -1
-
-    def close(self) -> None:
-        if self.held is None:
-            return
-        try:
-            self.held.seek(0)
-            text = self.held.read(4096).decode("utf-8", "replace").strip()
-        finally:
-            self.held.close()
-            self.held = None
-        if text:
-            log.debug("decoder messages: %s", " | ".join(text.splitlines()))
-
-
-def _sf_info(spath: str) -> Any:
-    quiet = NativeStderr()
-    try:
-        with quiet:
-            return sf.info(sf_name(spath))
-    finally:
-        quiet.close()
-
-
-def _libsndfile_detail(err: Exception) -> str:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    detail = re.sub(r"^Error opening .*?: ", "", detail).strip()
-    if "does not exist or is not a regular file" in detail:  # libsndfile's words for an unrecognised RIFF
-        detail = "unrecognised or damaged header"
-    if "Permission denied" in detail:
-        detail = "permission denied"
-    return detail or type(err).__name__
-
-
-def decode_error(path: str, err: Exception) -> InputError:
-    """The file could not be opened as audio (its header)."""
-    return InputError(f"{path}: not a readable audio file ({_libsndfile_detail(err)})")
-
-
-def damaged_error(path: str, err: Exception) -> InputError:
-    """The header was read but decoding the audio data failed."""
-    return InputError(
-        f"{path}: decoding failed ({_libsndfile_detail(err)}): the audio data is truncated or corrupt; "
-        "repair or re-encode it"
-    )
-
-
-SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
-
-
-_SHORTER_THAN_HEADER = re.compile(r"^(data|SSND)\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
-
-
-def probe(path: Union[str, os.PathLike]) -> AudioInfo:
-    """Read the header only. Raises ``InputError`` for missing, unreadable or non-audio files."""
-    spath = _check_path(path)
-    if os.path.getsize(spath) == 0:
-        raise InputError(f"{path}: empty file (0 bytes), not audio")
-    try:
-        info = _sf_info(spath)
-    except SF_ERRORS as err:
-        raise decode_error(spath, err) from None
-    if int(info.samplerate) < 1 or int(info.channels) < 1:
-        raise InputError(
-            f"{path}: not a readable audio file (its header says {info.samplerate} Hz, {info.channels} channel(s))"
-        )
-    check_rate(path, int(info.samplerate))
-    truncated = bool(_SHORTER_THAN_HEADER.search(getattr(info, "extra_info", "") or ""))
-    return AudioInfo(
-        spath, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype, truncated
-    )
-
-
-def no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputError:
-    size = os.path.getsize(info.path)
-    if size > 1024:  # more than a bare header: libsndfile found no frame it could decode
-        return InputError(
-            f"{name}: has no decodable audio frames although it holds {size} bytes: the file is truncated or "
-            "damaged (an Ogg stream cut short loses its frame count); repair or re-encode it"
-        )
-    return InputError(f"{name}: has no audio frames (0 samples)")
-
-
-def warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int) -> None:
-    """Say so when a file held less audio than its header declares (it is processed as it is)."""
-    if info.truncated or frames < info.frames:
-        log.warning(
-            "%s: holds less audio than its header declares (truncated or damaged); processing the %d frame(s) "
-            "it holds",
-            name, frames,
-        )
-
-
-def rewind(f: sf.SoundFile) -> None:
-    """Seek to the first frame, as ``soundfile.read`` does: libmpg123 rounds the first frames a
-    hair differently (1 ulp) before its first seek, and decoding must equal ``soundfile.read``."""
-    if f.seekable():
-        try:
-            f.seek(0)
-        except SF_ERRORS:  # a damaged file may fail to seek; it is at its first frame anyway
-            pass
 
 
 # Blocks of the whole-file decoder; the buffer starts at the header's frame count, capped at
@@ -319,7 +130,8 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     validate_audio(audio)
     info = probe(path)
     target = audio.sample_rate or info.sample_rate
-    check_resample(path, info.sample_rate, target)
+    resampler = getattr(audio, "resampler", "torchaudio")
+    check_resample(path, info.sample_rate, target, resampler)
     data = _decode_whole(path, info)  # (T, C)
     if data.shape[0] == 0:
         raise no_frames_error(path, info)
@@ -337,13 +149,9 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     if target != info.sample_rate:
         n_out = resampled_length(int(wave.shape[-1]), info.sample_rate, target)
         check_memory(path, 3 * 4 * n_out * int(wave.shape[0]), f"resampling to {n_out} frames")
-    wave = resample(wave, info.sample_rate, target)
+    wave = resample(wave, info.sample_rate, target, resampler)
     if audio.normalize:
         wave = normalize_waveform(wave)
     if decoded != info.frames:  # the header was wrong (truncated file): say what was decoded
         info = dataclasses.replace(info, frames=decoded)
     return Audio(wave.contiguous(), target, info)
-
-
-def non_finite_error(path: Union[str, os.PathLike], bad: int) -> InputError:
-    return InputError(f"{path}: contains {bad} NaN or Inf sample(s); repair or drop the file")

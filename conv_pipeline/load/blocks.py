@@ -18,7 +18,7 @@ import torch
 
 from conv_pipeline.config.checks import validate_audio
 from conv_pipeline.config.schema import AudioConfig
-from conv_pipeline.load.audio import (
+from conv_pipeline.load.info import (
     SF_ERRORS,
     AudioInfo,
     NativeStderr,
@@ -116,5 +116,5 @@ def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None,
     info = probe(path)
     if info.frames == 0:
         raise no_frames_error(path, info)
-    check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate)
+    check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate, getattr(audio, "resampler", "torchaudio"))
     return BlockReader(path, info, audio.channels, block_frames)

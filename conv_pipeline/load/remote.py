@@ -30,10 +30,10 @@ from conv_pipeline.fs import (
 
 
 def probe(path: str, options: Optional[Mapping[str, Any]] = None):
-    """``audio.probe`` for a path or URL: the header only (a remote file is read through a file
-    object, never copied). Raises ``InputError`` as ``audio.probe`` does."""
-    from conv_pipeline.load.audio import AudioInfo
-    from conv_pipeline.load.audio import probe as probe_local
+    """``info.probe`` for a path or URL: the header only (a remote file is read through a file
+    object, never copied). Raises ``InputError`` as ``info.probe`` does."""
+    from conv_pipeline.load.info import AudioInfo
+    from conv_pipeline.load.info import probe as probe_local
 
     if not is_url(path):
         return probe_local(local_path(path))

@@ -5,13 +5,15 @@ whole file and by ``blocks.py`` / ``stream.py`` on blocks; nothing else applies 
 
 * ``apply_channel_policy``: ``audio.channels`` (``keep``, ``mono`` or channel indices),
   ``(C, T) -> (C', T)``; the one place the policy is applied.
-* ``resample`` and ``resampled_length``: torchaudio's sinc resampler, ``(C, T) -> (C,
-  ceil(new * T / orig))``; ``stream.py`` runs the same filter block by block.
+* ``resample`` and ``resampled_length``: ``audio.resampler``, ``(C, T) -> (C, ceil(new * T / orig))``:
+  torchaudio's sinc filter over its non-zero taps (``polyphase.py``, equal to
+  ``torchaudio.functional.resample``) or libsoxr (``soxr_backend.py``); ``stream.py`` runs the
+  same filters block by block.
 * ``normalize_waveform``: ``audio.normalize``, zero mean and unit variance over the file.
-* ``check_rate``, ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before
-  anything is allocated, a header rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, an
-  upsampling above ``MAX_UPSAMPLE`` or a filter too large for its rates, a file too large to
-  load whole; ``capped_block_frames``: a block's frames, at most ``MAX_BLOCK_BYTES`` whatever the rate.
+* ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before anything is
+  allocated, an upsampling above ``MAX_UPSAMPLE`` or a filter too large for its rates, a file too
+  large to load whole (the header's rate is checked by ``info.check_rate``);
+  ``capped_block_frames``: a block's frames, at most ``MAX_BLOCK_BYTES`` whatever the rate.
 """
 
 from __future__ import annotations
@@ -21,68 +23,51 @@ import os
 from typing import Optional, Sequence, Union
 
 import torch
-import torchaudio.functional as AF
 
-from conv_pipeline.config.checks import (
-    MAX_BLOCK_BYTES,
-    MAX_SAMPLE_RATE,
-    MIN_SAMPLE_RATE,
-    available_bytes,
-)
+from conv_pipeline.config.checks import MAX_BLOCK_BYTES, available_bytes
 from conv_pipeline.errors import InputError
+from conv_pipeline.load.polyphase import filter_weights, polyphase_filter
+from conv_pipeline.load.soxr_backend import soxr_resample
 
 ChannelPolicy = Union[str, Sequence[int]]  # audio.channels: keep, mono or channel indices
 
 
 # ---------------------------------------------------------------- memory limits
-# torchaudio's resampler builds a filter bank of (new / g) x (orig / g + 2 * width) taps for rates
-# with greatest common divisor g; rates that share no large factor (a header saying 16001 Hz)
-# would need gigabytes. 2**24 taps (64 MB in float32) covers every rate in use: 44100 -> 16000
-# needs 76 000 taps, 44056 (NTSC) -> 16000 about 11 million.
+# The resampler's filter (polyphase.py) holds, per group of output phases, the taps over the
+# stretch of input they share: about 2 x 12 x new x orig / min(orig, new) numbers for rates
+# reduced by their greatest common divisor (torchaudio's dense bank held new x (orig + 2 x width)).
+# 2**24 (64 MB in float32) covers every rate in use (44100 -> 16000: 13 000; 44056 -> 16000:
+# 160 000; even 16001 -> 16000: 0.5 million, 256 million for torchaudio); rates no real file
+# has (999983 Hz -> 16 kHz: 25 million) are refused before anything is built.
 MAX_RESAMPLE_TAPS = 1 << 24
 
 
-_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio.functional.resample's defaults
-
-
 def resample_taps(orig: int, new: int) -> int:
-    """Taps of the filter bank ``torchaudio.functional.resample`` builds for ``orig -> new`` Hz."""
+    """Numbers (at most) in the filter ``resample`` builds for ``orig -> new`` Hz (``polyphase.filter_weights``)."""
     if orig == new:
         return 0
-    g = math.gcd(int(orig), int(new))
-    o, n = int(orig) // g, int(new) // g
-    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
-    return n * (o + 2 * width)
+    return filter_weights(int(orig), int(new))
 
 
 # Upsampling makes every sample many: a ratio above this is a header that lies, not audio.
 MAX_UPSAMPLE = 32
 
 
-def check_rate(path: Union[str, os.PathLike], rate: int) -> None:
-    """``InputError`` for a header rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``."""
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise InputError(
-            f"{path}: its header says {rate} Hz, outside the rates this tool takes ({MIN_SAMPLE_RATE}.."
-            f"{MAX_SAMPLE_RATE} Hz): the header is damaged or the file is not audio; repair or re-encode it"
-        )
-
-
-def check_resample(path: Union[str, os.PathLike], orig: int, new: int) -> None:
-    """``InputError`` when ``orig -> new`` Hz upsamples more than ``MAX_UPSAMPLE`` times or needs
-    more than ``MAX_RESAMPLE_TAPS`` filter taps."""
+def check_resample(path: Union[str, os.PathLike], orig: int, new: int, resampler: str = "torchaudio") -> None:
+    """``InputError`` when ``orig -> new`` Hz upsamples more than ``MAX_UPSAMPLE`` times or (with
+    ``resampler=torchaudio``) needs more than ``MAX_RESAMPLE_TAPS`` filter taps."""
     if new > MAX_UPSAMPLE * orig:
         raise InputError(
             f"{path}: resampling {orig} Hz to {new} Hz multiplies the samples by {new / orig:.0f}, more than "
             f"the {MAX_UPSAMPLE}x this tool allows; set audio.sample_rate=null to keep its own rate, or "
             "convert the file first"
         )
-    taps = resample_taps(orig, new)
+    taps = resample_taps(orig, new) if resampler == "torchaudio" else 0
     if taps > MAX_RESAMPLE_TAPS:
         raise InputError(
             f"{path}: resampling {orig} Hz to {new} Hz needs a filter of {taps / 1e6:.0f} million taps "
             f"({4 * taps / 2**30:.1f} GiB: the two rates share no large common factor); convert the file "
-            "to a standard rate first, or set audio.sample_rate=null to keep its own rate"
+            "to a standard rate first, set audio.resampler=soxr, or set audio.sample_rate=null to keep its own rate"
         )
 
 
@@ -130,11 +115,27 @@ def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: 
     return waveform[list(channels)]  # (C, T) -> (len(channels), T)
 
 
-def resample(waveform: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """``(channels, frames)`` at ``orig`` Hz -> ``(channels, frames')`` at ``new`` Hz (torchaudio)."""
+def resample(waveform: torch.Tensor, orig: int, new: int, resampler: str = "torchaudio") -> torch.Tensor:
+    """``(channels, frames)`` at ``orig`` Hz -> ``(channels, ceil(new * frames / orig))`` at ``new`` Hz.
+
+    ``resampler``: ``torchaudio`` (its filter over the non-zero taps only, equal to
+    ``torchaudio.functional.resample`` within 1e-6) or ``soxr`` (libsoxr "HQ"; not equal).
+    Memory: the result plus a few MB, whatever the length.
+    """
     if orig == new:
         return waveform
-    return AF.resample(waveform, orig_freq=orig, new_freq=new)
+    frames = resampled_length(int(waveform.shape[-1]), orig, new)
+    if resampler == "soxr":
+        return soxr_resample(waveform, orig, new, frames)
+    if not waveform.is_floating_point():
+        raise TypeError(f"resample needs a floating-point waveform, got {waveform.dtype}")
+    filt = polyphase_filter(int(orig), int(new), waveform.dtype, waveform.device)
+    windows = -(-frames // filt.new)
+    x = waveform.reshape(-1, int(waveform.shape[-1]))  # (..., T) -> (C, T)
+    out = x.new_empty(int(x.shape[0]), windows * filt.new)
+    with torch.no_grad():
+        filt.run(x, -filt.width, windows, out)  # window m starts at sample m * orig - width
+    return out[:, :frames].reshape(*waveform.shape[:-1], frames)
 
 
 def resampled_length(frames: int, orig: int, new: int) -> int:

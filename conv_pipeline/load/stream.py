@@ -13,28 +13,30 @@ reduced by their greatest common divisor to ``orig`` and ``new`` and a filter ha
 ``w + orig`` after, the phases interleaved and the output truncated to
 ``ceil(new * frames / orig)``. ``StreamingResampler`` applies it with the buffer-and-skip rule of
 ``windows.Window``, the one every conv layer streams with, so any block size gives the
-whole-signal result; see "The resampler as a conv" in ``docs/geometry.md``.
+whole-signal result; see "The resampler as a conv" in ``docs/geometry.md``. Each window is
+computed by ``polyphase.PolyphaseFilter`` (only the taps each phase uses), as ``signal.resample``
+does for the whole file. ``audio.resampler=soxr`` streams through ``soxr_backend.SoxrStream``.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from conv_pipeline.config.checks import validate_chunk_seconds
 from conv_pipeline.config.schema import AudioConfig
-from conv_pipeline.load.audio import AudioInfo
 from conv_pipeline.load.blocks import BlockReader, open_blocks
+from conv_pipeline.load.info import AudioInfo
+from conv_pipeline.load.polyphase import CPU, polyphase_filter
 from conv_pipeline.load.signal import (
     capped_block_frames,
     normalize_waveform,
     resampled_length,
 )
-from conv_pipeline.windows import Moments, Window
+from conv_pipeline.load.soxr_backend import SoxrStream
+from conv_pipeline.windows import Moments
 
 
 # ---------------------------------------------------------------- the resampler
@@ -43,56 +45,64 @@ class StreamingResampler:
 
     ``push((C, n))`` returns the resampled samples it completes; ``flush()`` the rest. The
     concatenation has ``ceil(new * frames / orig)`` samples, equal to the whole-signal result up
-    to float32 rounding (same kernel, the same strided conv over each window).
+    to float32 rounding (the same filter over the same windows, ``polyphase.PolyphaseFilter``).
+
+    The buffer-and-skip rule of ``windows.Window``, kept channel-major: window ``m`` reads input
+    samples ``m * orig - w .. m * orig - w + span - 1`` (zeros before the first and after the last);
+    it is computed once the input reaches its end, and ``tail`` keeps the samples from the next
+    window's start on.
     """
 
-    def __init__(self, orig: int, new: int, channels: int, dtype=torch.float32, device=torch.device("cpu")) -> None:
-        from torchaudio.functional.functional import _get_sinc_resample_kernel
-
-        g = math.gcd(int(orig), int(new))
+    def __init__(self, orig: int, new: int, channels: int, dtype=torch.float32, device=CPU) -> None:
+        self.filter = polyphase_filter(int(orig), int(new), dtype, torch.device(device))
         self.orig_hz, self.new_hz = int(orig), int(new)
-        self.orig, self.new = self.orig_hz // g, self.new_hz // g
-        self.kernel, width = _get_sinc_resample_kernel(self.orig_hz, self.new_hz, g, device=device, dtype=dtype)
-        span = int(self.kernel.shape[-1])  # 2 * width + orig
-        self.window = Window(span, self.orig, width, width + self.orig, channels, dtype, device)
+        self.orig, self.new, self.width = self.filter.orig, self.filter.new, self.filter.width
+        self.tail = torch.zeros(channels, 0, dtype=dtype, device=device)  # input from sample tail_start on
+        self.tail_start = 0
+        self.windows = 0  # windows computed so far
         self.channels = channels
         self.frames_in = 0
         self.frames_out = 0
 
-    # Windows per conv call: the conv unfolds its input (kernel-length copies of each window), so
-    # memory would grow with the chunk length; slices keep it to a few MB whatever the chunk.
-    SLICE = 1 << 14
-
-    def _run(self) -> torch.Tensor:
-        m = self.window.ready()
-        if m == 0:
-            return self.window.buf[:0].t()
-        span, parts = self.window.span, []
-        for a in range(0, m, self.SLICE):
-            b = min(m, a + self.SLICE)  # windows a..b-1 read samples a*orig .. (b-1)*orig + span - 1
-            x = self.window.buf[a * self.orig : (b - 1) * self.orig + span].t().contiguous()[:, None, :]  # (C, 1, n)
-            y = F.conv1d(x, self.kernel, stride=self.orig)  # (C, new, b - a): one row per output phase
-            parts.append(y.transpose(1, 2).reshape(self.channels, (b - a) * self.new))  # interleave the phases
-        self.window.consume(m)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    def _run(self, upto: int) -> torch.Tensor:
+        """Windows ``self.windows .. upto - 1`` as ``(C, (upto - self.windows) * new)``."""
+        m = upto - self.windows
+        out = self.tail.new_empty(self.channels, max(0, m) * self.new)
+        if m <= 0:
+            return out
+        first = self.windows * self.orig - self.width  # input sample the first window starts at
+        self.filter.run(self.tail, first - self.tail_start, m, out)
+        self.windows = upto
+        drop = max(0, upto * self.orig - self.width - self.tail_start)  # before the next window's start
+        self.tail = self.tail[:, drop:]  # a view of the last concatenation: never of the caller's block
+        self.tail_start += drop
+        return out
 
     @torch.inference_mode()
     def push(self, x: torch.Tensor) -> torch.Tensor:
         self.frames_in += int(x.shape[-1])
-        self.window.append(x.t())
-        y = self._run()
+        self.tail = torch.cat([self.tail, x.to(self.tail.dtype)], dim=1)
+        reach = self.frames_in + self.width - self.filter.span  # the last window start whose input is all here
+        y = self._run(reach // self.orig + 1 if reach >= 0 else 0)
         self.frames_out += int(y.shape[-1])
         return y
 
     @torch.inference_mode()
     def flush(self) -> torch.Tensor:
-        self.window.finish()
-        y = self._run()
-        keep = resampled_length(self.frames_in, self.orig_hz, self.new_hz) - self.frames_out
+        total = resampled_length(self.frames_in, self.orig_hz, self.new_hz)
+        y = self._run(-(-total // self.new))
+        keep = total - self.frames_out
         if keep < 0 or keep > y.shape[-1]:
             raise RuntimeError("internal error: the streaming resampler's length disagrees with torchaudio's")
         self.frames_out += keep
         return y[:, :keep]
+
+
+def make_resampler(orig: int, new: int, channels: int, resampler: str = "torchaudio"):
+    """The streaming resampler ``audio.resampler`` names: ``StreamingResampler`` or ``SoxrStream``."""
+    if resampler == "soxr":
+        return SoxrStream(orig, new, channels)
+    return StreamingResampler(orig, new, channels)
 
 
 # ---------------------------------------------------------------- a file as a stream
@@ -113,6 +123,7 @@ class AudioStream:
         self.sample_rate = int(audio.sample_rate or reader.info.sample_rate)
         self.frames = resampled_length(reader.info.frames, reader.info.sample_rate, self.sample_rate)
         self.normalize = bool(getattr(audio, "normalize", False))
+        self.resampler = str(getattr(audio, "resampler", "torchaudio"))
         self.norm_stats: Optional[tuple[float, float]] = None
         self.frames_read: Optional[int] = None
         rate = reader.info.sample_rate
@@ -121,7 +132,7 @@ class AudioStream:
 
     def _decode(self) -> Iterator[torch.Tensor]:
         rate = self.info.sample_rate
-        resampler = StreamingResampler(rate, self.sample_rate, self.channels) if rate != self.sample_rate else None
+        resampler = make_resampler(rate, self.sample_rate, self.channels, self.resampler) if rate != self.sample_rate else None
         frames = 0
         for block in self.reader:
             y = resampler.push(block) if resampler is not None else block
