@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-
-import hydra
-from omegaconf import DictConfig
+from typing import Any
 
 from conv_pipeline.cli.common import (
     exit_after,
@@ -41,8 +39,7 @@ def _prog() -> str:
     return name if name and name != "-c" else "conv-pipeline-batch"
 
 
-@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="batch")
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: Any) -> None:
     with report_errors(cfg, prog=_prog(), resume=RESUME):
         if cfg.summary:
             from conv_pipeline.inspect.summary import summary_for_config
@@ -60,9 +57,18 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(summary.exit_code)
 
 
+ABOUT = ("A whole collection (a folder searched recursively, a glob or a list file; local or URLs) through a "
+         "Conv1d feature stack: one feature file per input under OUTPUT.DIR (mirroring the input tree), "
+         "model.safetensors, config.yaml and manifest.jsonl; an interrupted job resumes when run again. "
+         "Exit status 0 (all ok or skipped), 1 (some failed), 2 (config error), 130/143 (interrupted). "
+         "summary=true prints the model's per-layer summary without processing audio.")
+
+
 def main() -> None:
     """The command, in this process (tests call it; it returns or raises ``SystemExit``)."""
-    run_entry_point(_main, prog=_prog(), config_name="batch")
+    run_entry_point(_main, prog=_prog(), config_name="batch", kind="batch",
+                    usage="conv-pipeline-batch input=FOLDER|GLOB|LIST output.dir=DIR [KEY=VALUE ...]  "
+                          "(or: python scripts/batch_process.py ...)", about=ABOUT)
 
 
 def console() -> None:

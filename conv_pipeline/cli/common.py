@@ -119,6 +119,15 @@ def hydra_output_dir() -> Optional[str]:
     return None
 
 
+def parsed_command_line(argv: Sequence[str]) -> tuple[Any, list[str]]:
+    """Hydra's reading of ``argv``: its flags (``args.multirun``, ``args.config_dir``, ...) and the
+    overrides (``KEY=VALUE`` words)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, unknown = get_args_parser().parse_known_args(list(argv))
+    return args, list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+
+
 def _quoted(value: str) -> str:
     """``value`` as a single-quoted Hydra string (``'`` escaped as ``\\'``)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -133,14 +142,12 @@ def check_command_line(argv: Sequence[str]) -> None:
     would make Hydra import or instantiate code (``_target_`` anywhere, ``CODE_KEYS``) and any
     that would make Hydra write files outside ``output.dir`` (``WRITE_KEYS``).
     """
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     from conv_pipeline.errors import ConfigError
 
-    args, unknown = get_args_parser().parse_known_args(list(argv))
-    overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+    args, overrides = parsed_command_line(argv)
     parser = OverridesParser.create()
     for text in overrides:
         key, eq, value = text.partition("=")
@@ -219,27 +226,28 @@ INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--inf
               "--resolve", "--package", "-p")
 
 
-def precheck_composition(argv: Sequence[str], config_name: str) -> None:
+def precheck_composition(argv: Sequence[str], config_name: str) -> Optional[Any]:
     """Compose the config the way Hydra will, before Hydra runs, so that an unknown key, a
     missing preset, a wrong type or a required key left out is one ``ConfigError`` line (exit
     status 2, a did-you-mean) instead of Hydra's report and exit status 1. A config file picked
     with ``--config-dir``/``--config-name`` is composed with its ``hydra`` settings, which must
     not make Hydra write outside ``output.dir`` or change the working folder
-    (``check_hydra_settings``). Multiruns and ``--config-path`` runs are left to Hydra."""
-    from hydra._internal.utils import get_args_parser
+    (``check_hydra_settings``). Multiruns and ``--config-path`` runs are left to Hydra.
 
-    args, unknown = get_args_parser().parse_known_args(list(argv))
+    Returns the typed config (``Config`` / ``BatchConfig``) when the packaged configs were
+    composed (no ``--config-dir``/``--config-name``), else None: ``run_entry_point`` answers
+    ``summary=true`` and checks the plan from it without composing again."""
+    args, overrides = parsed_command_line(argv)
     if args.multirun or args.config_path is not None or any(a.split("=")[0] in INFO_FLAGS for a in argv):
-        return
-    overrides = list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+        return None
     if args.config_dir is None and args.config_name is None:
         from conv_pipeline.config.compose import compose_config
 
-        compose_config(overrides, config_name)
-        return
+        return compose_config(overrides, config_name)
     from conv_pipeline.config.compose import compose_hydra_run
 
     check_hydra_settings(compose_hydra_run(args.config_name or config_name, args.config_dir, overrides))
+    return None
 
 
 def check_hydra_settings(cfg: Any) -> None:
@@ -267,25 +275,71 @@ def check_hydra_settings(cfg: Any) -> None:
         )
 
 
-def run_entry_point(hydra_main: Any, prog: str, config_name: str = "config") -> None:
+def packaged_help(argv: Sequence[str], usage: str, about: str, config_name: str) -> bool:
+    """Print this command's ``--help`` (``cli/help.py``) and return True when ``argv`` asks for it
+    with the packaged configs; False otherwise (``--hydra-help``, ``--config-dir`` and the like
+    are Hydra's to answer)."""
+    from conv_pipeline.cli.help import help_text, wants_help
+
+    if not wants_help(argv):
+        return False
+    args, overrides = parsed_command_line(argv)
+    if args.config_dir is not None or args.config_name is not None or args.config_path is not None:
+        return False
+    print(help_text(usage, about, overrides, config_name), flush=True)
+    return True
+
+
+def answer_early(cfg: Any, kind: str) -> bool:
+    """What needs no Hydra app, from the config the pre-check composed: ``summary=true`` printed
+    (True: the command is done), else the plan's ``ConfigError`` raised before Hydra composes
+    again (False: the run goes on and builds its plan under Hydra, with a multirun job's folder)."""
+    if cfg.summary:
+        from conv_pipeline.inspect.summary import summary_for_config
+
+        print(summary_for_config(cfg, kind), flush=True)
+        return True
+    from conv_pipeline.config.plan import build_plan
+
+    build_plan(cfg, kind)
+    return False
+
+
+def run_entry_point(task: Any, prog: str, config_name: str = "config", kind: str = "file",
+                    usage: str = "", about: str = "") -> None:
     """What every Hydra entry point does before Hydra runs: a strict stdout prints names that are
     not UTF-8 as their bytes (as ls does) instead of failing after outputs were written; the
-    schemas are registered; the command line is checked and composed (one-line errors, exit 2;
-    nothing instantiated from it). Then ``hydra_main()``."""
+    schemas are registered; ``--version`` is answered; the command line is checked (one-line
+    errors, exit 2; nothing instantiated from it); ``--help`` is answered (``usage``, ``about``);
+    the config is composed (one-line errors, exit 2).
+
+    With the composed config (when there is one, see ``precheck_composition``) ``answer_early``
+    prints ``summary=true`` (Hydra's app does not start) or raises the plan's ``ConfigError`` for a
+    run of ``kind`` (``file`` or ``batch``). Then Hydra's app runs ``task(cfg)`` (``@hydra.main``
+    is applied here, so that ``--version`` imports no Hydra)."""
     from conv_pipeline.config.schema import register_configs
 
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    if "--version" in sys.argv[1:]:  # ours, not Hydra's: the versions that make the features
+    argv = sys.argv[1:]
+    if "--version" in argv:  # ours, not Hydra's: the versions that make the features
         from conv_pipeline.version import version_line
 
         print(version_line(), flush=True)
         raise SystemExit(0)
     register_configs()
     with report_errors(prog=prog):
-        check_command_line(sys.argv[1:])  # before Hydra parses or instantiates anything
-        precheck_composition(sys.argv[1:], config_name)
-    hydra_main()
+        check_command_line(argv)  # before Hydra parses or instantiates anything
+        if packaged_help(argv, usage or prog, about, config_name):
+            return
+        cfg = precheck_composition(argv, config_name)
+    if cfg is not None:
+        with report_errors({"debug": cfg.debug}, prog=prog):
+            if answer_early(cfg, kind):
+                return
+    import hydra
+
+    hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name=config_name)(task)()
 
 
 def observed() -> bool:

@@ -2,12 +2,15 @@
 
 ``plot=true`` also draws ``<output.dir>/<stem>.png`` (waveform + features, see plot.py);
 ``summary=true [input_seconds=10]`` prints the model's per-layer summary and exits without audio.
+
+Start-up: ``--help``, ``--version``, ``summary=true`` and config errors are answered before Hydra's
+app runs, from one composition (``cli/common.py: run_entry_point``), and import no torch; a run
+imports the engines only once its plan is built.
 """
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from typing import Any
 
 from conv_pipeline.cli.common import (
     exit_after,
@@ -18,8 +21,7 @@ from conv_pipeline.cli.common import (
 from conv_pipeline.fs import printable
 
 
-@hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name="config")
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: Any) -> None:
     with report_errors(cfg):
         if cfg.summary:
             from conv_pipeline.inspect.summary import summary_for_config
@@ -40,9 +42,15 @@ def _main(cfg: DictConfig) -> None:
             print(f"wrote {printable(drawn.path)}")
 
 
+ABOUT = ("One audio file through a Conv1d feature stack: the features go to OUTPUT.DIR/<stem>.npy (or .npz), "
+         "with model.safetensors, config.yaml and a manifest.jsonl record. summary=true prints the model's "
+         "per-layer summary (frames, receptive field, hop, FLOPs) without processing audio.")
+
+
 def main() -> None:
     """The command, in this process (tests call it; it returns or raises ``SystemExit``)."""
-    run_entry_point(_main, prog="conv_pipeline", config_name="config")
+    run_entry_point(_main, prog="conv_pipeline", config_name="config", kind="file",
+                    usage="python -m conv_pipeline input=AUDIO [KEY=VALUE ...]  (or: conv-pipeline ...)", about=ABOUT)
 
 
 def console() -> None:

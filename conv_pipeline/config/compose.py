@@ -59,11 +59,20 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
             cfg = compose(config_name=config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(composition_message(err, config_name)) from None
+    except (AttributeError, AssertionError) as err:  # OmegaConf's own failure to set keys under a null node
+        raise ConfigError(
+            f"cannot apply the overrides ({_first_line(str(err))}): keys under a node that is null in this config "
+            "cannot be set, e.g. model.frontend of a model without a front-end; start from a preset that has it "
+            "(model=mel, model=stft, model=sinc) and override its keys"
+        ) from None
     finally:
         GlobalHydra.instance().clear()
-    cfg_dict = {k: v for k, v in cfg.items() if k != "hydra"}
     from omegaconf import OmegaConf
 
+    typed = OmegaConf.get_type(cfg)
+    if isinstance(typed, type) and issubclass(typed, Config):  # typed by base_config / base_batch_config
+        return to_config(cfg)  # (merging it into the schema again would cost a fifth of the composition)
+    cfg_dict = {k: v for k, v in cfg.items() if k != "hydra"}
     from conv_pipeline.config.schema import BatchConfig
 
     schema = BatchConfig if "batch" in cfg_dict else Config  # config_name="batch": the batch job's keys

@@ -5,8 +5,8 @@
     python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (inspect/plot.py)
 
 Plain text on stdout (``inspect/describe.py``); a broken or non-feature file gives one line on
-stderr and exit status 2. Imports numpy, yaml and the torch-free parts of the package only, so it
-starts fast. The model summary of ``summary=true`` lives in ``inspect/summary.py``.
+stderr and exit status 2. Imports numpy, yaml and the torch-free parts of the package only (``--help``
+not even numpy), so it starts fast. The model summary of ``summary=true`` lives in ``inspect/summary.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 
 from conv_pipeline.errors import InputError
 from conv_pipeline.fs import printable
-from conv_pipeline.inspect.describe import describe_dir, describe_file
 
 PROG = "conv_pipeline.inspect"  # the command's name in its usage and error lines
 
@@ -49,6 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     from conv_pipeline.cli.common import report_errors
+    from conv_pipeline.inspect.describe import describe_dir, describe_file  # numpy: not for --help
 
     with report_errors(prog=PROG):
         path = Path(args.path)

@@ -6,9 +6,8 @@ statistics (``feature_stats``), source, model and run config, then the reader's 
 ``describe_dir``: every input of the folder's manifest with its status, shape and duration, then
 totals, missing files and feature files the manifest does not list.
 
-Also the text helpers (``text_table``, ``ms_text``) and the constants that the model summary
-(``summary.py``) shares with it. Imports numpy and the torch-free parts of the package only, so
-the command starts fast.
+The text helpers it shares with the model summary (``text_table``, ``ms_text``) are in
+``text.py``. Imports numpy and the torch-free parts of the package only, so the command starts fast.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -25,25 +24,10 @@ from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot, is_regula
 from conv_pipeline.dataset.model import layer_configs
 from conv_pipeline.dataset.reader import frame_centres, read_features
 from conv_pipeline.errors import InputError
+from conv_pipeline.inspect.text import ms_text, text_table
 
 _STATS_BLOCK = 1 << 19  # values per block of feature_stats (2 MiB of float32)
 _REFUSED_NOTE = "its output is not a path inside the output folder (../, absolute, a symlink leading out); not read"
-
-
-# ---------------------------------------------------------------- small formatting helpers
-def ms_text(samples: Optional[int], sample_rate: Optional[float]) -> str:
-    """``samples`` as milliseconds at ``sample_rate`` (two decimals), or ``-`` when either is unknown."""
-    return f"{1000 * samples / sample_rate:.2f}" if samples is not None and sample_rate else "-"
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
-    """Aligned columns: the columns in ``left`` flush left, the others right."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return [line(header), *(line(r) for r in rows)]
 
 
 def _layer_text(layer: LayerConfig, in_channels: Any) -> str:

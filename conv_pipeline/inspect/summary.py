@@ -23,10 +23,7 @@ from conv_pipeline.geometry import (
     conv_parameters,
     frames_per_second,
 )
-from conv_pipeline.inspect.describe import (
-    ms_text,
-    text_table,
-)
+from conv_pipeline.inspect.text import ms_text, text_table
 
 ASSUMED_SAMPLE_RATE = 16000  # summary without audio when audio.sample_rate is null
 
@@ -218,7 +215,7 @@ def summary_for_config(cfg: Any, kind: str = "file") -> str:
     plan = build_plan(cfg, kind, need_input=False)
     info = None
     if plan.input and kind == "file":
-        from conv_pipeline.load.audio import probe  # header only: nothing is decoded
+        from conv_pipeline.load.info import probe  # header only: nothing is decoded
 
         info = probe(plan.input)
     return summary_for_plan(plan, info)

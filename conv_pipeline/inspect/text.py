@@ -1,0 +1,25 @@
+"""Plain-text helpers shared by the model summary (``summary.py``) and the descriptions of outputs
+(``describe.py``): aligned columns (``text_table``) and sample counts as milliseconds (``ms_text``).
+
+Standard library only, so ``summary=true`` (which needs these and no feature file) imports
+neither numpy nor torch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+
+def ms_text(samples: Optional[int], sample_rate: Optional[float]) -> str:
+    """``samples`` as milliseconds at ``sample_rate`` (two decimals), or ``-`` when either is unknown."""
+    return f"{1000 * samples / sample_rate:.2f}" if samples is not None and sample_rate else "-"
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
+    """Aligned columns: the columns in ``left`` flush left, the others right."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
