@@ -225,14 +225,12 @@ def _run_locked(job: Job) -> None:
         _clear_overwrite_mark(out)  # every input has its record: the folder holds one run's features
 
 
-def _identities(job: Job) -> tuple[list[str], list[Optional[str]]]:
-    """Every input's canonical key and fingerprint (URLs: their stamps fetched in threads)."""
-    paths, options = job.inputs.paths, job.plan.storage_options
-    keys = [input_key(p) for p in paths]
+def _fingerprints(paths: Sequence[str], options: Optional[dict]) -> dict[str, Optional[str]]:
+    """``input_fingerprint`` of each of ``paths`` (URLs: their stamps fetched in threads)."""
     if any(is_url(p) for p in paths):
         with cf.ThreadPoolExecutor(min(PROBE_THREADS, max(1, len(paths)))) as pool:
-            return keys, list(pool.map(lambda p: input_fingerprint(p, options), paths))
-    return keys, [input_fingerprint(p, options) for p in paths]
+            return dict(zip(paths, pool.map(lambda p: input_fingerprint(p, options), paths)))
+    return {p: input_fingerprint(p, options) for p in paths}
 
 
 def _trusted(prev: Optional[ManifestRecord], key: str, fingerprint: Optional[str], weights: Optional[str]) -> bool:
@@ -247,31 +245,44 @@ def _trusted(prev: Optional[ManifestRecord], key: str, fingerprint: Optional[str
 def _early_records(job: Job, manifest: ManifestSink) -> tuple[list[ManifestRecord], list[Item]]:
     """Records known before any decoding (failed probes without a stack, skipped outputs of an
     earlier run: an output under its final name is complete, writes being atomic, and is kept
-    when its record ties it to this input and these weights) and the rest."""
+    when its record ties it to this input and these weights) and the rest.
+
+    Only the records of outputs that exist are kept from the manifest, and only their inputs are
+    fingerprinted here; the other inputs' fingerprints are taken by the decode workers."""
     out, overwrite = job.out, job.plan.config.overwrite
     problems: list[str] = []
-    previous = {r.output: r for r in manifest.read(problems).values() if r.status in ("ok", "skipped") and r.output}
+    existing = out.files() if out.remote else None  # one listing instead of a request per file
+    previous: dict[str, ManifestRecord] = {}
+    if not overwrite and job.stack is not None:
+        outputs = set(job.outputs)
+        for r in manifest.read(problems).values():
+            if r.status in ("ok", "skipped") and r.output in outputs and r.weights == job.weights:
+                previous[r.output] = r
     if problems:
         log.warning("batch: %d line(s) of %s skipped (first: %s)", len(problems), MANIFEST_NAME, problems[0])
-    existing = out.files() if out.remote else None  # one listing instead of a request per file
-    keys, fingerprints = _identities(job)
+    done = {
+        rel for rel in previous if (rel in existing if existing is not None else out.is_file(rel))
+    } if previous else set()
+    pairs = [(path, rel) for path, rel in zip(job.inputs.paths, job.outputs) if rel in done]
+    keys = {path: input_key(path) for path, _ in pairs}
+    wanted = [path for path, rel in pairs if previous[rel].key == keys[path]]  # a record of this input
+    fingerprints = _fingerprints(wanted, job.plan.storage_options) if wanted else {}
     todo: list[Item] = []
     early: list[ManifestRecord] = []
     stale = 0
     for i, (path, rel) in enumerate(zip(job.inputs.paths, job.outputs)):
-        key, fingerprint = keys[i], fingerprints[i]
         if job.stack is None:  # no input could even be probed: nothing to build a stack for
             error = job.probe_errors.get(path) or f"{path}: not probed"
-            early.append(ManifestRecord(input=path, status="failed", error=error, key=key))
+            early.append(ManifestRecord(input=path, status="failed", error=error, key=input_key(path)))
             continue
-        done = not overwrite and (rel in existing if existing is not None else out.is_file(rel))
-        prev = previous.get(rel)
-        if done and _trusted(prev, key, fingerprint, job.weights):
+        exists = not overwrite and (rel in existing if existing is not None else (rel in done or out.is_file(rel)))
+        prev, fingerprint = previous.get(rel), fingerprints.get(path)
+        if rel in done and _trusted(prev, keys[path], fingerprint, job.weights):
             assert prev is not None
             early.append(dataclasses.replace(prev, input=path, status="skipped", error=None, seconds=0.0))
             continue
-        stale += done
-        todo.append(Item(i, path, rel, key=key, fingerprint=fingerprint))
+        stale += exists
+        todo.append(Item(i, path, rel, key=keys.get(path) or input_key(path), fingerprint=fingerprint))
     if stale:
         log.info(
             "batch: %d existing output(s) recomputed: no record ties them to their input as it is now "

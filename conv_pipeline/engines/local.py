@@ -4,7 +4,11 @@ Decode workers (threads by default, processes with ``batch.workers=process``, in
 ``runtime.num_workers=0``) decode and resample files ahead; decoded files wait in a pool from
 which each padded batch takes the files of most similar length (``take_batch``); the main thread
 runs the stack on the batch (``Work.compute``); one writer thread writes each file's features
-atomically and appends its manifest record, in order. Files longer than
+and appends the manifest records, in order, a group at a time (``RECORDS_PER_APPEND``,
+``APPEND_EVERY_S``: one ``fsync`` of the features and one append per group, not per file). With
+``runtime.batch_size`` unset, the batch size is chosen while the job runs (``engines/batching.py``);
+the allocator's arenas are bounded and its free pages returned between batches
+(``engines/memory.py``), so memory stays flat however many files. Files longer than
 ``batch.long_file_seconds`` run alone through the chunked executor (``Work.long_file``). A worker
 process that dies costs the file it was decoding, not the job.
 """
@@ -20,11 +24,14 @@ import select
 import signal
 import sys
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sized
 
 import torch
 
+from conv_pipeline.engines.batching import BatchSizer
+from conv_pipeline.engines.memory import Trimmer, bound_arenas
 from conv_pipeline.engines.progress import BatchSummary, Progress, count_record
 from conv_pipeline.engines.work import Item, Work, decode_item
 from conv_pipeline.errors import OutputError
@@ -33,6 +40,7 @@ from conv_pipeline.load.audio import Audio
 from conv_pipeline.load.remote import UrlDecoder
 from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
 from conv_pipeline.sink.manifest_sink import ManifestSink
+from conv_pipeline.sink.writer import sync_filesystem
 
 log = logging.getLogger("conv_pipeline.batch")
 
@@ -51,6 +59,11 @@ POOL_MAX_SAMPLES = 64 * 2**20
 BATCH_MAX_SAMPLES = 16 * 2**20
 # Decodes in flight beyond the workers' own: enough to fill the sorting window of a usual batch size.
 MAX_AHEAD = 256
+# Records appended to the manifest at once (one write, one fsync, after one sync of their feature
+# files), and the longest a written file waits for its record: a job killed in between loses
+# those records only (their files are recomputed by the next run, never trusted without one).
+RECORDS_PER_APPEND = 16
+APPEND_EVERY_S = 1.0
 
 
 class _InlineExecutor(cf.Executor):
@@ -148,6 +161,7 @@ def init_worker(threads: int, job_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    bound_arenas()
     die_with(job_pid)
 
 
@@ -265,31 +279,62 @@ class LocalEngine:
         self.work, self.cfg, self.opts = work, cfg, work.plan.batch
         self.out, self.manifest, self.summary = work.out, manifest, summary
         self.decode = UrlDecoder(decode, self.work.options)  # paths and URLs
-        self.batch_size = cfg.runtime.batch_size
+        self.sizer = BatchSizer(cfg.runtime.batch_size)  # unset: chosen from measurement
+        self.batch_size = max(self.sizer.sizes)
         self.chunk_seconds = cfg.runtime.chunk_seconds
         self.debug = bool(cfg.debug)
         self.writer = cf.ThreadPoolExecutor(1, thread_name_prefix="write")
         self.writes: list[cf.Future] = []
         self.max_writes = 2 * self.batch_size + 4
+        self.unrecorded: list[ManifestRecord] = []  # the writer thread's group not yet in the manifest
+        self.unrecorded_since = 0.0
+        self.trimmer = Trimmer()
+        self.clock: Callable[[], float] = time.perf_counter
 
-    # -- records: every record goes through the single writer thread, in order
-    def _append(self, rec: ManifestRecord) -> ManifestRecord:
-        self.manifest.add([rec])
+    # -- records: every record goes through the single writer thread, in order, a group at a time
+    def _record(self, rec: ManifestRecord) -> ManifestRecord:
+        """Writer thread: ``rec`` joins the group, appended once full or old enough."""
+        if not self.unrecorded:
+            self.unrecorded_since = time.monotonic()
+        self.unrecorded.append(rec)
+        if len(self.unrecorded) >= RECORDS_PER_APPEND or time.monotonic() - self.unrecorded_since >= APPEND_EVERY_S:
+            self._append_group()
         return rec
+
+    def _append_group(self) -> None:
+        """Writer thread (or the main thread once the writer has stopped): the group's feature files
+        made durable (one sync), then its records appended (one write)."""
+        group = self.unrecorded
+        if not group:
+            return
+        written = [r.output for r in group if r.status == "ok" and r.output]
+        if written and self.out.path is not None:
+            sync_filesystem(self.out.path, [self.out.path / rel for rel in written])
+        self.manifest.add(group)
+        self.unrecorded = []
 
     def _record_failed(self, item: Item, error: str, audio: Optional[Audio] = None) -> None:
         rec = self.work.failed(item, error, audio)
-        self._submit_write(lambda: self._append(rec))
+        self._submit_write(lambda: self._record(rec))
 
     def _write_ok(self, item: Item, features: torch.Tensor) -> ManifestRecord:
-        """Runs in the writer thread: write the features atomically, then append the record."""
-        return self._append(self.work.write(item, features))
+        """Runs in the writer thread: write the features atomically, then record them."""
+        rec = self.work.write(item, features, sync=False)
+        item.decoded = None  # the job holds its items to the end: never their audio
+        return self._record(rec)
 
-    def _submit_write(self, fn: Callable[[], ManifestRecord]) -> None:
+    def _submit_write(self, fn: Callable[[], Optional[ManifestRecord]]) -> None:
         self.writes.append(self.writer.submit(fn))
         if len(self.writes) > self.max_writes:  # bounded backlog: wait for the oldest
             cf.wait([self.writes[0]])
         self._harvest_writes()
+
+    def _flush_records(self, stale_only: bool = False) -> None:
+        """Have the writer append its group once it has written what it was given so far
+        (``stale_only``: only if the group has waited ``APPEND_EVERY_S``)."""
+        if not stale_only or (self.unrecorded and time.monotonic() - self.unrecorded_since >= APPEND_EVERY_S):
+            self.unrecorded_since = time.monotonic()  # one request per period, not one per loop
+            self._submit_write(self._append_group)
 
     def _harvest_writes(self, wait: bool = False) -> None:
         if wait:
@@ -305,21 +350,29 @@ class LocalEngine:
                     raise err
                 raise OutputError(f"cannot append to {join(self.out.display, MANIFEST_NAME)}: {one_line(str(err))}")
             rec = fut.result()
-            count_record(self.summary, rec)
-            self.progress.update(rec)
+            if rec is not None:
+                count_record(self.summary, rec)
+                self.progress.update(rec)
         self.writes = pending
 
     # -- compute
-    def _compute(self, batch: list[Item]) -> None:
-        for it, res in self.work.compute(batch):
+    def _compute(self, batch: list[Item], size: int) -> None:
+        t0 = self.clock()
+        results = self.work.compute(batch)
+        self.sizer.record(size, self.clock() - t0, sum(it.decoded.audio.frames for it in batch))  # type: ignore[union-attr]
+        for it, res in results:
             if isinstance(res, ManifestRecord):
-                self._submit_write(lambda rec=res: self._append(rec))
+                it.decoded = None
+                self._submit_write(lambda rec=res: self._record(rec))
             else:
                 self._submit_write(lambda it=it, f=res: self._write_ok(it, f))
+        self.trimmer.maybe()  # the batch's buffers are freed: their pages go back to the system
 
     def _long_file(self, item: Item) -> None:
+        self._flush_records()  # the records so far need not wait for a long computation
         rec = self.work.long_file(item)
-        self._submit_write(lambda: self._append(rec))
+        self._submit_write(lambda: self._record(rec))
+        self.trimmer.now()
 
     def _accept(self, item: Item, fut: cf.Future, pool: list[Item]) -> None:
         """A decode finished: into the pool, to the long-file path, or a failed record."""
@@ -328,18 +381,24 @@ class LocalEngine:
             raise err
         rec = self.work.accept(item, None if err is not None else fut.result(), err)
         if rec is not None:
-            self._submit_write(lambda: self._append(rec))
+            item.decoded = None
+            self._submit_write(lambda: self._record(rec))
         elif item.decoded.audio is None:  # type: ignore[union-attr]
             self._long_file(item)
         else:
             pool.append(item)
 
-    def run(self, todo: list[Item]) -> None:
-        self.progress = Progress(len(todo), self.opts.progress, self.opts.log_every_s)
+    def run(self, todo: Iterable[Item]) -> None:
+        total = len(todo) if isinstance(todo, Sized) else self.summary.total
+        self.progress = Progress(total, self.opts.progress, self.opts.log_every_s)
+        # the stack's compute time: this thread's CPU time when it is the only torch thread
+        # (unaffected by the decode threads and other processes), else wall time
+        one_thread = torch.get_num_threads() == 1 and self.work.device.type == "cpu"
+        self.clock = time.thread_time if one_thread else time.perf_counter
+        bound_arenas()  # before the decode and writer threads allocate
         decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
         args = (self.cfg.audio, self.work.long_after_s, self.decode, self.work.options)
         max_inflight = max(1, 2 * self.cfg.runtime.num_workers + min(self.batch_size, MAX_AHEAD))
-        window = SORT_WINDOW * self.batch_size
         queue: Iterator[Item] = iter(todo)
         inflight: dict[cf.Future, Item] = {}
         pool: list[Item] = []
@@ -354,9 +413,13 @@ class LocalEngine:
                         exhausted = True
                         break
                     inflight[decoders.submit(item.path, *args)] = item
+                size = self.sizer.size
+                # a batch takes the files of most similar length from a window of SORT_WINDOW
+                # batches; a batch of one has no padding and takes the first file decoded
+                target = size if exhausted or size == 1 else SORT_WINDOW * size
                 # harvest finished decodes
                 done = [f for f in inflight if f.done()]
-                if not done and inflight and len(pool) < (self.batch_size if exhausted else window) and pool_samples < POOL_MAX_SAMPLES:
+                if not done and inflight and len(pool) < target and pool_samples < POOL_MAX_SAMPLES:
                     done = list(cf.wait(inflight, return_when=cf.FIRST_COMPLETED).done)
                 broken = False
                 for f in done:
@@ -370,21 +433,26 @@ class LocalEngine:
                 drain = exhausted and not inflight
                 # once every file is submitted, a full batch need not wait for a full window:
                 # the stack then overlaps the last decodes
-                target = self.batch_size if exhausted else window
                 while pool and (len(pool) >= target or pool_samples >= POOL_MAX_SAMPLES or drain):
-                    batch = take_batch(pool, self.batch_size)
+                    batch = take_batch(pool, size)
                     pool_samples -= sum(it.decoded.audio.waveform.numel() for it in batch)  # type: ignore[union-attr]
-                    self._compute(batch)
+                    self._compute(batch, size)
                     if not drain:
                         break
+                    size = self.sizer.size
+                self._flush_records(stale_only=True)
                 self._harvest_writes()
                 if drain and not pool:
                     break
+            self._flush_records()
             self._harvest_writes(wait=True)
             finished = True
         finally:
             decoders.close(interrupted=not finished)
             self.writer.shutdown(wait=True)
+            if not finished:  # records of files already written, so a resumed job keeps them
+                with contextlib.suppress(Exception):
+                    self._append_group()
             self.progress.close()
 
     def _recover(self, decoders: _Decoders, inflight: dict[cf.Future, Item], pool: list[Item], args: tuple) -> None:

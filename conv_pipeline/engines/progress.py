@@ -71,6 +71,9 @@ def _hms(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- the job
+FAILURES_KEPT = 1000  # failures listed in a BatchSummary (the manifest has them all): memory stays flat
+
+
 @dataclass
 class BatchSummary:
     """What a batch job did. ``exit_code``: 1 if any input failed, else 0."""
@@ -82,7 +85,7 @@ class BatchSummary:
     failed: int = 0
     audio_seconds: float = 0.0  # audio processed by this run (ok files)
     wall_seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, error), the first FAILURES_KEPT
     in_channels: Optional[int] = None
 
     @property
@@ -103,8 +106,8 @@ class BatchSummary:
         if self.failures:
             lines.append("failed:")
             lines += [f"  {printable(err)}" for _, err in self.failures[:max_failures]]
-            if len(self.failures) > max_failures:
-                lines.append(f"  ... and {len(self.failures) - max_failures} more (status \"failed\" in the manifest)")
+            if self.failed > max_failures:
+                lines.append(f"  ... and {self.failed - max_failures} more (status \"failed\" in the manifest)")
         return "\n".join(lines)
 
 
@@ -116,4 +119,5 @@ def count_record(summary: BatchSummary, rec: ManifestRecord) -> None:
         summary.skipped += 1
     else:
         summary.failed += 1
-        summary.failures.append((rec.input, rec.error or ""))
+        if len(summary.failures) < FAILURES_KEPT:
+            summary.failures.append((rec.input, rec.error or ""))

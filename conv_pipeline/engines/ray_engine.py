@@ -161,6 +161,7 @@ def _decode_row(row: dict[str, Any], work: Work) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - becomes this file's record
         decoded, err = None, e
     rec = work.accept(item, decoded, err)
+    out["fingerprint"] = item.fingerprint or ""  # taken by decode_item, before the read
     if rec is not None:
         out.update(kind="record", record=rec.to_json())
         return out

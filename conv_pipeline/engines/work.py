@@ -135,19 +135,22 @@ def _check_item(audio: Audio, geometry: StackGeometry, channels: ChannelRule, pa
 class Decoded:
     audio: Optional[Audio]  # None: a long file, for process_long_file
     seconds: float
+    fingerprint: Optional[str] = None  # input_fingerprint(path) just before it was read
 
 
 def decode_item(
     path: str, audio: AudioConfig, long_after_s: Optional[float], decode: Callable, options: Optional[dict] = None
 ) -> Decoded:
     """Runs in a decode worker (thread, process or Ray task). ``path``: a path or URL (its
-    header is read in place; ``decode`` must take URLs: ``load.remote.UrlDecoder``)."""
+    header is read in place; ``decode`` must take URLs: ``load.remote.UrlDecoder``). The input's
+    fingerprint is taken here, just before it is read (in the workers, not up front)."""
     t0 = time.perf_counter()
+    fingerprint = input_fingerprint(path, options)
     if long_after_s is not None:
         info = probe(path, options)
         if info.duration_s > long_after_s:
-            return Decoded(None, time.perf_counter() - t0)
-    return Decoded(decode(path, audio), time.perf_counter() - t0)
+            return Decoded(None, time.perf_counter() - t0, fingerprint)
+    return Decoded(decode(path, audio), time.perf_counter() - t0, fingerprint)
 
 
 def _error_message(path: str, err: BaseException, stage: str, debug: bool) -> str:
@@ -159,7 +162,7 @@ def _error_message(path: str, err: BaseException, stage: str, debug: bool) -> st
     return f"{path}: unexpected error while {stage} ({type(err).__name__}: {detail}); rerun with debug=true for a traceback"
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     index: int
     path: str
@@ -231,6 +234,8 @@ class Work:
             return self.failed(item, _error_message(item.path, err, "decoding", self.debug))
         assert decoded is not None
         item.decoded = decoded
+        if item.fingerprint is None:  # taken up front only for an output a resumed job may keep
+            item.fingerprint = decoded.fingerprint
         if decoded.audio is None:
             return None
         try:
@@ -279,14 +284,16 @@ class Work:
                 out.append((it, y))
         return out
 
-    def write(self, item: Item, features: torch.Tensor) -> ManifestRecord:
-        """Write one file's features atomically; its record (``failed`` if the write failed)."""
+    def write(self, item: Item, features: torch.Tensor, sync: bool = True) -> ManifestRecord:
+        """Write one file's features atomically; its record (``failed`` if the write failed).
+        ``features`` come from ``compute`` (checked finite there). ``sync=False``: not fsynced; the
+        caller syncs (``sink.writer.sync_filesystem``) before it records them."""
         assert item.decoded is not None and item.decoded.audio is not None
         audio = item.decoded.audio
         t0 = time.perf_counter()
         try:
             with self.out.writing(item.out_rel) as out_path:
-                write_features(out_path, features.numpy(), self.geometry, audio.sample_rate, self.config)
+                write_features(out_path, features.numpy(), self.geometry, audio.sample_rate, self.config, sync, checked=True)
         except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
             msg = str(err) if isinstance(err, PipelineError) else f"cannot write {self.out.url(item.out_rel)}: {one_line(str(err)) or type(err).__name__}"
             return self.failed(item, msg)

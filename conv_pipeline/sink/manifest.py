@@ -42,7 +42,7 @@ from conv_pipeline.sink.writer import check_regular_files
 STATUSES = ("ok", "failed", "skipped")
 
 
-@dataclass
+@dataclass(slots=True)
 class ManifestRecord:
     input: str
     status: str

@@ -148,21 +148,24 @@ def _bounded_name(name: str, suffix: str) -> str:
     return name + suffix
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None], sync: bool = True) -> Path:
     """Call ``write(tmp)`` for a temporary path beside ``path``, fsync it, rename it to ``path``.
 
-    An ``OSError`` (full disk, read-only or missing folder, a folder in the way) becomes a one-line
+    ``sync=False`` leaves out the fsync: the name still never holds a partial file in a running
+    system, but only a later ``sync_filesystem`` makes the content durable (the batch job syncs a
+    group of files once, before the manifest records that vouch for them). An ``OSError`` (full disk, read-only or missing folder, a folder in the way) becomes a one-line
     ``OutputError``; the temporary file is removed whatever happens."""
     path = Path(path)
     check_guarded(path)  # a locked output.dir that is gone: write nothing (not even the temporary)
     tmp = path.with_name(_bounded_name(f".{path.name}", f"{TMP_MARKER}{temp_token()}"))
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if sync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         check_guarded(path)  # ... nor rename into a folder that replaced it meanwhile
         os.replace(tmp, path)
     except OSError as err:
@@ -176,6 +179,40 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def _syncfs(folder: Path) -> bool:
+    """``syncfs`` of ``folder``'s filesystem (Linux); False where the C library has none."""
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError, TypeError):
+        return False
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if call(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+    return True
+
+
+def sync_filesystem(folder: Path, paths: Iterable[Path] = ()) -> None:
+    """Make every file written under ``folder`` so far durable: one ``syncfs`` of its filesystem
+    (Linux), else an ``fsync`` of each of ``paths``. ``OSError`` becomes a one-line ``OutputError``."""
+    try:
+        if _syncfs(Path(folder)):
+            return
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as err:
+        raise OutputError(f"cannot write to {folder}: {err.strerror or err}") from None
+
+
 def feature_path(out_dir: Path, stem: str, fmt: str) -> Path:
     return Path(out_dir) / f"{stem}.{fmt}"
 
@@ -186,13 +223,18 @@ def write_features(
     geometry: StackGeometry,
     sample_rate: int,
     config: dict[str, Any] | None = None,
+    sync: bool = True,
+    checked: bool = False,
 ) -> Path:
-    """Write ``features`` ``(out_channels, frames)`` as ``.npy`` or ``.npz`` (chosen by suffix)."""
+    """Write ``features`` ``(out_channels, frames)`` as ``.npy`` or ``.npz`` (chosen by suffix).
+    ``sync``: as ``atomic_write``; ``checked``: the caller has refused NaN/Inf already
+    (``execute.whole.check_finite``), so they are not looked for again."""
     features = np.ascontiguousarray(features, dtype=np.float32)
     if features.ndim != 2:
         raise ValueError(f"features must be (channels, frames), got shape {features.shape}")
     path = Path(path)
-    _check_finite(path, features)
+    if not checked:
+        _check_finite(path, features)
     if path.suffix == ".npy":
 
         def write(tmp: Path) -> None:
@@ -208,7 +250,7 @@ def write_features(
 
     else:
         raise ValueError(f"unknown feature format {path.suffix!r}; use .npy or .npz")
-    return atomic_write(path, write)
+    return atomic_write(path, write, sync)
 
 
 def overflow_error(path: str, bad: int, peak: Optional[float] = None):
