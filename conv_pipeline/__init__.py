@@ -1,6 +1,6 @@
 """conv_pipeline: audio feature extraction with configurable Conv1d stacks.
 
-    from conv_pipeline import load_features, FeatureDataset, ConvStack, StackGeometry, PipelineError
+    from conv_pipeline import Extractor, load_features, FeatureDataset, ConvStack, StackGeometry, PipelineError
 
 Names are imported on first use (PEP 562), so ``import conv_pipeline`` and
 ``python -m conv_pipeline.inspect`` do not pay for torch unless they need it.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["load_features", "FeatureDataset", "ConvStack", "StackGeometry", "PipelineError"]
+__all__ = ["Extractor", "Features", "load_features", "FeatureDataset", "ConvStack", "StackGeometry", "PipelineError"]
 
 _LAZY = {
+    "Extractor": ".api",
+    "Features": ".api",
     "load_features": ".dataset.features",
     "FeatureDataset": ".dataset.features",
     "ConvStack": ".stack.stack",
@@ -22,6 +24,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .api import Extractor, Features
     from .dataset.features import FeatureDataset, load_features
     from .errors import PipelineError
     from .geometry import StackGeometry
