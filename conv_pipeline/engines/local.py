@@ -293,7 +293,9 @@ class LocalEngine:
 
     # -- records: every record goes through the single writer thread, in order, a group at a time
     def _record(self, rec: ManifestRecord) -> ManifestRecord:
-        """Writer thread: ``rec`` joins the group, appended once full or old enough."""
+        """Writer thread: ``rec`` joins the group, appended once full or old enough; the progress
+        moves now, file by file (not when the main thread, busy with the next batch, harvests)."""
+        self.progress.update(rec)
         if not self.unrecorded:
             self.unrecorded_since = time.monotonic()
         self.unrecorded.append(rec)
@@ -352,7 +354,6 @@ class LocalEngine:
             rec = fut.result()
             if rec is not None:
                 count_record(self.summary, rec)
-                self.progress.update(rec)
         self.writes = pending
 
     # -- compute
@@ -404,6 +405,7 @@ class LocalEngine:
         pool: list[Item] = []
         pool_samples = 0
         exhausted = False
+        started = False  # no batch computed yet
         finished = False
         try:
             while True:
@@ -415,8 +417,9 @@ class LocalEngine:
                     inflight[decoders.submit(item.path, *args)] = item
                 size = self.sizer.size
                 # a batch takes the files of most similar length from a window of SORT_WINDOW
-                # batches; a batch of one has no padding and takes the first file decoded
-                target = size if exhausted or size == 1 else SORT_WINDOW * size
+                # batches; a batch of one has no padding and takes the first file decoded; so does
+                # the first batch, so the first files are written (and shown) without waiting for a window
+                target = size if exhausted or size == 1 or not started else SORT_WINDOW * size
                 # harvest finished decodes
                 done = [f for f in inflight if f.done()]
                 if not done and inflight and len(pool) < target and pool_samples < POOL_MAX_SAMPLES:
@@ -437,6 +440,7 @@ class LocalEngine:
                     batch = take_batch(pool, size)
                     pool_samples -= sum(it.decoded.audio.waveform.numel() for it in batch)  # type: ignore[union-attr]
                     self._compute(batch, size)
+                    started = True
                     if not drain:
                         break
                     size = self.sizer.size

@@ -3,7 +3,8 @@
 ``run(cfg)`` builds the plan (every config problem is a one-line ``ConfigError`` before any
 audio is read), then either decodes the whole file and runs the stack once
 (``runtime.chunk_seconds=null``) or streams it block by block through the chunked executor,
-writing the features as they come (bounded memory, the same frames). The weights and the
+writing the features as they come (bounded memory, the same frames), with a progress bar of the
+file's audio seconds when stderr is a terminal (``engines/progress.py: FileProgress``). The weights and the
 resolved config are written beside the features, and a record appended to the manifest, tied to
 the input (its canonical key and a fingerprint taken before it is read) and to the weights (their
 digest, also in a ``.npz``'s metadata), as the batch job's records are (``engines/work.py``).
@@ -19,6 +20,7 @@ from typing import Any, Optional
 
 from conv_pipeline.config.compose import plain_config
 from conv_pipeline.config.plan import Plan, build_plan
+from conv_pipeline.engines.progress import CountedBlocks, FileProgress, stack_passes
 from conv_pipeline.engines.work import (
     WEIGHTS_KEY,
     input_fingerprint,
@@ -101,16 +103,20 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
     def commit() -> None:  # the features are complete under their temporary name
         done["weights"] = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
 
+    # a bar of the file's audio seconds on a terminal (stderr), for a run over FILE_BAR_DELAY_S
+    bar = FileProgress(stream.path, stream.frames, stream.sample_rate, stack_passes(stack))
     try:
         writer = file_writer(out_path, stack.geometry, _features_config(config, stack), commit)
-        result = extract_stream(stream, stack, device, writer)
+        result = extract_stream(CountedBlocks(stream, bar.add), stack, device, writer)  # type: ignore[arg-type]
     except BaseException:
+        bar.close()
         if created:
             try:
                 out_dir.rmdir()  # only when empty: leave nothing behind for a file that failed
             except OSError:
                 pass
         raise
+    bar.close()
     _log_run(plan, stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)  # written: now say so
     return done["weights"], result.sample_rate, result.num_samples, result.shape, stack
 

@@ -7,11 +7,13 @@ pyplot state; matplotlib is imported on the first call):
 - top: the source audio, seconds on the x axis, one colour per channel (the channels the model
   saw: ``audio.channels`` of the run is applied). Long files are drawn as a min/max envelope read
   in blocks with soundfile, so a file is never loaded whole just to be drawn. The receptive field
-  of the middle frame (the loudest one if the middle is silent) is shaded (and shown zoomed in an
-  inset when it is too narrow to see).
+  of the middle frame (the loudest one if the middle is silent) is shaded, and its samples are
+  drawn zoomed in a panel of their own to the right (above the colour bar), so nothing covers the
+  waveform; the legend sits above the axes.
 - bottom: the features as a heatmap, channels by frames, each frame drawn at its centre time
-  from the geometry (``frame_times``), with a colour bar (1st..99th percentile). More frames than
-  ``MAX_HEATMAP_FRAMES`` (or the axes' pixels) are averaged in groups.
+  from the geometry (``frame_times``), with a colour bar. The values and their scale come from
+  ``inspect/scale.py``: dB for spectra, a z-score per channel for learned stacks. More frames
+  than ``MAX_HEATMAP_FRAMES`` (or the axes' pixels) are reduced in groups (the colour bar says how).
 - title: file name, model preset, output shape, hop and receptive field.
 """
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -27,6 +28,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from conv_pipeline.dataset.reader import read_features
+from conv_pipeline.inspect.scale import Heatmap, heatmap_values
 from conv_pipeline.sink.writer import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -65,6 +67,9 @@ class PlotResult:
     heatmap_box: tuple[int, int, int, int]
     xlim: tuple[float, float]
     audio: Optional[str]
+    heatmap: Optional[Heatmap] = None  # the values drawn, their colour range and label
+    zoom_box: Optional[tuple[int, int, int, int]] = None  # the receptive-field zoom panel, when drawn
+    legend_box: Optional[tuple[int, int, int, int]] = None  # the waveform's legend, when drawn
 
 
 def _apply_channels(block: np.ndarray, channels: Any) -> np.ndarray:
@@ -132,20 +137,6 @@ def _resolve_audio(audio_path: Optional[PathLike], meta: dict) -> Optional[Path]
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _downsample_frames(features: np.ndarray, times: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average groups of frames so at most ``limit`` columns are drawn: ``(C, F)`` -> ``(C, F')``."""
-    c, f = features.shape
-    if f <= limit:
-        return features, times
-    per = math.ceil(f / limit)
-    pad = (-f) % per
-    data = np.pad(features.astype(np.float64), ((0, 0), (0, pad)), constant_values=np.nan)
-    t = np.pad(times, (0, pad), constant_values=np.nan).reshape(-1, per)
-    with warnings.catch_warnings():  # an all-NaN group stays NaN (drawn blank), silently
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(data.reshape(c, -1, per), axis=2), np.nanmean(t, axis=1)
-
-
 def _box(fig: Any, ax: Any) -> tuple[int, int, int, int]:
     bb = ax.get_window_extent()
     height = fig.bbox.height
@@ -189,19 +180,23 @@ def plot_features(
 
     fig = Figure(figsize=tuple(size), dpi=dpi)
     FigureCanvasAgg(fig)
-    gs = fig.add_gridspec(2, 2, width_ratios=[60, 1], height_ratios=[1, 1.4], hspace=0.12, wspace=0.02,
-                          left=0.06, right=0.94, top=0.88, bottom=0.09)
+    # columns: the shared time axis | the colour bar | its labels; the zoom panel spans the last
+    # two above the colour bar, beside the waveform (never over it)
+    gs = fig.add_gridspec(2, 3, width_ratios=[50, 1, 8], height_ratios=[1, 1.4], hspace=0.12, wspace=0.02,
+                          left=0.06, right=0.965, top=0.88, bottom=0.09)
     ax_w = fig.add_subplot(gs[0, 0])
     ax_f = fig.add_subplot(gs[1, 0], sharex=ax_w if timed else None)
     cax = fig.add_subplot(gs[1, 1])
-    extent = _draw_heatmap(fig, ax_f, cax, features, times, meta)
-    audio = _draw_waveform(ax_w, meta, audio_path, times, extent)
+    ax_z = fig.add_subplot(gs[0, 1:])
+    heat, extent = _draw_heatmap(fig, ax_f, cax, features, times, meta)
+    audio = _draw_waveform(ax_w, ax_z, meta, audio_path, times, extent)
     _draw_titles(fig, meta)
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     xlim = ax_f.get_xlim()
+    legend = ax_w.get_legend()
     return PlotResult(
         out,
         (int(round(fig.bbox.width)), int(round(fig.bbox.height))),
@@ -209,48 +204,39 @@ def plot_features(
         _box(fig, ax_f),
         (float(xlim[0]), float(xlim[1])),
         str(audio) if audio is not None else None,
+        heat,
+        _box(fig, ax_z) if ax_z.get_visible() else None,
+        _box(fig, legend) if legend is not None else None,
     )
-
-
-def _colour_limits(data: np.ndarray) -> tuple[float, float]:
-    """The 1st..99th percentile of the finite values, widened until it is not empty."""
-    finite = data[np.isfinite(data)]
-    if not finite.size:
-        return 0.0, 1.0
-    vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99]))
-    if not vmax > vmin:
-        vmin, vmax = float(finite.min()), float(finite.max())
-    if not vmax > vmin:
-        vmin, vmax = vmin - 0.5, vmax + 0.5
-    return vmin, vmax
 
 
 def _draw_heatmap(
     fig: Any, ax: Any, cax: Any, features: np.ndarray, times: np.ndarray, meta: dict
-) -> tuple[float, float, float, float]:
-    """Channels x frames on the frame-time axis, with its colour bar in ``cax``; returns the image's
-    extent ``(left, right, bottom, top)``."""
+) -> tuple[Heatmap, tuple[float, float, float, float]]:
+    """Channels x frames on the frame-time axis, with its colour bar in ``cax``; returns what was
+    drawn and the image's extent ``(left, right, bottom, top)``."""
     from matplotlib.ticker import MaxNLocator
 
     n_ch, n_fr = meta["shape"]
     sr, hop = meta["sample_rate"], meta["hop"]
     timed = meta["frame_times"] is not None
-    # More frames than pixels: average groups of frames (drawing them all would alias).
+    # More frames than pixels: reduce groups of frames (drawing them all would alias).
     columns = min(MAX_HEATMAP_FRAMES, max(100, int(ax.get_window_extent().width)))
-    data, t = _downsample_frames(features, times, columns)
-    vmin, vmax = _colour_limits(data)
+    heat = heatmap_values(features, times, columns, meta.get("model"))
+    t = heat.times
     col = (t[1] - t[0]) if len(t) > 1 else (hop / sr if timed and hop else 1.0)
     extent = (t[0] - col / 2, t[-1] + col / 2, -0.5, n_ch - 0.5)
-    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", origin="lower", interpolation="nearest",
-                   extent=extent, cmap="magma", vmin=vmin, vmax=vmax)
-    fig.colorbar(im, cax=cax, label="feature value (1st-99th pct)")
+    im = ax.imshow(np.ma.masked_invalid(heat.data), aspect="auto", origin="lower", interpolation="nearest",
+                   extent=extent, cmap="magma", vmin=heat.vmin, vmax=heat.vmax)
+    fig.colorbar(im, cax=cax, label=heat.label)
+    cax.yaxis.label.set_size(8)
     ax.set_ylabel("feature channel")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     xlabel = "time (s), frames at their centres" if timed else "frame (no sample rate known)"
-    if data.shape[1] < n_fr:
-        xlabel += f"; each column is the mean of {math.ceil(n_fr / data.shape[1])} frames"
+    if heat.per > 1:
+        xlabel += f"; each column stands for {heat.per} frames"
     ax.set_xlabel(xlabel)
-    return extent
+    return heat, extent
 
 
 def _read_waveform(
@@ -269,23 +255,29 @@ def _read_waveform(
 
 
 def _draw_waveform(
-    ax: Any, meta: dict, audio_path: Optional[PathLike], times: np.ndarray, extent: Sequence[float]
+    ax: Any, ax_zoom: Any, meta: dict, audio_path: Optional[PathLike], times: np.ndarray, extent: Sequence[float]
 ) -> Optional[Path]:
-    """The source audio over the heatmap's time axis, or a line saying why it is not drawn;
-    returns the audio file drawn (None when none was read)."""
+    """The source audio over the heatmap's time axis, or a line saying why it is not drawn, and
+    the shown frame's receptive field zoomed in ``ax_zoom`` (hidden when there is none); returns
+    the audio file drawn (None when none was read)."""
     channels = ((meta.get("config") or {}).get("audio") or {}).get("channels", "keep")
     audio, env, why_none = _read_waveform(audio_path, meta, channels)
     timed = meta["frame_times"] is not None
     xmax = extent[1]
+    zoomed = False
     if env is not None and env.frames and timed:
         xmax = max(xmax, env.frames / env.sample_rate)
         _draw_envelope(ax, env, audio)
         n_fr = meta["shape"][1]
         if n_fr and meta["receptive_field"] and meta["sample_rate"] and meta["frame_starts"] is not None:
-            _draw_receptive_field(ax, audio, meta, channels, _shown_frame(env, times, n_fr), xmax)
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+            zoomed = _draw_receptive_field(ax, ax_zoom, audio, meta, channels, _shown_frame(env, times, n_fr))
+        # above the axes, right-aligned (the panel's title is on the left): it covers no samples
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4, fontsize=8, frameon=False,
+                  borderaxespad=0.2, handlelength=1.5, columnspacing=1.0)
     elif env is not None and not timed:
         why_none = "features have no sample rate: waveform and frames cannot share a time axis"
+    if not zoomed:
+        ax_zoom.set_visible(False)
     ax.set_ylabel("amplitude")
     if why_none:
         ax.text(0.5, 0.5, why_none, transform=ax.transAxes, ha="center", va="center", fontsize=10)
@@ -308,7 +300,7 @@ def _draw_envelope(ax: Any, env: Envelope, audio: Path) -> None:
         else:
             ax.plot(env.times, env.low[c], color=colour, lw=0.8, alpha=0.85, label=label)
     ax.set_title(f"waveform: {audio.name} ({env.low.shape[0]} ch, {env.sample_rate} Hz"
-                 + (", min/max envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
+                 + (", envelope" if env.samples_per_column > 1 else "") + ")", fontsize=9, loc="left")
 
 
 def _draw_titles(fig: Any, meta: dict) -> None:
@@ -323,37 +315,40 @@ def _draw_titles(fig: Any, meta: dict) -> None:
                  f"receptive field {rf} samples ({1000 * rf / sr:.2f} ms)", ha="center", fontsize=9, color="0.3")
 
 
-def _draw_receptive_field(ax: Any, audio: Path, meta: dict, channels: Any, frame: int, xmax: float) -> None:
-    """Shade the input span frame ``frame`` reads; zoom in an inset when it is under 2% of the axis."""
+ZOOM_MAX_SAMPLES = 1 << 16  # a wider receptive field is shaded only, not read again for the zoom
+
+
+def _draw_receptive_field(ax: Any, ax_zoom: Any, audio: Path, meta: dict, channels: Any, frame: int) -> bool:
+    """Shade the input span frame ``frame`` reads and draw its samples (and as many on each side)
+    in ``ax_zoom``; returns whether the zoom was drawn."""
     sr, rf = meta["sample_rate"], meta["receptive_field"]
     first = int(meta["frame_starts"][frame])
     t0, t1 = first / sr, (first + rf) / sr
-    label = f"receptive field of frame {frame}: {rf} samples ({1000 * rf / sr:.2f} ms)"
+    label = f"receptive field of frame {frame} ({rf} samples, {1000 * rf / sr:.2f} ms)"
     ax.axvspan(t0, t1, color="red", alpha=0.3, lw=0, label=label)
     ax.axvline((t0 + t1) / 2, color="red", lw=0.8, alpha=0.9)
-    if (t1 - t0) >= 0.02 * max(xmax, 1e-9):
-        return
     import soundfile as sf
 
-    try:  # the few samples around the span, at the file's own rate
+    try:  # the samples around the span, at the file's own rate
         with sf.SoundFile(str(audio)) as f:
             fsr = f.samplerate
             pad = max(t1 - t0, 8 / fsr)
             start = max(0, int(math.floor((t0 - pad) * fsr)))
             stop = min(f.frames, int(math.ceil((t1 + pad) * fsr)) + 1)
+            if not 0 < stop - start <= ZOOM_MAX_SAMPLES:
+                return False
             f.seek(start)
             seg = _apply_channels(f.read(stop - start, dtype="float32", always_2d=True), channels)
     except Exception:
-        return
+        return False
     if not len(seg):
-        return
-    ins = ax.inset_axes([0.07, 0.42, 0.2, 0.53])
+        return False
     ms = ((start + np.arange(len(seg))) / fsr - t0) * 1000  # ms from the frame's first sample
     for c in range(seg.shape[1]):
-        ins.plot(ms, seg[:, c], color=f"C{c % 10}", lw=0.9, marker="." if len(seg) <= 80 else None, ms=3)
-    ins.axvspan(0, (t1 - t0) * 1000, color="red", alpha=0.3, lw=0)
-    ins.text(0.02, 0.95, f"frame {frame} zoomed (ms)", transform=ins.transAxes, fontsize=7, va="top",
-             bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
-    ins.tick_params(labelsize=6)
-    ins.ticklabel_format(useOffset=False)
-    ins.set_facecolor("white")
+        ax_zoom.plot(ms, seg[:, c], color=f"C{c % 10}", lw=0.9, marker="." if len(seg) <= 80 else None, ms=3)
+    ax_zoom.axvspan(0, (t1 - t0) * 1000, color="red", alpha=0.3, lw=0)
+    ax_zoom.set_title(f"frame {frame} zoomed (ms)", fontsize=8, loc="left")
+    ax_zoom.tick_params(labelsize=6)
+    ax_zoom.yaxis.tick_right()  # the waveform's edge is on the left
+    ax_zoom.ticklabel_format(useOffset=False)
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,15 +78,16 @@ def test_plot_pixels(synthetic, tmp_path):
         return int(round(left + (seconds - x0) / (x1 - x0) * (right - left)))
 
     inner = img[top + 3: bottom - 3]  # inside the spines
-    # outside the band: constant along time, brightness rising with the channel (row 0 is the top)
+    # a learned stack is drawn as a z-score per channel: the channels' offsets (c / 7) vanish, so
+    # outside the band every channel has one colour, constant along time
     out_band = inner[:, col(frame_time(15))]
     rows = np.linspace(0, len(out_band) - 1, CHANNELS * 2 + 1)[1::2].astype(int)  # one row per channel, top first
     lum = luminance(out_band[rows])
-    assert np.all(np.diff(lum) < -5), lum  # strictly darker going down
+    assert np.ptp(lum) < 1, lum
     np.testing.assert_array_equal(inner[:, col(frame_time(10))], inner[:, col(frame_time(60))])
-    # inside the band: every channel at the top colour, brighter than any channel outside it
+    # inside the band: every channel at the top colour, brighter than outside it
     band = inner[:, col(frame_time(sum(BAND) / 2))]
-    assert luminance(band).min() > lum.max() - 1 and len({tuple(p) for p in band[rows]}) == 1
+    assert luminance(band).min() > lum.max() + 40 and len({tuple(p) for p in band[rows]}) == 1
     # the band sits where the frame times say, to within two pixels
     row = inner[len(inner) // 2]
     brightest = luminance(row[left + 3: right - 3]) > luminance(row[col(frame_time(15))]) + 40
@@ -101,7 +103,6 @@ def test_plot_pixels(synthetic, tmp_path):
     orange = (wave[..., 0] > 200) & (wave[..., 1] > 100) & (wave[..., 1] < 200) & (wave[..., 2] < 120)
     assert blue.sum() > 2000 and orange.sum() > 500
     pink = (wave[..., 0] > 240) & (wave[..., 1] > 150) & (wave[..., 1] < 200) & (abs(wave[..., 1] - wave[..., 2]) < 15)
-    pink[:, : int(0.3 * (wr - wl))] = False  # the zoomed inset (left) shades the same span
     span = np.flatnonzero(pink.sum(axis=0) > 20) + wl + 3
     start = 40 * HOP - 20  # frame 40 reads samples [7980, 8099]
     assert span.size and abs(span.min() - col(start / SR)) <= 2 and abs(span.max() - col((start + 120) / SR)) <= 2
@@ -116,7 +117,7 @@ def test_plot_without_audio_still_draws_the_features(synthetic, tmp_path):
     img = rgb(res.path)
     left, top, right, bottom = res.heatmap_box
     heat = img[top + 3: bottom - 3, left + 3: right - 3]
-    assert len(np.unique(heat.reshape(-1, 3), axis=0)) >= CHANNELS  # not blank: the channel colours
+    assert len(np.unique(heat.reshape(-1, 3), axis=0)) >= 2  # not blank: the band and the rest
     wl, wt, wr, wb = res.waveform_box
     wave = img[wt + 3: wb - 3, wl + 3: wr - 3]
     assert not ((wave[..., 2] > 150) & (wave[..., 0] < 120)).any()  # no waveform drawn ...
@@ -135,11 +136,15 @@ def test_long_feature_map_is_averaged_not_dropped(tmp_path):
     geometry = StackGeometry([LayerConfig(3, 4, 2)])
     path = write_features(tmp_path / "long.npz", feats, geometry, 16000, {"model": {"name": "m", "layers": []}})
     res = plot_features(path, tmp_path / "long.png")
+    heat = res.heatmap
+    assert heat.per > 1 and heat.data.shape == (3, math.ceil(frames / heat.per))
+    # channel 1 drawn flat (its mean, or its RMS about its mean, is the same in every column):
+    # not aliased stripes of 0 and 1
+    assert np.ptp(heat.data[1]) < 1e-9
     img = rgb(res.path)
     left, top, right, bottom = res.heatmap_box
     middle = img[(top + bottom) // 2, left + 5: right - 5]  # channel 1's row
-    assert len(np.unique(middle, axis=0)) == 1  # a flat mean, not aliased stripes of 0 and 1
-    assert not np.array_equal(middle[0], img[bottom - 10, left + 10])  # and not the channel-0 colour
+    assert len(np.unique(middle, axis=0)) == 1
 
 
 def test_envelope_matches_numpy_and_reads_in_blocks(tmp_path, monkeypatch):
