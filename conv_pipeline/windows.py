@@ -112,9 +112,8 @@ class Moments:
         n = int(x.shape[0])
         if n == 0:
             return
-        x = x.double()
-        mean = x.mean(0)
-        m2 = ((x - mean) ** 2).sum(0)
+        var, mean = torch.var_mean(x.double(), dim=0, correction=0)
+        m2 = var * n
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)

@@ -14,7 +14,9 @@ Speed, in this process, in rounds (every variant once per round, side by side), 
         whole input) vs our stack with ``norm: layer_norm`` on every layer and the same weights,
         chunked (and whole, for reference); outputs compared;
     (d) the ``default`` model (48 kHz stereo file resampled to 16 kHz) through
-        ``extract_file_chunked`` for several chunk lengths vs ``load_audio`` + ``extract``.
+        ``extract_file_chunked`` for several chunk lengths vs ``load_audio`` + ``extract``;
+    (e) the CLI in whole processes, ``model=wav2vec2_base`` on a 180 s 16 kHz WAV
+        (``--quick``: 30 s), default ``runtime.chunk_seconds`` vs ``null``: wall and user CPU.
 
 GFLOP/s counts the convolutions only (``geometry.conv_flops_per_frame`` x frames per layer).
 
@@ -278,6 +280,29 @@ def speed_default_model(wav: Path, seconds: float, n_rounds: int) -> None:
         print(f"    {name:>12}: {t:6.3f} s  {seconds / t:7.1f}x real time{extra}")
 
 
+def speed_cli(seconds: float, n_rounds: int, tmp: Path) -> None:
+    """(e) ``python -m conv_pipeline input=F model=wav2vec2_base``, default chunks vs
+    ``runtime.chunk_seconds=null``, whole processes alternating; wall and user CPU of each."""
+    import resource
+
+    wav = tmp / "w2v_cli.wav"
+    sf.write(str(wav), signal(seconds, 16000), 16000, subtype="PCM_16")
+
+    def one(extra: list[str]) -> tuple[float, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        t = time.perf_counter()
+        args = [sys.executable, "-m", "conv_pipeline", f"input={wav}", "model=wav2vec2_base", f"output.dir={tmp / 'cli'}", "overwrite=true"]
+        subprocess.run(args + extra, cwd=str(ROOT), check=True, capture_output=True)
+        return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
+
+    pairs = [(one(["runtime.chunk_seconds=null"]), one([])) for _ in range(n_rounds)]
+    speed = statistics.median(w[0] / c[0] for w, c in pairs)
+    cpu = statistics.median(c[1] / w[1] for w, c in pairs)
+    print(f"(e) CLI, model=wav2vec2_base, {seconds:g} s 16 kHz WAV, whole processes, median of {n_rounds} rounds: "
+          f"whole {statistics.median(w[0] for w, _ in pairs):.1f} s, chunked (default) {statistics.median(c[0] for _, c in pairs):.1f} s; "
+          f"chunked {speed:.2f}x faster, {cpu:.2f}x the user CPU of whole (goal >= 1.5x faster)")
+
+
 def memory(long_s: float, short_s: float, tmp: Path) -> None:
     from conv_pipeline.config.schema import RuntimeConfig
 
@@ -316,6 +341,7 @@ def run(args) -> None:
         speed_stack(10.0 if quick else 60.0, n_rounds)
         speed_pipeline(10.0 if quick else 60.0, n_rounds, tmp)
         speed_torchaudio(10.0 if quick else 60.0, n_rounds)
+        speed_cli(30.0 if quick else 180.0, 2 if quick else 5, tmp)
         short_s, long_s = (120.0, 600.0) if quick else (600.0, 7200.0)
         memory(long_s, short_s, tmp)
         speed_default_model(tmp / "short.wav", short_s, 2 if quick else 3)

@@ -23,14 +23,21 @@ How a layer is computed: activations are kept time-major (``(frames, channels)``
 that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
 (``addmm``) of the windows (a strided view of the buffer, copied once when windows overlap) with
 the layer's own weight, written straight into the next layer's buffer; ``groups > 1`` uses
-``F.conv1d`` with ``padding=0``. Norms and activations are the layer's own modules; an
-activation with an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in
-place.
+``F.conv1d`` with ``padding=0``. A windowed-DFT conv (the stft/mel front-ends) is an FFT of the
+strided frames, its ``PairMagnitude`` computed from the complex spectra
+(``stack/spectral.py``). Norms and activations are the layer's own modules; an activation with
+an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in place.
+
+Few, large products: ``iter_features`` runs a layer only once ``MIN_ROWS`` of its outputs are
+complete (``flush`` runs the rest), so late layers, which get few frames per chunk, are not
+called on a handful of rows per chunk; a product smaller than ``SERIAL_MACS`` multiply-adds runs
+on one torch thread (``spectral.one_thread``): forking threads for it costs more than it saves,
+and idle OpenMP threads spin. Which frames come out does not change, only when.
 
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
-(float64, ``windows.Moments``), then again with the statistics fixed
-(``TimeGroupNorm.normalize``); "Norms that pool over time" in ``docs/geometry.md``. Every pass
+(float64, ``windows.Moments``), then again with the statistics fixed (as a per-channel
+``x * scale + shift``, in place); "Norms that pool over time" in ``docs/geometry.md``. Every pass
 over a file (these, and ``audio.normalize``'s statistics pass inside ``AudioStream``) must read the
 same number of samples (``PassCounts``): a file that changed in between is refused, nothing
 written. Per-frame
@@ -64,11 +71,15 @@ from torch import nn
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
 from conv_pipeline.execute.whole import check_finite
-from conv_pipeline.load.audio import AudioInfo
+from conv_pipeline.load.info import AudioInfo
 from conv_pipeline.load.stream import AudioStream, open_audio_stream
 from conv_pipeline.stack.layer import ChannelLayerNorm, ConvLayer, activation_of
+from conv_pipeline.stack.spectral import frame_spectra, one_thread, split_magnitude
 from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.windows import Moments, Rows, Window
+
+SERIAL_MACS = 1 << 23  # a layer's chunk of fewer multiply-adds than this runs on one thread
+MIN_ROWS = 256  # iter_features: a layer waits for this many complete outputs (few, large products)
 
 Writer = Callable[[Iterator[np.ndarray], "tuple[int, int]", int], Any]
 
@@ -130,13 +141,26 @@ class _Layer:
         self.cols = torch.empty(0, dtype=dtype, device=device)
         self.scratch = torch.empty(0, dtype=dtype, device=device)
         self.norm, self.act = (None, None) if conv_only else (layer.norm, layer.act)
+        # a windowed-DFT conv (stft/mel) runs as an FFT; followed by PairMagnitude, it yields the magnitude
+        with torch.no_grad():  # the layer's cached decision (stack/spectral.py)
+            self.fft_win = layer.spectral.window(conv) if self.c_in == 1 else None
+        self.magnitude = None
+        if self.fft_win is not None and self.norm is None:
+            self.magnitude, self.act = split_magnitude(self.act)
+        self.macs_per_row = k * self.c_in * self.c_out // self.groups
+        self.width = self.c_out // 2 if self.magnitude is not None else self.c_out  # columns conv_into writes
         self.time_norm = not conv_only and bool(getattr(layer, "mixes_time", False))
         if self.time_norm:
             if stats is None:
                 raise ConfigError("a norm over time needs the whole file's statistics first (iter_features runs that pass)")
-            self.stats = (stats[0].to(device)[None], stats[1].to(device)[None])  # (1, C) each
+            # (x - mean) / sqrt(var + eps) * w + b as x * scale + shift: one in-place pass per chunk
+            mean, var = (t.to(device, torch.float64) for t in stats)
+            norm = layer.norm.norm
+            scale = torch.rsqrt(var + norm.eps) * norm.weight.detach().double()
+            self.scale = scale.to(dtype)
+            self.shift = (norm.bias.detach().double() - mean * scale).to(dtype)
         self.act_entry = activation_of(self.act) if self.act is not None else None  # None: a front-end's own
-        norm_in_place = self.norm is None or isinstance(self.norm, ChannelLayerNorm)
+        norm_in_place = self.norm is None or self.time_norm or isinstance(self.norm, ChannelLayerNorm)
         act_in_place = self.act is None or (self.act_entry is not None and self.act_entry.in_place is not None)
         self.direct = norm_in_place and act_in_place  # output written straight into the next buffer
 
@@ -148,9 +172,17 @@ class _Layer:
         return t[: rows * cols].view(rows, cols)
 
     def conv_into(self, m: int, out: torch.Tensor) -> None:
-        """The ``m`` complete outputs of the conv (no padding: the window has it) into ``out`` ``(m, C_out)``."""
+        """The ``m`` complete outputs of the conv (no padding: the window has it) into ``out`` ``(m, C_out)``
+        (``(m, C_out / 2)``, the ``PairMagnitude`` of them, when ``magnitude`` is fused in)."""
         buf, c, k, s, d = self.window.buf, self.c_in, self.k, self.s, self.d
-        if self.groups == 1:
+        if self.fft_win is not None:
+            frames = buf.as_strided((m, k), (s, 1))  # one channel: the windows are rows of a strided view
+            if self.magnitude is not None:  # (m, F) magnitude ** power
+                frame_spectra(frames, self.fft_win, out, self.magnitude.power)
+            else:  # (m, 2F): real parts, then imaginary parts
+                spectra = frame_spectra(frames, self.fft_win, torch.empty(m, self.c_out // 2, dtype=out.dtype.to_complex(), device=out.device))
+                torch.cat([spectra.real, spectra.imag], dim=1, out=out)
+        elif self.groups == 1:
             if self.strided_view:
                 cols = buf.as_strided((m, k * c), (s * c, 1))
             else:
@@ -176,7 +208,7 @@ class _Layer:
                 else:
                     y = normed
             elif self.time_norm:
-                y = self.norm.normalize(y.t()[None], *self.stats)[0].t()
+                y = y.mul_(self.scale).add_(self.shift)  # (m, C) * (C,) + (C,), the whole file's statistics
             else:
                 y = _per_frame(self.norm, y)
         if self.act is not None:
@@ -189,17 +221,22 @@ class _Layer:
                 y = self.act(y)
         return y
 
-    def run(self, sink: Rows) -> None:
-        """Compute every complete output and pass it to ``sink``."""
+    def run(self, sink: Rows, least: int = 1) -> None:
+        """Compute every complete output and pass it to ``sink``, once there are at least ``least``
+        (on one thread when the product is small: forking threads for it costs more than it saves)."""
         m = self.window.ready()
-        if m == 0:
+        if m == 0 or m < least:
             return
+        with one_thread(m * self.macs_per_row < SERIAL_MACS):
+            self._run(m, sink)
+
+    def _run(self, m: int, sink: Rows) -> None:
         if self.direct:
             out = sink.tail(m)
             self.conv_into(m, out)
             self.post(out)
         else:
-            out = self._grow("scratch", m, self.c_out)
+            out = self._grow("scratch", m, self.width)
             self.conv_into(m, out)
             sink.tail(m).copy_(self.post(out))
         sink.commit(m)
@@ -224,6 +261,9 @@ class StreamingStack:
             layer whose norm pools over time; ``iter_features`` computes them in extra passes.
         collect: statistics pass for layer ``collect``: run the layers before it and its conv, and
             keep the per-channel moments of that conv's output (``collected()``) instead of features.
+        min_rows: a layer runs once at least this many of its outputs are complete (``flush`` runs
+            the rest). 1: every frame is pushed out as soon as its window is read. More: late
+            layers, which get few frames per chunk, run as fewer, larger products (same frames).
     """
 
     def __init__(
@@ -232,8 +272,10 @@ class StreamingStack:
         device: Optional[torch.device] = None,
         time_stats: Optional[dict[int, tuple[torch.Tensor, torch.Tensor]]] = None,
         collect: Optional[int] = None,
+        min_rows: int = 1,
     ) -> None:
         param = next(stack.parameters())
+        self.min_rows = min_rows
         self.device = torch.device(device) if device is not None else param.device
         self.dtype = param.dtype
         self.in_channels, self.out_channels = stack.in_channels, stack.out_channels
@@ -269,7 +311,7 @@ class StreamingStack:
         self.frames_in += int(x.shape[1])
         self.layers[0].window.append(x.to(self.device, self.dtype).t())  # (C, n) -> (n, C)
         for layer, sink in zip(self.layers, self._sinks()):
-            layer.run(sink)
+            layer.run(sink, self.min_rows)
         return self._take()
 
     @torch.inference_mode()
@@ -300,7 +342,7 @@ def iter_features(
         raise TypeError("a stack with a norm over time needs re-iterable blocks (a list or an AudioStream)")
     passes = PassCounts(blocks)
     for j in layers:  # one statistics pass per norm over time, earlier ones fixed
-        pass_j = StreamingStack(stack, device, stats, collect=j)
+        pass_j = StreamingStack(stack, device, stats, collect=j, min_rows=MIN_ROWS)
         for block in blocks:
             passes.started()
             pass_j.push(block)
@@ -308,7 +350,7 @@ def iter_features(
         passes.done(pass_j.frames_in)
         mean, var = pass_j.collected()
         stats[j] = (mean, var)
-    streamer = StreamingStack(stack, device, stats)
+    streamer = StreamingStack(stack, device, stats, min_rows=MIN_ROWS)
     for block in blocks:
         passes.started()
         y = streamer.push(block)

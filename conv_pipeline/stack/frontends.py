@@ -18,6 +18,7 @@ any other layer.
 
 Each front-end is a list of ``ConvLayer`` modules like any other layer, so padded batches,
 chunked execution and checkpoints treat them the same way. They expect one input channel.
+The stft/mel conv is executed as an FFT wherever its weights are the DFT basis (``spectral.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 from conv_pipeline.config.checks import frontend_channels, frontend_specs
 from conv_pipeline.config.schema import FrontendConfig
 from conv_pipeline.errors import ConfigError
+from conv_pipeline.stack.spectral import PairMagnitude, stft_kernels
 
 _WINDOWS: dict[str, Callable[[int], torch.Tensor]] = {
     "hann": lambda n: torch.hann_window(n, periodic=True, dtype=torch.float64),
@@ -46,17 +48,6 @@ def window(name: str, win_length: int, n_fft: int) -> torch.Tensor:
     w = _WINDOWS[name](win_length)
     left = (n_fft - win_length) // 2
     return torch.nn.functional.pad(w, (left, n_fft - win_length - left))
-
-
-def stft_kernels(n_fft: int, win: torch.Tensor) -> torch.Tensor:
-    """``(2F, 1, n_fft)`` conv weight: rows ``0..F-1`` real parts, ``F..2F-1`` imaginary parts."""
-    n_freq = n_fft // 2 + 1
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(n_freq, dtype=torch.float64)
-    angle = 2 * math.pi * torch.outer(k, n) / n_fft  # (F, n_fft)
-    real = win * torch.cos(angle)
-    imag = -win * torch.sin(angle)
-    return torch.cat([real, imag])[:, None, :]  # (2F, 1, n_fft)
 
 
 def mel_matrix(n_freq: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
@@ -95,19 +86,6 @@ def sinc_kernels(cutoffs, kernel_size: int, sample_rate: int) -> torch.Tensor:
         gain = torch.abs(torch.sum(h * torch.exp(-2j * math.pi * centre * n)))
         rows.append(h / gain)
     return torch.stack(rows)[:, None, :]
-
-
-class PairMagnitude(nn.Module):
-    """``(B, 2F, T)`` holding real parts then imaginary parts -> ``(B, F, T)`` magnitude ** power."""
-
-    def __init__(self, power: float) -> None:
-        super().__init__()
-        self.power = power
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        re, im = x.chunk(2, dim=1)  # (B, F, T) each
-        p = re * re + im * im
-        return p if self.power == 2 else p.sqrt() if self.power == 1 else p.pow(self.power / 2)
 
 
 class Log(nn.Module):

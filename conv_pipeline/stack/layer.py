@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conv_pipeline.config.schema import ACTIVATIONS, NORMS, TIME_NORMS, LayerConfig
+from conv_pipeline.stack.spectral import SpectralCache, split_magnitude, stft_layer
 
 InPlace = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -137,7 +138,8 @@ class ConvLayer(nn.Module):
     """``Conv1d``, then an optional norm (``NORM_TYPES``), then an optional activation
     (``ACTIVATION_TABLE``): ``(B, C_in, T) -> (B, C_out, T')``.
 
-    A front-end may replace ``act`` with its own module (magnitude, rectifier, log).
+    A front-end may replace ``act`` with its own module (magnitude, rectifier, log). Execution
+    only: a windowed-DFT conv runs as an FFT (``spectral.py``), a 1x1 conv as a matrix product.
     """
 
     def __init__(self, in_channels: int, spec: LayerConfig) -> None:
@@ -154,17 +156,38 @@ class ConvLayer(nn.Module):
         )
         self.norm = NORM_TYPES[spec.norm](spec.out_channels) if spec.norm else None
         self.act = ACTIVATION_TABLE[spec.activation].module() if spec.activation else None
+        self.spectral = SpectralCache()  # is the conv a windowed DFT (run as an FFT)? see spectral.py
 
     @property
     def mixes_time(self) -> bool:
         """True when the norm pools over time (its output depends on the whole item)."""
         return bool(getattr(self.norm, "mixes_time", False))
 
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv, ``(B, C_in, T) -> (B, C_out, T')``: a 1x1 conv as one matrix product (any
+        input strides, no copy), else ``Conv1d`` on a row-major input."""
+        c = self.conv
+        if c.kernel_size == (1,) and c.stride == (1,) and c.padding in ((0,), "valid") and c.groups == 1:
+            y = torch.matmul(c.weight[:, :, 0], x)  # (C_out, C_in) @ (B, C_in, T) -> (B, C_out, T)
+            return y if c.bias is None else y.add_(c.bias[:, None])
+        return c(_row_major(x))
+
     def forward(self, x: torch.Tensor, valid: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """``(B, C_in, T) -> (B, C_out, T')``; ``valid``: each item's valid output frames (time norms)."""
-        x = self.conv(_row_major(x))  # (B, C_in, T) -> (B, C_out, T')
+        """``(B, C_in, T) -> (B, C_out, T')``; ``valid``: each item's valid output frames (time norms).
+
+        A windowed-DFT conv (the stft/mel front-ends, ``spectral.py``) runs as an FFT; followed
+        directly by ``PairMagnitude`` it gives the magnitude ``(B, F, T')`` without the ``(re, im)`` rows.
+        """
+        act = self.act
+        win = self.spectral.window(self.conv, x) if x.shape[1] == 1 else None
+        if win is None:
+            x = self._conv(x)  # (B, C_in, T) -> (B, C_out, T')
+        else:
+            magnitude, rest = split_magnitude(act) if self.norm is None else (None, act)
+            x = stft_layer(x, self.conv.stride[0], self.conv.padding[0], win, magnitude)
+            act = act if magnitude is None else rest
         if self.norm is not None:
             x = self.norm(x, valid) if self.mixes_time else self.norm(x)
-        if self.act is not None:
-            x = self.act(x)
+        if act is not None:
+            x = act(x)
         return x
