@@ -1,12 +1,17 @@
 """The package's version and the versions of what computes its features, without importing them
-(``importlib.metadata``; soundfile only for libsndfile's own version). ``--version`` prints them."""
+(``importlib.metadata``; soundfile only for libsndfile's own version). ``--version`` prints them,
+and every run records them with its features (``VERSIONS_KEY``): in ``config.yaml``
+(``sink/jobdir.py``), in the weights' safetensors metadata (``stack/checkpoint.py``) and in each
+``.npz`` (``sink/writer.py: npz_metadata``), as a JSON object ``{name: version}``."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from importlib import metadata
 
 PACKAGES = ("torch", "torchaudio", "soundfile", "hydra-core", "numpy")
+VERSIONS_KEY = "versions"  # the key they are recorded under beside the features
 
 
 def package_version(name: str) -> str:
@@ -17,7 +22,13 @@ def package_version(name: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    """``{name: version}``: conv_pipeline, the packages that compute or decode, libsndfile, Python."""
+    """``{name: version}``: conv_pipeline, the packages that compute or decode, libsndfile, Python
+    (looked up once per process: a few milliseconds)."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
     out = {"conv_pipeline": package_version("conv_pipeline")}
     out.update({name: package_version(name) for name in PACKAGES})
     try:

@@ -11,13 +11,16 @@ What the plan settles:
   rate tied to ``audio.sample_rate`` (one source of truth: a conflict is an error);
 * the channel rule (``config/channels.py``): how many channels the stack takes and what fixed it;
 * the execution mode (``chunk_seconds``: null = whole file), device name, batch size, workers;
-* the output folder and format; for the batch job its ``batch.*``, ``engine.*`` and storage options.
+* the output folder (``output.dir``; else a multirun job's own folder; else ``feats/<model name>``,
+  one subfolder per model, so a second model never meets the first one's weights) and format; for
+  the batch job its ``batch.*``, ``engine.*`` and storage options.
 
 Pure Python (no torch): a checkpoint is opened only when ``model.checkpoint`` is set.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -45,7 +48,7 @@ from conv_pipeline.config.schema import (
 from conv_pipeline.errors import ConfigError
 from conv_pipeline.geometry import StackGeometry
 
-DEFAULT_OUTPUT_DIR = "feats"
+DEFAULT_OUTPUT_DIR = "feats"  # the default output.dir is DEFAULT_OUTPUT_DIR/<model name> (default_output_dir)
 KINDS = ("file", "batch")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("local", "ray")
@@ -113,6 +116,15 @@ def _sample_rate(cfg: Config) -> Optional[int]:
     if fe is not None:
         fe.sample_rate = rate
     return rate
+
+
+def default_output_dir(model_name: Any) -> str:
+    """``output.dir`` when none is given: ``feats/<model name>``, one folder per model, so running a
+    second model writes beside the first instead of being refused (a folder holds one model's
+    weights). The name becomes one safe path component: characters other than letters, digits and
+    ``+-._`` become ``_``; a name that is empty or only dots becomes ``model``."""
+    name = re.sub(r"[^A-Za-z0-9+._-]", "_", str(model_name or ""))
+    return f"{DEFAULT_OUTPUT_DIR}/{name if name.strip('.') else 'model'}"
 
 
 def _storage_options(storage: StorageConfig) -> dict:
@@ -203,7 +215,7 @@ def build_plan(cfg: Any, kind: str = "file", output_dir: Optional[str] = None, n
         sample_rate=sample_rate,
         chunk_seconds=chunk_seconds,
         device=_enum_value(cfg.runtime.device),
-        output_dir=str(cfg.output.dir or output_dir or DEFAULT_OUTPUT_DIR),
+        output_dir=str(cfg.output.dir or output_dir or default_output_dir(cfg.model.name)),
         output_format=fmt,
         batch=opts,
         engine=engine,

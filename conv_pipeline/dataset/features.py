@@ -57,6 +57,8 @@ def load_features(path: PathLike) -> tuple[np.ndarray, dict]:
     - ``sample_rate`` (Hz the features were computed at), ``hop``, ``receptive_field``, ``left_padding``
       (input samples)
     - ``config`` (the run's resolved config, plain data), ``model`` (its model part), ``preset`` (model name)
+    - ``versions``: ``{package: version}`` that computed it (a ``.npz``'s own; for a ``.npy``, those in
+      the folder's ``config.yaml``: the run that wrote it last)
     - ``input``, ``num_samples``, ``duration_s``, ``record``: from the file's manifest record, when found
     - ``path``, ``format`` (``npy``/``npz``), ``shape``, ``dtype``, ``root`` (the output folder, or None)
     - ``warnings``: list of one-line notes (missing metadata, a file that does not match the model)

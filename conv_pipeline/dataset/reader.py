@@ -36,6 +36,7 @@ class _Known:
     frame_starts: Optional[np.ndarray] = None  # int64 (frames,)
     config: Any = None
     model: Optional[dict] = None
+    versions: Optional[dict] = None  # {package: version} that computed it
 
 
 def read_features(
@@ -58,6 +59,8 @@ def read_features(
         known.config = root.config
     if known.model is None and root is not None:
         known.model = root.model
+    if known.versions is None and root is not None and isinstance(root.config, dict):
+        known.versions = _mapping(root.config.get("versions"))  # config.yaml: the run that wrote it last
     geometry = _fill_from_model(known, n_channels, warnings)
     _fill_sample_rate(known, record)
     if not lazy:
@@ -97,6 +100,11 @@ def _npz_metadata(arrays: dict, n_frames: int, warnings: list) -> _Known:
             warnings.append("the 'config' array is not JSON")
     if isinstance(known.config, dict) and isinstance(known.config.get("model"), dict):
         known.model = known.config["model"]
+    if "versions" in arrays and np.ndim(arrays["versions"]) == 0:
+        try:
+            known.versions = _mapping(json.loads(str(arrays["versions"])))
+        except json.JSONDecodeError:
+            warnings.append("the 'versions' array is not JSON")
     if "frame_times" in arrays and arrays["frame_times"].shape == (n_frames,):
         known.frame_times = np.asarray(arrays["frame_times"], dtype=np.float64)
     if "frame_starts" in arrays and arrays["frame_starts"].shape == (n_frames,):
@@ -105,6 +113,13 @@ def _npz_metadata(arrays: dict, n_frames: int, warnings: list) -> _Known:
     if missing:
         warnings.append(f".npz lacks {', '.join(missing)}")
     return known
+
+
+def _mapping(value: Any) -> Optional[dict]:
+    """``value`` when it is a mapping of names to version strings, else None."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return dict(value)
+    return None
 
 
 def _fill_from_model(known: _Known, n_channels: int, warnings: list) -> Optional[StackGeometry]:
@@ -194,6 +209,7 @@ def _meta_dict(
         "preset": model.get("name") if isinstance(model, dict) else None,
         "model": model,
         "config": known.config,
+        "versions": known.versions,
         "record": asdict(record) if record is not None else None,
         "root": str(root.path) if root is not None else None,
         "warnings": warnings,

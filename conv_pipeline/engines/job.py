@@ -13,7 +13,10 @@
    model or different audio settings unless ``overwrite=true``), temporary files of a killed
    run removed, inputs whose output exists recorded as ``skipped`` when its record ties it to
    this input as it is now and to these weights (``engines/work.py``: key, fingerprint, weights
-   digest); any other output is recomputed. An ``overwrite=true`` run marks the folder
+   digest); an output whose record is another input's (same output name: ``b/x.flac`` after
+   ``a/x.wav``) is kept and this input refused with a ``failed`` record naming both
+   (``sink/manifest.py: name_clash``; ``overwrite=true`` replaces it); any other output is
+   recomputed. An ``overwrite=true`` run marks the folder
    (``OVERWRITE_MARK``) until it completes: a later run without ``overwrite=true`` is refused
    there, so an interrupted overwrite is never resumed into a folder of two models;
 5. an engine runs the rest: ``local`` (``engines/local.py``: decode threads, padded batches,
@@ -59,7 +62,7 @@ from conv_pipeline.sink.jobdir import (
     OutputLock,
     prepare_output_dir,
 )
-from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord
+from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, name_clash
 from conv_pipeline.sink.manifest_sink import ManifestSink
 from conv_pipeline.sink.outputs import TEMP_RE, OutputDir
 from conv_pipeline.source.inputs import InputSet, find_inputs, plan_outputs
@@ -281,12 +284,16 @@ def _early_records(job: Job, manifest: ManifestSink) -> tuple[list[ManifestRecor
             assert prev is not None
             early.append(dataclasses.replace(prev, input=path, status="skipped", error=None, seconds=0.0))
             continue
+        clash = name_clash(prev, path, keys[path], out.url(rel)) if rel in done else None
+        if clash is not None:  # another input's features under this name: kept, this input refused
+            early.append(ManifestRecord(input=path, status="failed", error=clash, key=keys[path]))
+            continue
         stale += exists
         todo.append(Item(i, path, rel, key=keys.get(path) or input_key(path), fingerprint=fingerprint))
     if stale:
         log.info(
             "batch: %d existing output(s) recomputed: no record ties them to their input as it is now "
-            "and to these weights (another input, a changed file, other weights or an interrupted run)", stale,
+            "and to these weights (a changed file, other weights or an interrupted run)", stale,
         )
     return early, todo
 

@@ -39,7 +39,7 @@ from conv_pipeline.sink.jobdir import (
     make_output_dir,
     prepare_output_dir,
 )
-from conv_pipeline.sink.manifest import ManifestRecord, append_record
+from conv_pipeline.sink.manifest import ManifestRecord, append_record, check_output_name
 from conv_pipeline.sink.writer import feature_path, write_features
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
@@ -135,6 +135,8 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     if out_dir.exists() and not out_dir.is_dir():  # before any audio is read (make_output_dir says it again)
         raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
     out_path = feature_path(out_dir, Path(plan.input).stem, plan.output_format)
+    key = input_key(str(plan.input))
+    check_output_name(out_dir, out_path.name, str(plan.input), key, plan.config.overwrite)  # another input's: kept
     execute = _run_whole if plan.chunk_seconds is None else _run_chunked
     fingerprint = input_fingerprint(str(plan.input))  # before it is read: a later change is never trusted
     weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, out_path, device)
@@ -142,7 +144,7 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
         out_dir,
         ManifestRecord(
             input=str(plan.input),
-            key=input_key(str(plan.input)),
+            key=key,
             fingerprint=fingerprint,
             weights=weights_digest(stack),
             status="ok",

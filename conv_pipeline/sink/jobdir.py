@@ -26,6 +26,7 @@ from conv_pipeline.sink.names import CONFIG_NAME, WEIGHTS_NAME
 from conv_pipeline.sink.writer import check_regular_files, guard_folder, write_text
 from conv_pipeline.stack.checkpoint import same_weights, save_weights
 from conv_pipeline.stack.stack import ConvStack
+from conv_pipeline.version import VERSIONS_KEY, versions
 
 
 class OutputLock:
@@ -145,8 +146,9 @@ def check_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config: O
 
 def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config: Optional[dict] = None) -> Path:
     """Create ``out_dir``; check it (``check_output_dir``: refusing to mix models or audio
-    settings unless ``overwrite``); write the weights and the resolved config there. Returns the
-    weights' path."""
+    settings unless ``overwrite``); write the weights and the resolved config there, the config
+    with a ``versions`` mapping (``conv_pipeline.version.versions``: this run's package versions)
+    after its settings. Returns the weights' path."""
     make_output_dir(out_dir)
     weights = out_dir / WEIGHTS_NAME
     check_output_dir(out_dir, stack, overwrite, config)
@@ -155,5 +157,6 @@ def prepare_output_dir(out_dir: Path, stack: ConvStack, overwrite: bool, config:
     if config is not None:
         from omegaconf import OmegaConf
 
-        write_text(out_dir / CONFIG_NAME, OmegaConf.to_yaml(OmegaConf.create(config)))
+        written = {**config, VERSIONS_KEY: versions()}  # what computed the features, beside how
+        write_text(out_dir / CONFIG_NAME, OmegaConf.to_yaml(OmegaConf.create(written)))
     return weights

@@ -24,6 +24,13 @@ record (torn, even inside a character; not JSON; not an object; a field of the w
 too deep) is skipped and reported. When an input (its ``key``) appears more than once, its last
 record is the current one; a record whose output a later record of another input claims is no
 longer current (that file now holds the other input's features).
+
+One output name, one input: a run never writes an input's features over a file whose current
+record ties it to another input (``a/speech.wav`` then ``b/speech.ogg``, both ``speech.npy``, in
+one ``output.dir``). ``name_clash`` says so in one line naming both and the fixes (another
+``output.dir``, or ``overwrite=true`` to replace it); the single-file run raises it
+(``check_output_name``), the batch job records it as that input's ``failed`` record. The first
+input's features and record stay.
 """
 
 from __future__ import annotations
@@ -224,6 +231,36 @@ def current_records(records: Iterable[ManifestRecord]) -> dict[str, ManifestReco
         if not rec.output or owner.get(rec.output, ident) == ident:
             keyed[rec.input if rec.input not in keyed else ident] = rec
     return keyed
+
+
+def name_clash(owner: Optional[ManifestRecord], input: str, key: str, where: str) -> Optional[str]:
+    """The one-line refusal when ``owner`` (the current record naming the output file ``where``)
+    ties that file to another input than ``input`` (canonical ``key``); None when it is this input's
+    (or unknown: no such record, not ``ok``/``skipped``, or a record of an older version without
+    ``key``), so the output may be written."""
+    if owner is None or owner.status not in ("ok", "skipped") or owner.key is None or owner.key == key:
+        return None
+    return (
+        f"{where} already holds the features of {owner.input}; {input} has the same output name and would "
+        "replace them: use another output.dir to keep both, or overwrite=true to replace them"
+    )
+
+
+def check_output_name(out_dir: Path | str, output: str, input: str, key: str, overwrite: bool = False) -> None:
+    """Refuse (``OutputError``, one line naming both inputs) to write ``input``'s features (its
+    canonical ``key``) to ``out_dir/output`` when that file exists and the manifest's current record
+    for it is another input's (``name_clash``): the first input's features are kept. Nothing is
+    checked with ``overwrite`` (the file is replaced; its old record stops being current)."""
+    path = Path(out_dir) / output
+    if overwrite or not path.is_file():
+        return
+    owner = None
+    for rec in read_manifest(out_dir).values():
+        if rec.output == output and rec.status in ("ok", "skipped"):
+            owner = rec
+    message = name_clash(owner, input, key, str(path))
+    if message is not None:
+        raise OutputError(message)
 
 
 def read_manifest(out_dir: Path | str, problems: Optional[list[str]] = None) -> dict[str, ManifestRecord]:

@@ -16,7 +16,8 @@ removed or replaced), so a job never writes into a folder recreated by someone e
 Feature files: ``<stem>.npy`` holds float32 ``(out_channels, frames)``; ``<stem>.npz`` holds
 ``features`` plus ``frame_times`` (seconds, frame centres), ``frame_starts`` (first input
 sample of each frame, negative inside the left padding), ``sample_rate``, ``hop``,
-``receptive_field``, ``left_padding`` and ``config`` (the resolved config as JSON). Both read
+``receptive_field``, ``left_padding``, ``config`` (the resolved config as JSON) and ``versions``
+(conv_pipeline, torch, torchaudio, soundfile, libsndfile, hydra-core, numpy, Python, as JSON). Both read
 back with ``numpy.load(..., allow_pickle=False)``. Features holding NaN/Inf are never written.
 
 Chunked execution writes features as they come (``write_features_stream``): ``.npy`` goes into a
@@ -41,6 +42,7 @@ import numpy as np
 from conv_pipeline.errors import OutputError
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.sink.names import CONFIG_NAME, MANIFEST_NAME, WEIGHTS_NAME
+from conv_pipeline.version import versions
 
 TMP_MARKER = ".tmp-"
 
@@ -287,7 +289,8 @@ def _finite(path: Path, chunks: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
 def npz_metadata(
     n_frames: int, geometry: StackGeometry, sample_rate: int, config: dict[str, Any] | None = None
 ) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` feature file but ``features``, in the archive's order."""
+    """Every array of a ``.npz`` feature file but ``features``, in the archive's order; ``versions``
+    is a JSON object of the versions that computed it (``conv_pipeline.version.versions``)."""
     return dict(
         frame_times=np.asarray(geometry.frame_times(n_frames, sample_rate), dtype=np.float64),
         frame_starts=np.asarray(geometry.frame_starts(n_frames), dtype=np.int64),
@@ -296,6 +299,7 @@ def npz_metadata(
         receptive_field=np.int64(geometry.receptive_field),
         left_padding=np.int64(geometry.left_padding),
         config=np.str_(json.dumps(config or {}, sort_keys=True)),
+        versions=np.str_(json.dumps(versions(), sort_keys=True)),
     )
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from conv_pipeline.config.schema import ModelConfig
 from conv_pipeline.errors import ConfigError
+from conv_pipeline.version import VERSIONS_KEY, versions
 
 # ---------------------------------------------------------------- weights on disk
 # A checkpoint is untrusted input: its tensors are listed with their shapes first, and only the
@@ -256,7 +257,9 @@ def weights_metadata(stack: nn.Module) -> dict[str, str]:
 
 
 def save_weights(stack: nn.Module, path: str | Path) -> None:
-    """Write the stack's weights (and its layer config as metadata) atomically as safetensors.
+    """Write the stack's weights atomically as safetensors, with metadata ``model`` (the layer
+    config, JSON: what ``same_weights`` compares) and ``versions`` (JSON: the package versions
+    that wrote them, ``conv_pipeline.version.versions``).
 
     Serialised in memory and written by ``atomic_write`` itself: ``safetensors.save_file`` would
     create its own temporary file (a name the batch job's clean-up does not know) and report a
@@ -266,7 +269,8 @@ def save_weights(stack: nn.Module, path: str | Path) -> None:
     from conv_pipeline.sink.writer import atomic_write
 
     state = {k: v.detach().cpu().contiguous() for k, v in stack.state_dict().items()}
-    data = save(state, metadata=weights_metadata(stack))
+    meta = {**weights_metadata(stack), VERSIONS_KEY: json.dumps(versions(), sort_keys=True)}  # not compared
+    data = save(state, metadata=meta)
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 

@@ -48,18 +48,20 @@ def _assert_recomputed(out: Path, tmp: Path) -> int:
 
 
 # ---------------------------------------------------------------- finding 1
-def test_another_inputs_output_is_recomputed_not_skipped(tmp_path):
+def test_another_inputs_output_is_kept_and_the_new_input_refused(tmp_path):
     spk1 = _corpus(tmp_path / "c8" / "spk1", ["a.wav", "b.wav"], seed=0)
     spk2 = _corpus(tmp_path / "c8" / "spk2", ["a.wav"], seed=7)
     out = tmp_path / "O"
     assert run_batch(batch_cfg(spk1[0].parent, out)).ok == 2
-    summary = run_batch(batch_cfg(spk2[0].parent, out))  # the same output name, another input
-    ok = summary.ok == 1 and summary.skipped == 0
+    summary = run_batch(batch_cfg(spk2[0].parent, out))  # the same output name, another input (issue 14)
+    ok = (summary.ok, summary.skipped, summary.failed) == (0, 0, 1)
     records = read_manifest(out)
-    ok = ok and records[str(spk2[0])].status == "ok" and str(spk1[0]) not in records  # a.npy is spk2's now
-    FIGURES.outcome("bad input", ok, f"another input's a.npy kept: {summary}")
+    refused = records[str(spk2[0])]
+    ok = ok and records[str(spk1[0])].status == "ok" and refused.status == "failed"  # a.npy is still spk1's
+    ok = ok and str(spk1[0]) in refused.error and str(spk2[0]) in refused.error
+    FIGURES.outcome("bad input", ok, f"another input's a.npy kept, the new input refused: {summary}")
     assert ok
-    assert _assert_recomputed(out, tmp_path) == 2  # spk2/a.wav and spk1/b.wav
+    assert _assert_recomputed(out, tmp_path) == 2  # spk1/a.wav and spk1/b.wav
 
 
 def test_a_changed_input_or_a_cli_output_is_recomputed(tmp_path):
@@ -72,24 +74,25 @@ def test_a_changed_input_or_a_cli_output_is_recomputed(tmp_path):
     summary = run_batch(batch_cfg(corpus, out))
     assert (summary.ok, summary.skipped) == (1, 1)
     other = write_audio(tmp_path / "elsewhere" / "b.wav", seconds=0.3, sr=SR, seed=5)
-    single_file(other, out, out / WEIGHTS)  # a CLI run into the folder writes b.npy from another input
+    with pytest.raises(OutputError, match="already holds the features of"):
+        single_file(other, out, out / WEIGHTS)  # a CLI run of another b.wav into the folder: refused, b.npy kept
     summary = run_batch(batch_cfg(corpus, out))
-    ok = (summary.ok, summary.skipped) == (1, 1)
-    FIGURES.outcome("bad input", ok, f"a changed input or a CLI run's output kept: {summary}")
+    ok = (summary.ok, summary.skipped) == (0, 2)
+    FIGURES.outcome("bad input", ok, f"a changed input recomputed, another input's CLI run refused: {summary}")
     assert ok
     assert _assert_recomputed(out, tmp_path) == 2
 
 
-def test_a_new_common_root_of_a_list_recomputes_what_it_renames(tmp_path):
+def test_a_new_common_root_of_a_list_keeps_the_first_inputs_output(tmp_path):
     one = _corpus(tmp_path / "x" / "s1", ["a.wav"], seed=0)
     two = _corpus(tmp_path / "x" / "s2", ["a.wav"], seed=3)
     lst = tmp_path / "list.txt"
     lst.write_text(f"{one[0]}\n")  # root x/s1: a.npy
     out = tmp_path / "O"
     run_batch(batch_cfg(lst, out))
-    lst.write_text(f"{two[0]}\n")  # root x/s2: a.npy again, another input
+    lst.write_text(f"{two[0]}\n")  # root x/s2: a.npy again, another input: refused, s1's a.npy kept
     summary = run_batch(batch_cfg(lst, out))
-    assert (summary.ok, summary.skipped) == (1, 0)
+    assert (summary.ok, summary.skipped, summary.failed) == (0, 0, 1)
     assert _assert_recomputed(out, tmp_path) == 1
 
 
