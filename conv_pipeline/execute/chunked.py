@@ -29,10 +29,10 @@ strided frames, its ``PairMagnitude`` computed from the complex spectra
 an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in place.
 
 Few, large products: ``iter_features`` runs a layer only once ``MIN_ROWS`` of its outputs are
-complete (``flush`` runs the rest), so late layers, which get few frames per chunk, are not
-called on a handful of rows per chunk; a product smaller than ``SERIAL_MACS`` multiply-adds runs
-on one torch thread (``spectral.one_thread``): forking threads for it costs more than it saves,
-and idle OpenMP threads spin. Which frames come out does not change, only when.
+complete (``flush`` runs the rest); a product under ``SERIAL_MACS`` multiply-adds runs on one torch
+thread (``spectral.one_thread``: forking idle, spinning OpenMP threads costs more). On the CPU with
+>= 2 threads, a stack of ``PIPELINE_MACS`` per input sample runs as two stages on two threads, one
+torch thread each (``execute/pipeline.py``). Which frames come out does not change, only when.
 
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
@@ -70,6 +70,8 @@ from torch import nn
 
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
+from conv_pipeline.execute.passes import PassCounts
+from conv_pipeline.execute.pipeline import TwoStages, layer_costs, split_point
 from conv_pipeline.execute.whole import check_finite
 from conv_pipeline.load.info import AudioInfo
 from conv_pipeline.load.stream import AudioStream, open_audio_stream
@@ -79,6 +81,7 @@ from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.windows import Moments, Rows, Window
 
 SERIAL_MACS = 1 << 23  # a layer's chunk of fewer multiply-adds than this runs on one thread
+PIPELINE_MACS = 20000  # iter_features pipelines a stack of at least this many multiply-adds per input sample
 MIN_ROWS = 256  # iter_features: a layer waits for this many complete outputs (few, large products)
 
 Writer = Callable[[Iterator[np.ndarray], "tuple[int, int]", int], Any]
@@ -95,8 +98,6 @@ class _Output(Rows):
         out = self.buf[: self.n].t().clone(memory_format=torch.contiguous_format)
         self.n = 0
         return out
-
-
 
 
 class _Stats(_Output):
@@ -283,15 +284,12 @@ class StreamingStack:
             raise RuntimeError("internal error: the stack's layers and its geometry disagree")
         stats = time_stats or {}
         last = len(stack.layers) if collect is None else collect + 1
-        self.layers = [
-            _Layer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect)
-            for i, layer in enumerate(stack.layers[:last])
-        ]
+        self.layers = [_Layer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect)
+                       for i, layer in enumerate(stack.layers[:last])]
         self.collect = collect
         sink_channels = self.out_channels if collect is None else stack.layers[collect].conv.out_channels
         self.sink = (_Output if collect is None else _Stats)(sink_channels, self.dtype, self.device)
-        self.frames_in = 0
-        self.frames_out = 0
+        self.frames_in = self.frames_out = 0
 
     def _sinks(self) -> list[Rows]:
         return [layer.window for layer in self.layers[1:]] + [self.sink]
@@ -303,24 +301,65 @@ class StreamingStack:
         self.frames_out += int(y.shape[-1])
         return y
 
-    @torch.inference_mode()
-    def push(self, x: torch.Tensor) -> torch.Tensor:
-        """Input ``(C_in, n)`` -> the output frames it completes, ``(C_out, m)`` (``m`` may be 0)."""
+    def _feed(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[0] != self.in_channels:
             raise InputError(f"input has shape {tuple(x.shape)}, the stack expects ({self.in_channels}, frames)")
         self.frames_in += int(x.shape[1])
         self.layers[0].window.append(x.to(self.device, self.dtype).t())  # (C, n) -> (n, C)
-        for layer, sink in zip(self.layers, self._sinks()):
-            layer.run(sink, self.min_rows)
+
+    def _run(self, pairs: Iterable[tuple[_Layer, Rows]], final: bool) -> None:
+        for layer, sink in pairs:
+            if final:  # the true end: every remaining output
+                layer.window.finish()
+            layer.run(sink, 1 if final else self.min_rows)
+
+    @torch.inference_mode()
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """Input ``(C_in, n)`` -> the output frames it completes, ``(C_out, m)`` (``m`` may be 0)."""
+        self._feed(x)
+        self._run(zip(self.layers, self._sinks()), False)
         return self._take()
 
     @torch.inference_mode()
     def flush(self) -> torch.Tensor:
         """The true end of the input: the remaining frames ``(C_out, m)``."""
-        for layer, sink in zip(self.layers, self._sinks()):
-            layer.window.finish()
-            layer.run(sink)
+        self._run(zip(self.layers, self._sinks()), True)
         return self._take()
+
+    def close(self) -> None:  # nothing to release (``TwoStages.close`` stops its worker)
+        return
+
+    def pipelined(self, choice: Optional[bool] = None) -> "Union[StreamingStack, TwoStages]":
+        """``push``/``flush`` as two stages on two threads (``execute/pipeline.py``) if ``choice``, or if None and it
+        pays (CPU, >= 2 torch threads, ``PIPELINE_MACS`` per input sample, a balanced cut); else ``self``."""
+        if choice is False or (choice is None and (self.device.type != "cpu" or torch.get_num_threads() < 2)):
+            return self
+        j = split_point(layer_costs(self.layers), 0 if choice else PIPELINE_MACS)
+        return self if j is None else self.split(j)
+
+    def split(self, j: int) -> TwoStages:
+        """Layers ``[:j]`` in a worker thread, ``[j:]`` in the caller's: the same products on the
+        same rows as ``push``/``flush`` here (the frames bit for bit equal), one chunk later."""
+        mid = Rows(64, self.layers[j].c_in, self.dtype, self.device)  # the first stage's output rows
+        sinks = self._sinks()
+        front = list(zip(self.layers[:j], sinks[: j - 1] + [mid]))
+        back = list(zip(self.layers[j:], sinks[j:]))
+
+        def first(x: Optional[torch.Tensor]) -> torch.Tensor:
+            if x is not None:
+                self._feed(x)
+            self._run(front, x is None)
+            rows = mid.buf[: mid.n].clone()
+            mid.n = 0
+            return rows
+
+        @torch.inference_mode()
+        def second(rows: torch.Tensor, final: bool) -> torch.Tensor:
+            self.layers[j].window.append(rows)
+            self._run(back, final)
+            return self._take()
+
+        return TwoStages(first, second, self.sink.buf[:0].t())
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(mean, var)`` (float64) of layer ``collect``'s conv output, after ``flush``."""
@@ -328,9 +367,15 @@ class StreamingStack:
 
 
 def iter_features(
-    blocks: Iterable[torch.Tensor], stack: ConvStack, device: Optional[torch.device] = None
+    blocks: Iterable[torch.Tensor],
+    stack: ConvStack,
+    device: Optional[torch.device] = None,
+    pipeline: Optional[bool] = None,
 ) -> Iterator[torch.Tensor]:
     """Feature chunks ``(C_out, m)`` (``m >= 1``, on ``device``) for input blocks ``(C_in, n)``.
+
+    ``pipeline``: run the layers as two stages on two threads (``StreamingStack.pipelined``;
+    ``None``: when it pays). Same frames, bit for bit; each comes out one input block later.
 
     Concatenated over time they equal ``stack(whole_input[None])[0]`` whatever the block sizes.
     A stack with norms over time iterates ``blocks`` once more per such norm (a list, or an
@@ -343,59 +388,27 @@ def iter_features(
     passes = PassCounts(blocks)
     for j in layers:  # one statistics pass per norm over time, earlier ones fixed
         pass_j = StreamingStack(stack, device, stats, collect=j, min_rows=MIN_ROWS)
+        for _ in _stream(pass_j, blocks, passes, pipeline):
+            pass
+        stats[j] = pass_j.collected()
+    yield from _stream(StreamingStack(stack, device, stats, min_rows=MIN_ROWS), blocks, passes, pipeline)
+
+
+def _stream(streamer: StreamingStack, blocks: Iterable[torch.Tensor], passes: PassCounts, pipeline: Optional[bool]):
+    """One pass of ``blocks`` through ``streamer`` (pipelined when it pays): its non-empty chunks."""
+    run = streamer.pipelined(pipeline)
+    try:
         for block in blocks:
             passes.started()
-            pass_j.push(block)
-        pass_j.flush()
-        passes.done(pass_j.frames_in)
-        mean, var = pass_j.collected()
-        stats[j] = (mean, var)
-    streamer = StreamingStack(stack, device, stats, min_rows=MIN_ROWS)
-    for block in blocks:
-        passes.started()
-        y = streamer.push(block)
-        if y.shape[-1]:
-            yield y
-    y = streamer.flush()
+            y = run.push(block)
+            if y.shape[-1]:
+                yield y
+        y = run.flush()
+    finally:
+        run.close()  # the worker thread, if any, is joined here: also on errors and when the caller stops
     passes.done(streamer.frames_in)  # before the last chunk: a writer never completes a changed file
     if y.shape[-1]:
         yield y
-
-
-class PassCounts:
-    """The samples each pass over the same input read, which must all be equal: a file read more
-    than once (a statistics pass for a norm over time or for ``audio.normalize``, then the output
-    pass) that changed in between (truncated, rewritten) would otherwise give features computed
-    from statistics of other audio, recorded as fine. ``started()`` is called with each block
-    (an ``AudioStream``'s ``frames_read`` then tells what its own statistics pass, or the previous
-    pass, read), ``done(n)`` at the end of a pass; a difference is an ``InputError`` naming the
-    file, raised before the last chunk reaches the writer (nothing is written)."""
-
-    def __init__(self, blocks: Any) -> None:
-        self.blocks = blocks
-        self.path = getattr(blocks, "path", "the input")
-        self.counts: list[int] = []
-        self._seen_read = False
-
-    def started(self) -> None:
-        if self._seen_read:
-            return
-        self._seen_read = True
-        read = getattr(self.blocks, "frames_read", None)  # a decode finished before this block
-        if isinstance(read, int):
-            self._check(read)
-
-    def done(self, frames: int) -> None:
-        self._check(int(frames))
-        self._seen_read = False
-
-    def _check(self, frames: int) -> None:
-        if self.counts and frames != self.counts[0]:
-            raise InputError(
-                f"{self.path}: the file changed while it was being read (one pass over it read {self.counts[0]} "
-                f"samples, another {frames}); nothing was written; run again once the file is complete"
-            )
-        self.counts.append(frames)
 
 
 # ---------------------------------------------------------------- one file
