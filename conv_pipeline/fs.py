@@ -140,16 +140,22 @@ def printable(text: object, keep: str = "") -> str:
     return _UNPRINTABLE_RE.sub(lambda m: m.group() if m.group() in keep else _escape(m), s)
 
 
+class Lines(str):
+    """Text made to span lines (a table, the model summary): logged through ``PrintableArgs``, it
+    keeps its line breaks (other control characters are still escaped)."""
+
+
 class PrintableArgs(logging.Filter):
     """A logger filter: every string argument of a record (the names a log line shows) goes
     through ``printable``; a message whose format spans lines keeps line breaks in its arguments
-    (a traceback under ``debug=true``)."""
+    (a traceback under ``debug=true``), and so does a ``Lines`` argument."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and args:
             keep = "\n" if "\n" in str(record.msg) else ""
-            record.args = tuple(printable(a, keep) if isinstance(a, (str, os.PathLike)) else a for a in args)
+            record.args = tuple(printable(a, "\n" if isinstance(a, Lines) else keep)
+                                if isinstance(a, (str, os.PathLike)) else a for a in args)
         return True
 
 

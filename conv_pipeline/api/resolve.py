@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from conv_pipeline.config.compose import (
+    RECORD_KEYS,
     compose_hydra_run,
     config_keys,
     key_hint,
@@ -87,6 +88,12 @@ def _from_file(source: Any) -> Any:
         loaded = OmegaConf.load(path)
     except Exception as err:  # noqa: BLE001 - YAML and OmegaConf errors alike: one line
         raise ConfigError(f"{path}: not a readable YAML config ({' '.join(str(err).split())[:200]})") from None
+    from omegaconf import DictConfig, open_dict
+
+    if isinstance(loaded, DictConfig):
+        with open_dict(loaded):
+            for key in RECORD_KEYS:  # what the file records about its run (versions), not settings
+                loaded.pop(key, None)
     return _typed(loaded, str(path))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from conv_pipeline.cli.common import (
     exit_after,
     hydra_output_dir,
+    record_job_overrides,
     report_errors,
     run_entry_point,
 )
@@ -46,6 +47,7 @@ def _main(cfg: Any) -> None:
 
             print(summary_for_config(cfg, "batch"))
             return
+        record_job_overrides()  # a multirun job's folder says which overrides made it
         from conv_pipeline.config.plan import build_plan
 
         plan = build_plan(cfg, "batch", hydra_output_dir())  # config errors before torch is imported

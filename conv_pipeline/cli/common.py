@@ -1,4 +1,6 @@
-"""What every command-line entry point shares: one line per user error, no traceback.
+"""What every command-line entry point shares: one line per user error, no traceback; the
+command line checked (``overrides.py``), a run's own config file taken as the root config,
+``--help`` and ``summary=true`` answered before Hydra's app, multirun jobs' overrides recorded.
 """
 
 from __future__ import annotations
@@ -7,30 +9,12 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from conv_pipeline.cli.overrides import check_command_line, parsed_command_line
 from conv_pipeline.errors import ConfigError, PipelineError
 from conv_pipeline.fs import one_line, printable
-
-# Hydra keys whose values make Hydra import or instantiate code: callbacks (``_target_``), the
-# logging configs (``logging.config.dictConfig``: ``class``, ``()``, ``ext://``), the config
-# search path (config files from anywhere), launcher and sweeper plugins. None of them may be
-# set from the command line; ``_target_`` is refused under any key.
-CODE_KEYS = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra.searchpath",
-             "hydra.launcher", "hydra.sweeper")
-
-
-# Hydra's override parser takes milliseconds per list item: longer values are refused before it runs.
-MAX_OVERRIDE_CHARS, MAX_OVERRIDE_ITEMS = 64 * 1024, 1024
-# Hydra keys that make Hydra write files of its own next to the run (outside output.dir), create
-# a run folder or change the working folder (``hydra.job.chdir=false`` is allowed: it is the value).
-WRITE_KEYS = ("hydra.output_subdir", "hydra.run", "hydra.job.chdir", "hydra.runtime")
-
-# Logging configs a command line may choose (``hydra/job_logging=NAME``): the ones that write no
-# file (Hydra's ``default`` job logging writes <job>.log into the working folder, its
-# ``hydra_debug`` a log file too).
-LOG_CHOICES = {"hydra/job_logging": ("console", "disabled", "none", "stdout"),
-               "hydra/hydra_logging": ("default", "disabled", "none")}
 
 
 class Terminated(BaseException):
@@ -119,106 +103,23 @@ def hydra_output_dir() -> Optional[str]:
     return None
 
 
-def parsed_command_line(argv: Sequence[str]) -> tuple[Any, list[str]]:
-    """Hydra's reading of ``argv``: its flags (``args.multirun``, ``args.config_dir``, ...) and the
-    overrides (``KEY=VALUE`` words)."""
-    from hydra._internal.utils import get_args_parser
-
-    args, unknown = get_args_parser().parse_known_args(list(argv))
-    return args, list(args.overrides or []) + [u for u in unknown if not u.startswith("-")]
+JOB_OVERRIDES = "overrides.txt"  # in each multirun job's folder: the overrides that made that job
 
 
-def _quoted(value: str) -> str:
-    """``value`` as a single-quoted Hydra string (``'`` escaped as ``\\'``)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def record_job_overrides() -> None:
+    """In a Hydra multirun, write the job's overrides (one per line, as on the command line, the
+    swept values resolved) to ``overrides.txt`` in the job's own folder (``<sweep>/<num>``), so a
+    folder says which run it holds; its ``config.yaml`` (when output.dir is left to the job) holds
+    the whole config. Nothing outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
 
-
-def check_command_line(argv: Sequence[str]) -> None:
-    """Check the command line's overrides before Hydra composes (or instantiates) anything.
-
-    Raises ``ConfigError`` (one line) for an override Hydra cannot parse (a path with spaces,
-    quotes or non-ASCII characters must be quoted: the message gives the quoted form), a value
-    with a comma outside a multirun (Hydra would read a list of values), any override that
-    would make Hydra import or instantiate code (``_target_`` anywhere, ``CODE_KEYS``) and any
-    that would make Hydra write files outside ``output.dir`` (``WRITE_KEYS``).
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    from conv_pipeline.errors import ConfigError
-
-    args, overrides = parsed_command_line(argv)
-    parser = OverridesParser.create()
-    for text in overrides:
-        key, eq, value = text.partition("=")
-        if len(text) > MAX_OVERRIDE_CHARS or text.count(",") >= MAX_OVERRIDE_ITEMS:
-            raise ConfigError(
-                f"the override {key}=... is too long ({len(text)} characters, {text.count(',') + 1} items; "
-                f"at most {MAX_OVERRIDE_CHARS} characters and {MAX_OVERRIDE_ITEMS} items); put such a value in a config file"
-            )
-        try:
-            override = parser.parse_overrides([text])[0]
-        except HydraException:
-            fix = ""
-            if eq and key and not any(c in key for c in " '\""):
-                quoted = f"{key}={_quoted(value)}"
-                try:
-                    if parser.parse_overrides([quoted])[0].value() == value:
-                        fix = f"; quote the value for Hydra: {quoted}"
-                        if not any(c in quoted for c in '"$`\\!'):
-                            fix += f' (in a shell: "{quoted}")'
-                except HydraException:
-                    pass
-            raise ConfigError(
-                f"cannot parse the override {text!r} (Hydra's override grammar){fix or '; see hydra.cc override grammar'}"
-            ) from None
-        name = override.key_or_group.replace("/", ".")
-        if "_target_" in name.split(".") or any(name == k or name.startswith(k + ".") for k in CODE_KEYS):
-            if "/" not in override.key_or_group:  # a config group choice (hydra/job_logging=...) is a file, allowed
-                raise ConfigError(
-                    f"{text!r}: refused: _target_ and Hydra's callback, logging, search-path and plugin keys "
-                    "name code to import; nothing named on the command line is ever imported or instantiated"
-                )
-        if any(name == k or name.startswith(k + ".") for k in WRITE_KEYS) and not (
-                name == "hydra.job.chdir" and override.value() is False):
-            raise ConfigError(
-                f"{text!r}: refused: Hydra would write its own files or folders outside output.dir or change the "
-                "working folder; every output goes to output.dir (the resolved config to output.dir/config.yaml)"
-            )
-        check_log_choice(text, override)
-        if override.is_sweep_override() and not args.multirun and eq:
-            raise ConfigError(
-                f"{text!r}: Hydra reads the comma as several values (a sweep); quote the value if it is one: "
-                f"{key}={_quoted(value)}, or add -m to run one job per value"
-            )
-
-
-def check_log_choice(text: str, override: Any) -> None:
-    """``hydra/job_logging=NAME`` (or ``hydra/hydra_logging``): only configs that write no log file,
-    named (a deletion or a ``glob`` sweep is refused: Hydra would fail or pick unknown files)."""
-    from hydra.errors import HydraException
-
-    from conv_pipeline.errors import ConfigError
-
-    allowed = LOG_CHOICES.get(override.key_or_group)
-    if allowed is None:
+    folder = hydra_output_dir()
+    if folder is None:
         return
-    try:
-        if override.is_delete():
-            values = [""]
-        elif override.is_sweep_override():
-            values = list(override.sweep_string_iterator())
-        else:
-            values = [override.get_value_element_as_str()]
-    except HydraException:
-        values = [""]
-    for value in values:
-        if value not in allowed:
-            what = f"{override.key_or_group}={value} would write a log file outside output.dir" if value else \
-                f"{override.key_or_group} must be named"
-            raise ConfigError(
-                f"{text!r}: refused: {what}; choose one of {', '.join(allowed)} (log lines on the terminal, no file)"
-            )
+    from conv_pipeline.sink.writer import atomic_write
+
+    text = "".join(f"{o}\n" for o in HydraConfig.get().overrides.task)
+    atomic_write(Path(folder) / JOB_OVERRIDES, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # Hydra's own flags that print something and run no job (checked by Hydra itself).
@@ -273,6 +174,65 @@ def check_hydra_settings(cfg: Any) -> None:
             f"the config file sets {', '.join(problems)}: Hydra would write outside output.dir or change the "
             "working folder; remove those keys (the run writes only to output.dir)"
         )
+
+
+CONFIG_FILE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn")
+
+
+def without_flags(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """``argv`` without ``flags`` and their values (``--flag VALUE`` or ``--flag=VALUE``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in flags:
+            skip = "=" not in arg
+        else:
+            out.append(arg)
+    return out
+
+
+def use_run_config(argv: Sequence[str], config_name: str) -> tuple[list[str], str]:
+    """``--config-dir DIR [--config-name NAME]`` naming a run's own config file (``DIR/NAME.yaml``
+    as a run wrote it, or a renamed copy: no ``defaults`` list): the file is registered as a root
+    config on top of the command's packaged one (``register_run_config``) and the command line
+    continues without those flags, so the run is the recorded one (same model, layers, seed,
+    audio settings), with the command line's overrides on top. Returns ``(argv, config_name)``,
+    unchanged for any other command line. A Hydra config with a ``defaults`` list is Hydra's to
+    compose, unless it is named like the packaged root config (which would shadow it: refused)."""
+    args, overrides = parsed_command_line(argv)
+    if args.config_dir is None:
+        return list(argv), config_name
+    name = args.config_name or config_name
+    path = os.path.join(args.config_dir, name + ".yaml")
+    if not os.path.isfile(path):
+        return list(argv), config_name
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{printable(path)}: not a readable YAML config ({one_line(str(err))[:200]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{printable(path)}: a config is a mapping of keys (model, audio, output, ...)")
+    if "defaults" in data:
+        if name == config_name:
+            raise ConfigError(
+                f"{printable(path)} has a defaults list and the packaged root config has the same name, which Hydra "
+                f"would compose instead; rename it (e.g. myrun.yaml) and pass --config-name myrun"
+            )
+        return list(argv), config_name
+    choice = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "model"), None)
+    if choice is not None and "model" in data:
+        raise ConfigError(
+            f"{choice!r}: {printable(path)} fixes the model (its model section); drop {choice} to rerun that "
+            "model, or drop --config-dir/--config-name to run a preset"
+        )
+    from conv_pipeline.config.compose import register_run_config
+
+    return without_flags(argv, CONFIG_FILE_FLAGS), register_run_config(data, config_name)
 
 
 def packaged_help(argv: Sequence[str], usage: str, about: str, config_name: str) -> bool:
@@ -330,6 +290,11 @@ def run_entry_point(task: Any, prog: str, config_name: str = "config", kind: str
     register_configs()
     with report_errors(prog=prog):
         check_command_line(argv)  # before Hydra parses or instantiates anything
+        argv, config_name = use_run_config(argv, config_name)
+        from conv_pipeline.config.compose import append_overrides
+
+        argv = append_overrides(argv)  # +model.layers=[...] appends layers
+        sys.argv[1:] = argv  # what Hydra's app reads
         if packaged_help(argv, usage or prog, about, config_name):
             return
         cfg = precheck_composition(argv, config_name)
@@ -337,6 +302,10 @@ def run_entry_point(task: Any, prog: str, config_name: str = "config", kind: str
         with report_errors({"debug": cfg.debug}, prog=prog):
             if answer_early(cfg, kind):
                 return
+    if any(a.split("=")[0] in INFO_FLAGS for a in argv) and hasattr(signal, "SIGPIPE"):
+        # Hydra prints (--cfg, --info, --hydra-help) and reports a closed pipe with a traceback:
+        # these only print, so a closed pipe ends the process quietly, as it does `cat`
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     import hydra
 
     hydra.main(version_base=None, config_path="pkg://conv_pipeline.configs", config_name=config_name)(task)()

@@ -15,6 +15,7 @@ from typing import Any
 from conv_pipeline.cli.common import (
     exit_after,
     hydra_output_dir,
+    record_job_overrides,
     report_errors,
     run_entry_point,
 )
@@ -28,6 +29,7 @@ def _main(cfg: Any) -> None:
 
             print(summary_for_config(cfg, "file"))
             return
+        record_job_overrides()  # a multirun job's folder says which overrides made it
         from conv_pipeline.config.plan import build_plan
 
         plan = build_plan(cfg, "file", hydra_output_dir())  # config errors before torch is imported

@@ -153,10 +153,12 @@ def channel_rule(model_in_channels: object, policy: Policy, groups: int, checkpo
     if policy != "keep":
         n = policy_channel_count(policy, 0)
         if fixed and fixed[0][0] != n:
-            count, src, _ = fixed[0]
+            count, src, adjustable = fixed[0]
             fix = "audio.channels=mono" if count == 1 else f"audio.channels=[{','.join(str(i) for i in range(count))}]"
+            also = f", or model.in_channels={n} for {n} channel(s)" if adjustable and n % groups == 0 else ""
             raise ConfigError(
-                f"audio.channels={_policy_text(policy)} gives {n} channel(s) but {src} ({count}); use {fix}"
+                f"audio.channels={_policy_text(policy)} gives {n} channel(s) but the stack takes {count} ({src}); "
+                f"use {fix}{also}"
             )
         if not fixed:
             fixed.append((n, f"audio.channels={_policy_text(policy)}", True))

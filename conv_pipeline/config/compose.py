@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Optional, Sequence
 
 from conv_pipeline.config.schema import Config
@@ -39,7 +40,67 @@ def to_config(cfg: Any) -> Config:
         raise ConfigError(omegaconf_message(err)) from None
     if not isinstance(obj, Config):  # composed without the schema
         obj = Config(**{k: v for k, v in obj.items() if k in {f.name for f in dataclasses.fields(Config)}})
+    settle_layers(obj.model)
     return obj
+
+
+# ---------------------------------------------------------------- layers added or replaced
+CUSTOM = "custom"  # the name of a model whose preset's layers were replaced or changed
+
+
+def preset_layers(name: str) -> Optional[list[Any]]:
+    """The layers of the packaged model preset ``name`` (``configs/model/NAME.yaml``) as
+    ``LayerConfig``s, or None when ``name`` is no preset."""
+    from importlib import resources
+
+    import yaml
+
+    from conv_pipeline.config.schema import LayerConfig
+
+    if not re.fullmatch(r"\w+", name or ""):
+        return None
+    path = resources.files("conv_pipeline.configs") / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return [LayerConfig(**layer) for layer in (data.get("model") or {}).get("layers") or []]
+
+
+def settle_layers(model: Any) -> None:
+    """Move ``model.append_layers`` to the end of ``model.layers`` and name the model for what it
+    is: a preset whose layers were only added to is ``<preset>+custom``; one whose layers were
+    replaced or changed is ``custom``; a preset's own layers keep its name, and so does any name
+    that is no preset (a name given with ``model.name=...``, a rerun's ``default+custom``)."""
+    model.layers = [*model.layers, *model.append_layers]
+    model.append_layers = []
+    preset = preset_layers(model.name)
+    if preset is None or model.layers == preset:
+        return
+    added = len(model.layers) > len(preset) and model.layers[:len(preset)] == preset
+    model.name = f"{model.name}+{CUSTOM}" if added else CUSTOM
+
+
+APPEND = re.compile(r"\+model\.layers=(.*)", re.S)
+
+
+def append_overrides(overrides: Sequence[str]) -> list[str]:
+    """``+model.layers=[{...}, ...]`` (or ``+model.layers={...}``, one layer) appends layers after
+    the preset's: rewritten to ``model.append_layers=[...]`` (several such overrides become one
+    list, in order, where the first stood). Other overrides are returned as they are."""
+    values = [m.group(1).strip() for m in map(APPEND.fullmatch, overrides) if m]
+    if not values:
+        return list(overrides)
+    items = [v[1:-1].strip() if v.startswith("[") and v.endswith("]") else v for v in values]
+    merged = "model.append_layers=" + (values[0] if len(values) == 1 and values[0].startswith("[")
+                                        else "[" + ",".join(i for i in items if i) + "]")
+    out: list[str] = []
+    for text in overrides:
+        if not APPEND.fullmatch(text):
+            out.append(text)
+        elif merged:
+            out.append(merged)
+            merged = ""
+    return out
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -> Config:
@@ -56,7 +117,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -
         GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="conv_pipeline.configs", version_base=None):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=append_overrides(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(composition_message(err, config_name)) from None
     except (AttributeError, AssertionError) as err:  # OmegaConf's own failure to set keys under a null node
@@ -103,12 +164,46 @@ def compose_hydra_run(config_name: str, config_dir: Optional[str], overrides: Se
     GlobalHydra.instance().clear()
     try:
         hydra = Hydra.create_main_hydra2(task_name="conv_pipeline", config_search_path=search_path)
-        return hydra.compose_config(config_name=config_name, overrides=list(overrides), run_mode=RunMode.RUN,
+        return hydra.compose_config(config_name=config_name, overrides=append_overrides(overrides), run_mode=RunMode.RUN,
                                     with_log_configuration=False)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(composition_message(err, config_name)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+# A run's own config file (the ``config.yaml`` it wrote, or a renamed copy: no ``defaults`` list),
+# picked with ``--config-dir``/``--config-name``, is composed as the command's root config (its
+# schema, presets and Hydra settings) with the file's keys on top, stored in Hydra's ConfigStore
+# under these names (a file named like a packaged root config would otherwise be shadowed by it).
+RUN_CONFIG_NAMES = {"config": "conv_pipeline_run_config", "batch": "conv_pipeline_run_batch"}
+# Top-level keys a written config records about the run (not settings): left out when it is rerun.
+RECORD_KEYS = ("versions",)
+
+
+def root_config_name(config_name: str) -> str:
+    """The packaged root config (``config`` or ``batch``) behind ``config_name``."""
+    return next((root for root, name in RUN_CONFIG_NAMES.items() if name == config_name), config_name)
+
+
+def register_run_config(data: dict[str, Any], root: str) -> str:
+    """Store a run's written config (plain data, no ``defaults``) as a root config: ``root``
+    (``config`` or ``batch``) first, then the file's keys (``_self_``), less what records the run
+    rather than sets it (``RECORD_KEYS``, the folder it wrote to: ``output.dir``) and, for one
+    file, the batch job's own keys. Returns its name."""
+    from hydra.core.config_store import ConfigStore
+
+    from conv_pipeline.config.schema import BatchConfig
+
+    skip = set(RECORD_KEYS)
+    if root == "config":  # a batch job's config rerun on one file: its batch-only keys make no features
+        skip |= {f.name for f in dataclasses.fields(BatchConfig)} - {f.name for f in dataclasses.fields(Config)}
+    node = {key: value for key, value in data.items() if key not in skip}
+    if isinstance(node.get("output"), dict):  # where that run wrote is no setting of this one (feats/<model>, a job's folder)
+        node["output"] = {key: value for key, value in node["output"].items() if key != "dir"}
+    name = RUN_CONFIG_NAMES[root]
+    ConfigStore.instance().store(name=name, node={"defaults": [root, "_self_"], **node})
+    return name
 
 
 def plain_config(cfg: Config) -> dict[str, Any]:
@@ -168,7 +263,7 @@ def config_keys(config_name: str = "config") -> list[str]:
             elif f.name == "layers":
                 walk(LayerConfig, key + ".N.")
 
-    walk(BatchConfig if config_name == "batch" else Config, "")
+    walk(BatchConfig if root_config_name(config_name) == "batch" else Config, "")
     return out
 
 
@@ -198,8 +293,6 @@ def key_hint(key: str, keys: Sequence[str]) -> str:
 
 def composition_message(err: Exception, config_name: str = "config") -> str:
     """One line for a Hydra composition error, with a did-you-mean for unknown keys and presets."""
-    import re
-
     text = str(err)
     m = re.search(r"Could not find '(\w+)/([^']*)'", text)
     if m:
@@ -207,7 +300,7 @@ def composition_message(err: Exception, config_name: str = "config") -> str:
         options = re.findall(r"^\t(\S+)$", text, re.M)
         return (f"{group}={name}: no such {group} preset{did_you_mean(name, options)}; "
                 f"choose one of {', '.join(options)}")
-    m = re.search(r"Could not override '([^']+)'", text)
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '[^']+' not in '\w+'\s+full_key: (\S+)", text)
     if m:
         key = m.group(1)
         index = re.search(r"\.(\d+)\.", key)
@@ -218,14 +311,17 @@ def composition_message(err: Exception, config_name: str = "config") -> str:
         hint = key_hint(general, keys)
         if index:
             hint = hint.replace(".N.", f".{index.group(1)}.")
-        scope = "the batch job's" if config_name == "batch" else "this command's"
-        return f"unknown config key {key!r}{hint}; --help lists {scope} keys"
+        scope = "the batch job's" if root_config_name(config_name) == "batch" else "this command's"
+        where = " in the config file" if "Could not override" not in text else ""
+        return f"unknown config key {key!r}{where}{hint}; --help lists {scope} keys"
     cause = err.__cause__
     if cause is not None and cause is not err:
-        from omegaconf.errors import OmegaConfBaseException
-
         m = re.search(r"override (\S+)", text)
         where = f"{m.group(1)}: " if m else ""
+        beyond = re.match(r"\+*(model\.(?:append_)?layers\.(\d+))", m.group(1) if m else "")
+        if beyond and (isinstance(cause, IndexError) or "is not a subclass of LayerConfig" in str(cause)):
+            return (f"{beyond.group(1)}: model.layers has no layer {beyond.group(2)} (numbered from 0); to add layers "
+                    "after the model's, use '+model.layers=[{out_channels: 32, kernel_size: 3}]' (quoted in a shell)")
         return where + _first_line(getattr(cause, "msg", None) or str(cause))
     from omegaconf.errors import OmegaConfBaseException
 

@@ -16,6 +16,21 @@ from typing import Any, List, Optional
 # OmegaConf's marker for a required value (the same string; omegaconf is not imported here).
 MISSING: Any = "???"
 
+
+def setting(default: Any = MISSING, help: str = "", factory: Any = None, batch_only: bool = False) -> Any:
+    """A schema field with its one-line description, the one ``--help`` prints for the key
+    (``cli/help.py``): every key is described here and only here. ``batch_only``: a key of the
+    shared schema only the batch job uses (the single-file command's ``--help`` leaves it out)."""
+    metadata = {"help": help, "batch_only": batch_only}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def key_help(f: Any) -> str:
+    """The description of a schema field (``dataclasses.Field``), ``""`` when it has none."""
+    return str(f.metadata.get("help", ""))
+
 # Names that config values may use; each resolves to code only through these fixed tables
 # (stack/layer.py: ACTIVATION_TABLE, NORM_TYPES). Nothing from the command line is ever imported or instantiated by path.
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu", "elu", "silu", "softplus")
@@ -54,15 +69,15 @@ class Device(Enum):
 class LayerConfig:
     """One ``Conv1d`` layer, then an optional norm (layer_norm per frame, group_norm over the whole item), then an optional activation."""
 
-    out_channels: int = MISSING  # required
-    kernel_size: int = MISSING  # required
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-    groups: int = 1
-    bias: bool = True
-    activation: Optional[str] = None
-    norm: Optional[str] = None
+    out_channels: int = setting(MISSING, "output channels of the conv (required)")
+    kernel_size: int = setting(MISSING, "kernel length in samples/frames of its input (required)")
+    stride: int = setting(1, "hop between kernel positions (the frame rate divides by it)")
+    padding: int = setting(0, "zeros added at both ends of its input")
+    dilation: int = setting(1, "spacing between kernel taps")
+    groups: int = setting(1, "grouped conv: in and out channels split into this many groups")
+    bias: bool = setting(True, "learned bias per output channel")
+    activation: Optional[str] = setting(None, f"after the conv (and norm): null or {', '.join(ACTIVATIONS)}")
+    norm: Optional[str] = setting(None, "after the conv: null, layer_norm (per frame) or group_norm (per channel over the whole file)")
 
 
 @dataclass
@@ -73,22 +88,22 @@ class FrontendConfig:
     ``MelSpectrogram(sample_rate=16000, n_fft=400, hop_length=160, n_mels=80, center=False)``.
     """
 
-    type: str = "stft"
-    sample_rate: Optional[int] = None  # Hz the stack runs at (presets: ${audio.sample_rate})
-    n_fft: int = 400
-    win_length: Optional[int] = None  # null = n_fft
-    hop_length: int = 160
-    window: str = "hann"
-    power: Optional[float] = None  # null: 1 (magnitude) for stft, 2 (power) for mel
-    n_mels: int = 80
-    f_min: float = 0.0
-    f_max: Optional[float] = None  # null: sample_rate / 2
-    log: bool = False
-    log_offset: float = 1e-6
-    n_filters: int = 80  # sinc
-    kernel_size: int = 251  # sinc, odd
-    min_low_hz: float = 30.0  # sinc
-    min_band_hz: float = 50.0  # sinc
+    type: str = setting("stft", f"the front-end: {', '.join(FRONTENDS)}")
+    sample_rate: Optional[int] = setting(None, "Hz the front-end is built for (presets: ${audio.sample_rate}; null: audio.sample_rate)")
+    n_fft: int = setting(400, "stft/mel: FFT size in samples (n_fft // 2 + 1 frequency bins)")
+    win_length: Optional[int] = setting(None, "stft/mel: window length in samples (null: n_fft)")
+    hop_length: int = setting(160, "stft/mel: samples between frames")
+    window: str = setting("hann", f"stft/mel: the window, {', '.join(WINDOWS)}")
+    power: Optional[float] = setting(None, "stft/mel: exponent of the magnitude (null: 1 for stft, 2 for mel)")
+    n_mels: int = setting(80, "mel: mel bands (HTK scale)")
+    f_min: float = setting(0.0, "mel: lowest band edge in Hz")
+    f_max: Optional[float] = setting(None, "mel: highest band edge in Hz (null: sample_rate / 2)")
+    log: bool = setting(False, "stft/mel: log(x + log_offset) of the output")
+    log_offset: float = setting(1e-6, "stft/mel: added before the log")
+    n_filters: int = setting(80, "sinc: band-pass filters (output channels)")
+    kernel_size: int = setting(251, "sinc: filter length in samples (odd)")
+    min_low_hz: float = setting(30.0, "sinc: lowest low cut-off in Hz")
+    min_band_hz: float = setting(50.0, "sinc: narrowest band in Hz")
 
 
 @dataclass
@@ -98,11 +113,19 @@ class ModelConfig:
     ``frontend`` (optional) runs first; ``layers`` follow it.
     """
 
-    name: str = "custom"
-    in_channels: Any = "auto"
-    frontend: Optional[FrontendConfig] = None
-    layers: List[LayerConfig] = field(default_factory=list)
-    checkpoint: Optional[str] = None
+    name: str = setting("custom", "the model's name in logs, plots, inspect and the default output.dir (a preset's, "
+                              "<preset>+custom after layers were added, custom after they were changed)")
+    in_channels: Any = setting("auto", "input channels of the stack: auto (the audio's, after audio.channels) or a number")
+    frontend: Optional[FrontendConfig] = setting(None, "an analytic front-end run first (null: none; "
+                                                   "model=mel, stft or sinc set one)")
+    layers: List[LayerConfig] = setting(help="the conv layers after the front-end, first to last "
+                                         "(a list; '+model.layers=[{...}]' appends to it)", factory=list)
+    # layers to add after ``layers`` (the command line's ``+model.layers=[...]`` sets it); moved into
+    # ``layers`` when the config is composed (config/compose.py: to_config), so a run records one list
+    append_layers: List[LayerConfig] = setting(help="layers added after model.layers (what '+model.layers=[...]' "
+                                                "sets; moved into model.layers when composed)", factory=list)
+    checkpoint: Optional[str] = setting(None, "weights to load: a .safetensors or torch .pt file (this package's, "
+                                          "or a torchaudio/Hugging Face/fairseq wav2vec2-family one); null: seeded")
 
 
 @dataclass
@@ -122,18 +145,22 @@ class AudioConfig:
     ``ceil(new * frames / orig)``; streamed (chunked runs) it equals its whole-file result.
     """
 
-    sample_rate: Optional[int] = None
-    channels: Any = "keep"
-    normalize: bool = False  # zero mean, unit variance per file (wav2vec2/HuBERT input convention)
-    resampler: str = "torchaudio"  # torchaudio (equal to torchaudio.functional.resample) | soxr (not equal)
+    sample_rate: Optional[int] = setting(None, "Hz every file is resampled to (null: each file's own rate)")
+    channels: Any = setting("keep", "which channels feed the stack: keep, mono (the average) or a list of indices ([0])")
+    # zero mean, unit variance per file (wav2vec2/HuBERT input convention)
+    normalize: bool = setting(False, "zero mean and unit variance per file, after resampling (wav2vec2/HuBERT input)")
+    # torchaudio (equal to torchaudio.functional.resample) | soxr (not equal)
+    resampler: str = setting("torchaudio", f"{' or '.join(RESAMPLERS)}: torchaudio equals "
+                                       "torchaudio.functional.resample; soxr (pip install soxr) does not")
 
 
 @dataclass
 class OutputConfig:
     """Where features go. ``dir``: null means ``feats`` (single run) or the job's own folder (multirun)."""
 
-    dir: Optional[str] = None
-    format: OutputFormat = OutputFormat.npy
+    dir: Optional[str] = setting(None, "where features, weights, config.yaml and manifest.jsonl go, a folder or URL "
+                                   "(null: feats/<model name>, or a multirun job's own folder)")
+    format: OutputFormat = setting(OutputFormat.npy, "npy (features only) or npz (features, frame times and metadata)")
 
 
 @dataclass
@@ -145,25 +172,26 @@ class RuntimeConfig:
     ``batch_size`` and ``num_workers`` are used by the batch job (files per stack call, decode workers).
     """
 
-    device: Device = Device.cpu
-    chunk_seconds: Optional[float] = 2.0
-    batch_size: int = 8
-    num_workers: int = 2
+    device: Device = setting(Device.cpu, "cpu, cuda or auto (cuda when available)")
+    chunk_seconds: Optional[float] = setting(2.0, "seconds of audio through the stack at a time, same frames as whole "
+                                              "(null: each file whole)")
+    batch_size: int = setting(8, "files per stack call (a padded batch)", batch_only=True)
+    num_workers: int = setting(2, "decode workers", batch_only=True)
 
 
 @dataclass
 class Config:
-    input: Optional[str] = None
-    seed: int = 0
-    overwrite: bool = False
-    debug: bool = False
-    plot: bool = False
-    summary: bool = False
-    input_seconds: Optional[float] = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    input: Optional[str] = setting(None, "the audio to read: a file or URL (the batch job: a folder, a glob or a list file)")
+    seed: int = setting(0, "initialises the weights when no model.checkpoint is set (same seed, same weights)")
+    overwrite: bool = setting(False, "redo outputs that exist (and replace the weights of another model)")
+    debug: bool = setting(False, "show a traceback instead of a one-line error")
+    plot: bool = setting(False, "also draw <output.dir>/<stem>.png (waveform and features)")
+    summary: bool = setting(False, "print the model's per-layer summary and exit (reads no audio)")
+    input_seconds: Optional[float] = setting(None, "summary=true: the audio length the summary counts frames and FLOPs for")
+    model: ModelConfig = setting(help="the conv stack (model=PRESET picks one)", factory=ModelConfig)
+    audio: AudioConfig = setting(help="how files are loaded", factory=AudioConfig)
+    output: OutputConfig = setting(help="where features go", factory=OutputConfig)
+    runtime: RuntimeConfig = setting(help="how the stack runs", factory=RuntimeConfig)
 
 
 # Audio files a folder or glob input picks up (by extension, case-insensitive).
@@ -183,11 +211,13 @@ class BatchOptions:
     null: every file goes into a batch.
     """
 
-    extensions: List[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
-    workers: str = "thread"
-    progress: str = "auto"
-    log_every_s: float = 10.0
-    long_file_seconds: Optional[float] = 600.0
+    extensions: List[str] = setting(help="audio files a folder or glob picks up (case-insensitive)",
+                                factory=lambda: list(AUDIO_EXTENSIONS))
+    workers: str = setting("thread", "thread (decode in threads, fastest) or process (a crashing decoder costs one file)")
+    progress: str = setting("auto", "auto (a bar on a terminal, log lines otherwise), bar, log or none")
+    log_every_s: float = setting(10.0, "seconds between progress log lines")
+    long_file_seconds: Optional[float] = setting(600.0, "longer files run alone, chunked (runtime.chunk_seconds); "
+                                                    "null: every file goes into a batch")
 
 
 @dataclass
@@ -204,15 +234,16 @@ class EngineConfig:
     ``ship_package``: upload this package to the cluster with the job (when the nodes lack it).
     """
 
-    name: str = "local"
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
-    num_actors: Optional[int] = None
-    num_cpus_per_actor: Optional[float] = None
-    num_gpus_per_actor: float = 0.0
-    read_cpus: Optional[float] = None
-    env_vars: Any = None  # a mapping of names to values, or null
-    ship_package: bool = False
+    name: str = setting("local", "local (this process) or ray (a Ray cluster; pick it with engine=ray)")
+    address: Optional[str] = setting(None, "ray: null starts a local Ray instance, auto joins this machine's cluster, "
+                                       "ray://host:10001 a remote one")
+    num_cpus: Optional[int] = setting(None, "ray: CPUs of a local instance (null: every core)")
+    num_actors: Optional[int] = setting(None, "ray: stack actors (null: from the cluster's resources)")
+    num_cpus_per_actor: Optional[float] = setting(None, "ray: CPUs per stack actor (null: derived)")
+    num_gpus_per_actor: float = setting(0.0, "ray: GPUs each stack actor holds (the stack then runs on CUDA)")
+    read_cpus: Optional[float] = setting(None, "ray: CPUs per decode task (null: derived)")
+    env_vars: Any = setting(None, "ray: environment variables of every worker (a mapping, or null)")
+    ship_package: bool = setting(False, "ray: upload this package with the job (nodes that lack it)")
 
 
 @dataclass
@@ -223,8 +254,8 @@ class StorageConfig:
     passed to every worker. ``manifest_flush_s``: on object stores the manifest is rewritten
     whole at most this often (and at the end)."""
 
-    options: Any = None  # a mapping, or null
-    manifest_flush_s: float = 30.0
+    options: Any = setting(None, "fsspec filesystem options for URL inputs and outputs (a mapping, or null)")
+    manifest_flush_s: float = setting(30.0, "object stores: seconds between rewrites of the whole manifest")
 
 
 @dataclass
@@ -232,9 +263,9 @@ class BatchConfig(Config):
     """Root schema of the batch job: every ``Config`` key plus ``batch.*``, ``engine.*`` and
     ``storage.*``."""
 
-    batch: BatchOptions = field(default_factory=BatchOptions)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
+    batch: BatchOptions = setting(help="the batch job's own settings", factory=BatchOptions)
+    engine: EngineConfig = setting(help="where the job runs (engine=local or engine=ray)", factory=EngineConfig)
+    storage: StorageConfig = setting(help="URL inputs and outputs", factory=StorageConfig)
 
 
 def register_configs() -> None:

@@ -28,10 +28,11 @@ from conv_pipeline.engines.work import (
     weights_digest,
 )
 from conv_pipeline.errors import OutputError
-from conv_pipeline.execute.chunked import extract_stream, file_writer
+from conv_pipeline.execute.stream_file import extract_stream, file_writer
 from conv_pipeline.execute.whole import extract, resolve_device
 from conv_pipeline.fs import PRINTABLE_LOG
 from conv_pipeline.inspect.summary import model_summary
+from conv_pipeline.inspect.text import audio_text
 from conv_pipeline.load.audio import load_audio
 from conv_pipeline.load.stream import open_audio_stream
 from conv_pipeline.sink.jobdir import (
@@ -63,9 +64,10 @@ def _features_config(config: dict, stack: ConvStack) -> dict:
     return {**config, WEIGHTS_KEY: weights_digest(stack)}
 
 
-def _log_run(plan: Plan, path: str, in_channels: int, frames: int, sample_rate: int, stack: ConvStack) -> None:
+def _log_run(plan: Plan, path: str, info: Any, in_channels: int, frames: int, sample_rate: int, stack: ConvStack) -> None:
     # Logged once the features are written, so an error is the only line a failed run prints.
-    log.info("%s: %d channel(s), %d frames at %d Hz (%.2f s)", path, in_channels, frames, sample_rate, frames / sample_rate)
+    # The file's rate, channels and samples, then what the stack took (samples: frames are the features').
+    log.info("%s: %s", path, audio_text(info.sample_rate, info.channels, info.frames, sample_rate, in_channels, frames))
     log.info("%s", model_summary(plan.model, in_channels, sample_rate, frames / sample_rate))
 
 
@@ -85,7 +87,7 @@ def _run_whole(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
     config = _written_config(plan, in_channels)
     weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
     write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, _features_config(config, stack))
-    _log_run(plan, audio.info.path, in_channels, audio.frames, audio.sample_rate, stack)  # written: now say so
+    _log_run(plan, audio.info.path, audio.info, in_channels, audio.frames, audio.sample_rate, stack)  # written: now say so
     return weights, audio.sample_rate, audio.frames, tuple(features.shape), stack
 
 
@@ -117,7 +119,7 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
                 pass
         raise
     bar.close()
-    _log_run(plan, stream.path, in_channels, stream.frames_read, stream.sample_rate, stack)  # written: now say so
+    _log_run(plan, stream.path, stream.reader.info, in_channels, stream.frames_read, stream.sample_rate, stack)  # written: now say so
     return done["weights"], result.sample_rate, result.num_samples, result.shape, stack
 
 

@@ -57,12 +57,30 @@ def _run(args: argparse.Namespace) -> None:
                 raise InputError(f"{path}: --plot draws one feature file; give a .npy/.npz file, not a folder")
             print(printable(describe_dir(path), keep="\n"))
         else:
+            refuse_audio(path)
             print(printable(describe_file(path), keep="\n"))
             if args.plot:
                 from conv_pipeline.inspect.plot import plot_features
 
                 result = plot_features(path, args.plot, audio_path=args.audio)
                 print(f"wrote {printable(result.path)}")
+
+
+def refuse_audio(path: Path) -> None:
+    """``InputError`` when ``path`` (not a .npy/.npz) is an audio file: inspect reads what a run wrote."""
+    if path.suffix.lower() in (".npy", ".npz") or not path.is_file():
+        return
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError, ValueError, TypeError):  # not audio either: describe_file says what it is
+        return
+    raise InputError(
+        f"{printable(str(path))}: an audio file ({info.samplerate} Hz, {info.channels} channel(s), {info.duration:.2f} s), not a "
+        "feature file; inspect reads what a run wrote: a .npy/.npz feature file or an output folder "
+        f"(features of this file: python -m conv_pipeline input={printable(str(path))})"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from conv_pipeline.config.checks import (
 from conv_pipeline.config.plan import Plan, build_plan
 from conv_pipeline.config.schema import NORMS, LayerConfig, ModelConfig
 from conv_pipeline.errors import ConfigError
+from conv_pipeline.fs import Lines, printable
 from conv_pipeline.geometry import (
     StackGeometry,
     conv_flops_per_frame,
@@ -86,7 +87,7 @@ def model_summary(
     sample_rate: float,
     input_seconds: Optional[float] = None,
     notes: Sequence[str] = (),
-) -> str:
+) -> Lines:
     """The per-layer table with totals, for ``input_seconds`` of audio at ``sample_rate``.
 
     ``notes`` are printed under the title (say there where ``in_channels`` / ``sample_rate`` came from).
@@ -101,7 +102,7 @@ def model_summary(
     if n_frontend and not model.layers:
         out_channels = frontend_out_channels(model.frontend)
     title = (
-        f"model {model.name}: {len(layers)} conv layer{'s' if len(layers) != 1 else ''}, "
+        f"model {printable(model.name)}: {len(layers)} conv layer{'s' if len(layers) != 1 else ''}, "
         f"{in_channels} -> {out_channels} channels, {total_params:,} parameters"
     )
     lines = [title, *(f"  {n}" for n in notes)]
@@ -153,7 +154,7 @@ def model_summary(
     if num_samples is not None:
         total_flops = sum(r["flops"] for r in rows)
         lines.append(f"{input_seconds:g} s of audio: {total_flops / 1e6:.3f} MFLOPs (each layer's output frames x FLOPs per frame)")
-    return "\n".join(lines)
+    return Lines("\n".join(lines))  # logged with its line breaks (fs.PrintableArgs)
 
 
 def _stack_layers(model: ModelConfig, in_channels: int) -> tuple[list, "int | list[tuple[int, int]]", int]:

@@ -65,12 +65,44 @@ def _checkpoint_file(path: str | Path) -> Path:
         raise ConfigError(f"model.checkpoint={str(path)!r}: no such file") from None
     except OSError as err:
         raise ConfigError(f"model.checkpoint={str(path)!r}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(_folder_message(Path(path)))
     for is_kind, kind in _NOT_REGULAR:
         if is_kind(st.st_mode):
             raise ConfigError(f"model.checkpoint={str(path)!r} is {kind}, not a checkpoint file; give a .safetensors or .pt file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"model.checkpoint={str(path)!r}: permission denied; make the file readable")
     return Path(path)
+
+
+# Weight files a model folder (Hugging Face's layout, or a run's output.dir) may hold, best first.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "checkpoint.pt")
+
+
+def _folder_message(path: Path) -> str:
+    """What to give instead of a folder: the weights file inside it, when there is one."""
+    found = [name for name in WEIGHT_FILES if (path / name).is_file()]
+    kind = "a Hugging Face model folder" if (path / "config.json").is_file() else "a folder"
+    if found:
+        return (f"model.checkpoint={str(path)!r} is {kind}; give the weights file inside it: "
+                f"model.checkpoint={str(path / found[0])!r}")
+    return (f"model.checkpoint={str(path)!r} is {kind} without a weights file ({', '.join(WEIGHT_FILES)}); "
+            "give a .safetensors file or a file saved with torch.save")
+
+
+# How a file torch.save wrote begins: a zip archive (torch >= 1.6) or a pickle (the legacy format).
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _not_a_checkpoint(path: Path) -> None:
+    """``ConfigError`` saying what accepted formats a file is not, when it begins like none of them."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(TORCH_MAGIC):
+        raise ConfigError(
+            f"model.checkpoint={str(path)!r} is not a checkpoint: neither safetensors nor a torch.save file "
+            f"(it begins {head!r}); give a .safetensors file or a .pt/.pth/.bin file saved with torch.save"
+        )
 
 
 def _safetensors(path: Path) -> Tensors:
@@ -124,6 +156,7 @@ def _zip_check(path: Path) -> bool:
 
 
 def _torch_file(path: Path, stack_bytes: int) -> Tensors:
+    _not_a_checkpoint(path)
     mapped = _zip_check(path)
     cap = max(LEGACY_MIN_BYTES, LEGACY_FACTOR * stack_bytes)
     size = path.stat().st_size

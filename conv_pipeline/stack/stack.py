@@ -96,10 +96,16 @@ class ConvStack(nn.Module):
         Returns ``(batch, out_channels, frames_out)``; with ``lengths``, each item's frames past
         its own valid output length are padding (trim them with ``output_lengths``).
         """
+        if not isinstance(x, torch.Tensor):
+            raise InputError(
+                f"input must be a torch.Tensor (batch, channels, frames), got {type(x).__name__}; "
+                "conv_pipeline.Extractor takes numpy or torch audio of any of (frames,), (channels, frames), (batch, channels, frames)"
+            )
         if x.dim() != 3:
             raise InputError(f"input must be 3-D (batch, channels, frames), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise InputError(f"input has {x.shape[1]} channels, the stack expects {self.in_channels}")
+        self.geometry.check_input_length(int(x.shape[-1]))  # too short for one frame: InputError naming the minimum
         if lengths is None:
             for layer in self.layers:
                 x = layer(x)

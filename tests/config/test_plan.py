@@ -151,8 +151,11 @@ def test_channel_rule_fixes_and_refusals():
     assert channel_rule("auto", "mono", 1, None, None, None).count == 1
     assert channel_rule(2, "keep", 2, None, None, None).count == 2
     assert channel_rule("auto", "keep", 1, None, None, "mel").count == 1
-    with pytest.raises(ConfigError, match=r"audio.channels=\[0,1\] gives 2 channel\(s\) but model.in_channels=1"):
+    with pytest.raises(ConfigError, match=r"audio.channels=\[0,1\] gives 2 channel\(s\) but the stack takes 1 "
+                                          r"\(model.in_channels=1\); use audio.channels=mono, or model.in_channels=2"):
         channel_rule(1, (0, 1), 1, None, None, None)
+    with pytest.raises(ConfigError, match=r"takes 1 \(model.frontend=mel works on one channel\); use audio.channels=mono$"):
+        channel_rule("auto", (0, 1), 1, None, None, "mel")  # a front-end's count cannot move: one fix only
     with pytest.raises(ConfigError, match="model.layers\\[0\\].groups=2 must divide its input channels"):
         channel_rule("auto", "mono", 2, None, None, None)
     rule = channel_rule(1, "keep", 1, None, None, None)
