@@ -1,8 +1,8 @@
 """Stream buffers: the exact-chunking rule, shared by every windowed operation run on a stream.
 
-Used by ``execute/chunked.py`` (one ``Window`` per conv layer, ``Moments`` for norms over time)
-and ``load/stream.py`` (the resampler's ``Window``, ``Moments`` for ``audio.normalize``). Buffers
-are time-major: rows are samples (frames), columns channels.
+Used by ``execute/chunked.py`` (one ``Window`` per conv layer, ``Moments``/``Covariance`` for norms
+over time) and ``load/stream.py`` (the resampler's ``Window``, ``Moments`` for
+``audio.normalize``). Buffers are time-major: rows are samples (frames), columns channels.
 
 * ``Rows``: ``buf[:n]`` ``(rows, channels)``, grown to the largest chunk seen and then reused, so
   a long stream allocates nothing per chunk. A producer writes into ``tail(rows)`` and then
@@ -14,6 +14,8 @@ are time-major: rows are samples (frames), columns channels.
   after computing them the caller calls ``consume(m)``, which drops ``m * stride`` rows, and when
   that is more than ``n`` (``stride > span``) the excess is skipped from later input.
 * ``Moments``: count, mean and variance merged chunk by chunk (Chan et al., float64).
+* ``Covariance``: the same for the covariance matrix of row vectors (a conv's input windows:
+  ``chunked.py``'s statistics pass derives a conv's output moments from them, the conv not run).
 
 Why this gives exactly the whole-signal outputs, and how much a window keeps: "Chunks (exact
 streaming)" in ``docs/geometry.md``.
@@ -122,3 +124,37 @@ class Moments:
 
     def mean_var(self) -> tuple[Any, Any]:
         return self.mean, self.m2 / max(self.count, 1)
+
+
+class Covariance:
+    """Count, mean ``(d,)`` and co-moment matrix ``(d, d)`` of row vectors, combined chunk by chunk
+    (Chan et al., float64): ``Moments`` for vectors, with their cross terms."""
+
+    def __init__(self, dims: int, device) -> None:
+        self.count = 0
+        self.mean = torch.zeros(dims, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(dims, dims, dtype=torch.float64, device=device)
+
+    def add(self, x: torch.Tensor) -> None:
+        """``x`` ``(rows, d)``: each row one vector."""
+        n = int(x.shape[0])
+        if n == 0:
+            return
+        x = x.double()
+        mean = x.mean(dim=0)
+        centred = x - mean
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += centred.t() @ centred + torch.outer(delta, delta) * (self.count * n / total)
+        self.count = total
+
+    def linear_mean_var(self, weight: torch.Tensor, bias: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-column mean and (population) variance of ``x @ weight + bias`` over every row added,
+        ``weight`` ``(d, C)``: ``mean @ weight + bias`` and ``diag(weight^T Cov weight)``, float64."""
+        w = weight.double()
+        mean = self.mean @ w
+        if bias is not None:
+            mean = mean + bias.double()
+        cov = self.m2 / max(self.count, 1)
+        return mean, ((cov @ w) * w).sum(dim=0)

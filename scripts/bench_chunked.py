@@ -265,7 +265,7 @@ def speed_default_model(wav: Path, seconds: float, n_rounds: int) -> None:
     from conv_pipeline.stack.stack import ConvStack
     from conv_pipeline.config.compose import compose_config
     from conv_pipeline.execute.whole import extract
-    from conv_pipeline.execute.chunked import extract_file_chunked
+    from conv_pipeline.execute.stream_file import extract_file_chunked
 
     cfg = compose_config([])
     stack = ConvStack.from_config(cfg.model, in_channels=2).eval()

@@ -40,7 +40,7 @@ from conv_pipeline.api.waveform import (
     whole_audio,
 )
 from conv_pipeline.config.plan import Plan, build_plan
-from conv_pipeline.execute.chunked import extract_stream
+from conv_pipeline.execute.stream_file import extract_stream
 from conv_pipeline.execute.whole import extract, resolve_device
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.load.signal import check_resample

@@ -112,7 +112,7 @@ def process_long_file(
     bounded memory, the same frames as the whole-file computation), else the whole file at once.
     """
     if chunk_seconds:
-        from conv_pipeline.execute.chunked import extract_file_chunked, file_writer
+        from conv_pipeline.execute.stream_file import extract_file_chunked, file_writer
 
         result = extract_file_chunked(
             path, stack, audio, chunk_seconds, device, file_writer(out_path, stack.geometry, config)

@@ -36,55 +36,45 @@ torch thread each (``execute/pipeline.py``). Which frames come out does not chan
 
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
-(float64, ``windows.Moments``), then again with the statistics fixed (as a per-channel
-``x * scale + shift``, in place); "Norms that pool over time" in ``docs/geometry.md``. Every pass
-over a file (these, and ``audio.normalize``'s statistics pass inside ``AudioStream``) must read the
-same number of samples (``PassCounts``): a file that changed in between is refused, nothing
-written. Per-frame
-operations (activations, ``layer_norm`` over channels, the front-ends' magnitude/log) commute
-with chunking.
+(float64, ``windows.Moments``; for a ``groups=1`` conv with at most ``GRAM_DIMS`` values per window
+and no FFT, the conv is not run: the mean and covariance of its input windows are accumulated,
+``windows.Covariance``, and the output's follow, ``mean @ W + b`` and ``diag(W^T Cov W)``), then
+again with the statistics fixed (as a per-channel ``x * scale + shift``, in place); "Norms that
+pool over time" in ``docs/geometry.md``. Every pass over a file (these, and ``audio.normalize``'s
+statistics pass inside ``AudioStream``) must read the same number of samples (``PassCounts``): a
+file that changed in between is refused, nothing written. Per-frame operations (activations,
+``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking.
 
 Public API:
 
 * ``StreamingStack(stack, device, time_stats)``: ``push(x (C_in, n)) -> (C_out, m)``, ``flush()``.
 * ``iter_features(blocks, stack, device)``: feature chunks ``(C_out, m)`` of a sequence of input
   blocks (re-iterable when the stack has a norm over time).
-* ``extract_stream(stream, stack, device, writer)`` and
-  ``extract_file_chunked(path, stack, audio, chunk_seconds, device, writer)``: one file through
-  the stack; ``writer(chunks, shape, sample_rate)`` consumes the chunks (``file_writer`` writes a
-  feature file incrementally, ``collect_features`` returns an array). Overflowing chunks are
-  refused (``whole.check_finite``) before the writer sees them.
+
+One file through it, handed to a writer (``extract_stream``, ``extract_file_chunked``):
+``execute/stream_file.py``.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import ConfigError, InputError
 from conv_pipeline.execute.passes import PassCounts
 from conv_pipeline.execute.pipeline import TwoStages, layer_costs, split_point
-from conv_pipeline.execute.whole import check_finite
-from conv_pipeline.load.info import AudioInfo
-from conv_pipeline.load.stream import AudioStream, open_audio_stream
 from conv_pipeline.stack.layer import ChannelLayerNorm, ConvLayer, activation_of
 from conv_pipeline.stack.spectral import frame_spectra, one_thread, split_magnitude
 from conv_pipeline.stack.stack import ConvStack
-from conv_pipeline.windows import Moments, Rows, Window
+from conv_pipeline.windows import Covariance, Moments, Rows, Window
 
 SERIAL_MACS = 1 << 23  # a layer's chunk of fewer multiply-adds than this runs on one thread
 PIPELINE_MACS = 20000  # iter_features pipelines a stack of at least this many multiply-adds per input sample
 MIN_ROWS = 256  # iter_features: a layer waits for this many complete outputs (few, large products)
-
-Writer = Callable[[Iterator[np.ndarray], "tuple[int, int]", int], Any]
+GRAM_DIMS = 512  # a statistics pass keeps the windows' (k * C_in)^2 moments, not the conv's output, up to this k * C_in
 
 
 class _Output(Rows):
@@ -164,6 +154,10 @@ class _Layer:
         norm_in_place = self.norm is None or self.time_norm or isinstance(self.norm, ChannelLayerNorm)
         act_in_place = self.act is None or (self.act_entry is not None and self.act_entry.in_place is not None)
         self.direct = norm_in_place and act_in_place  # output written straight into the next buffer
+        # conv_only (a statistics pass) with a small window matrix: only the windows' moments are kept,
+        # the output's follow from them (``collected``)
+        small = self.groups == 1 and self.fft_win is None and k * self.c_in <= GRAM_DIMS
+        self.gram = Covariance(k * self.c_in, device) if conv_only and small else None
 
     def _grow(self, name: str, rows: int, cols: int) -> torch.Tensor:
         t = getattr(self, name)
@@ -175,7 +169,7 @@ class _Layer:
     def conv_into(self, m: int, out: torch.Tensor) -> None:
         """The ``m`` complete outputs of the conv (no padding: the window has it) into ``out`` ``(m, C_out)``
         (``(m, C_out / 2)``, the ``PairMagnitude`` of them, when ``magnitude`` is fused in)."""
-        buf, c, k, s, d = self.window.buf, self.c_in, self.k, self.s, self.d
+        buf, k, s = self.window.buf, self.k, self.s
         if self.fft_win is not None:
             frames = buf.as_strided((m, k), (s, 1))  # one channel: the windows are rows of a strided view
             if self.magnitude is not None:  # (m, F) magnitude ** power
@@ -184,11 +178,7 @@ class _Layer:
                 spectra = frame_spectra(frames, self.fft_win, torch.empty(m, self.c_out // 2, dtype=out.dtype.to_complex(), device=out.device))
                 torch.cat([spectra.real, spectra.imag], dim=1, out=out)
         elif self.groups == 1:
-            if self.strided_view:
-                cols = buf.as_strided((m, k * c), (s * c, 1))
-            else:
-                cols = self._grow("cols", m, k * c)
-                cols.view(m, k, c).copy_(buf.as_strided((m, k, c), (s * c, d * c, 1)))
+            cols = self.columns(m)
             if self.bias is not None:
                 torch.addmm(self.bias, cols, self.wt, out=out)
             else:
@@ -196,8 +186,17 @@ class _Layer:
         else:
             n = self.window.n
             x = buf[:n].t().clone(memory_format=torch.contiguous_format)[None]  # (1, C_in, n), row-major
-            y = F.conv1d(x, self.weight, self.bias, s, 0, d, self.groups)  # (1, C_out, m)
+            y = F.conv1d(x, self.weight, self.bias, s, 0, self.d, self.groups)  # (1, C_out, m)
             out.copy_(y[0].t())
+
+    def columns(self, m: int) -> torch.Tensor:
+        """The ``m`` complete input windows as rows ``(m, k * C_in)``, (tap, channel) order (``wt``'s rows)."""
+        buf, c, k, s, d = self.window.buf, self.c_in, self.k, self.s, self.d
+        if self.strided_view:
+            return buf.as_strided((m, k * c), (s * c, 1))
+        cols = self._grow("cols", m, k * c)
+        cols.view(m, k, c).copy_(buf.as_strided((m, k, c), (s * c, d * c, 1)))
+        return cols
 
     def post(self, y: torch.Tensor) -> torch.Tensor:
         """Norm then activation on the conv output ``(m, C_out)``; in place when ``direct``."""
@@ -232,6 +231,10 @@ class _Layer:
             self._run(m, sink)
 
     def _run(self, m: int, sink: Rows) -> None:
+        if self.gram is not None:  # a statistics pass: the windows' moments, the conv not run
+            self.gram.add(self.columns(m))
+            self.window.consume(m)
+            return
         if self.direct:
             out = sink.tail(m)
             self.conv_into(m, out)
@@ -260,8 +263,9 @@ class StreamingStack:
         stack: the stack (its device and dtype are used).
         time_stats: ``{layer_index: (mean, var)}`` (per channel, over the whole input) for every
             layer whose norm pools over time; ``iter_features`` computes them in extra passes.
-        collect: statistics pass for layer ``collect``: run the layers before it and its conv, and
-            keep the per-channel moments of that conv's output (``collected()``) instead of features.
+        collect: statistics pass for layer ``collect``: run the layers before it and its conv (or
+            only gather its input windows' moments, ``_Layer.gram``), and keep the per-channel
+            moments of that conv's output (``collected()``) instead of features.
         min_rows: a layer runs once at least this many of its outputs are complete (``flush`` runs
             the rest). 1: every frame is pushed out as soon as its window is read. More: late
             layers, which get few frames per chunk, run as fewer, larger products (same frames).
@@ -363,6 +367,9 @@ class StreamingStack:
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(mean, var)`` (float64) of layer ``collect``'s conv output, after ``flush``."""
+        last = self.layers[-1]
+        if last.gram is not None:  # y = cols @ wt + b: mean(cols) @ wt + b, diag(wt^T Cov(cols) wt)
+            return last.gram.linear_mean_var(last.wt, last.bias)
         return self.sink.moments.mean_var()
 
 
@@ -409,91 +416,3 @@ def _stream(streamer: StreamingStack, blocks: Iterable[torch.Tensor], passes: Pa
     passes.done(streamer.frames_in)  # before the last chunk: a writer never completes a changed file
     if y.shape[-1]:
         yield y
-
-
-# ---------------------------------------------------------------- one file
-@dataclass
-class ChunkedResult:
-    """What ``extract_stream`` did: the writer's return value and the figures of the manifest."""
-
-    written: Any
-    shape: tuple[int, int]
-    sample_rate: int
-    num_samples: int  # per channel, at sample_rate
-    info: AudioInfo
-    seconds: float
-
-
-def collect_features(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> np.ndarray:
-    """A writer that keeps the features in memory: ``(C_out, frames)`` float32."""
-    parts = list(chunks)
-    return np.concatenate(parts, axis=1) if parts else np.zeros((shape[0], 0), np.float32)
-
-
-def file_writer(path: Union[str, Path], geometry, config: Optional[dict] = None, before_commit=None) -> Writer:
-    """A writer that streams the features into ``path`` (``.npy`` or ``.npz``, atomically,
-    preallocated with the predicted shape); see ``sink.writer.write_features_stream``."""
-    from conv_pipeline.sink.writer import write_features_stream
-
-    def write(chunks: Iterator[np.ndarray], shape: tuple[int, int], sample_rate: int) -> Path:
-        return write_features_stream(Path(path), chunks, shape, geometry, sample_rate, config, before_commit)
-
-    return write
-
-
-def extract_stream(
-    stream: AudioStream,
-    stack: ConvStack,
-    device: Optional[torch.device] = None,
-    writer: Writer = collect_features,
-) -> ChunkedResult:
-    """``stream`` through ``stack`` chunk by chunk; ``writer(chunks, shape, sample_rate)`` consumes
-    the float32 ``(C_out, m)`` chunks (``shape`` is the prediction from the header).
-
-    Errors are ``extract``'s and ``load_audio``'s, with the same messages: NaN/Inf samples, a
-    too short file and features that overflow float32 raise ``InputError`` (from inside the chunk
-    iterator when found while streaming, so a writer that cleans up on exceptions leaves nothing).
-    """
-    t0 = time.perf_counter()
-    if stream.channels != stack.in_channels:
-        raise InputError(
-            f"{stream.path}: has {stream.channels} channel(s) after audio.channels but the stack takes "
-            f"{stack.in_channels}; fix audio.channels (mono, or a list of indices)"
-        )
-    geometry = stack.geometry
-    predicted = geometry.output_length(stream.frames)
-    if predicted < 1:  # too short by its header: decode it first, so NaN/Inf is reported as whole-file mode does
-        for _ in stream:
-            pass
-        predicted = geometry.check_input_length(stream.frames_read, what=stream.path)
-    emitted = 0
-
-    def chunks() -> Iterator[np.ndarray]:
-        nonlocal emitted
-        for y in iter_features(stream, stack, device):
-            emitted += int(y.shape[-1])
-            chunk = y.to("cpu", torch.float32)
-            check_finite(chunk, stream.path)  # before the writer sees it: overflowing features are never written
-            yield chunk.numpy()
-        expected = geometry.check_input_length(stream.frames_read, what=stream.path)
-        if emitted != expected:
-            raise RuntimeError(f"internal error: chunked execution gave {emitted} frames, geometry predicts {expected}")
-
-    written = writer(chunks(), (stack.out_channels, predicted), stream.sample_rate)
-    return ChunkedResult(
-        written, (stack.out_channels, emitted), stream.sample_rate, int(stream.frames_read), stream.info,
-        time.perf_counter() - t0,
-    )
-
-
-def extract_file_chunked(
-    path: Union[str, Path],
-    stack: ConvStack,
-    audio: Optional[AudioConfig],
-    chunk_seconds: float,
-    device: Optional[torch.device] = None,
-    writer: Writer = collect_features,
-) -> ChunkedResult:
-    """One file through ``stack`` in chunks of ``chunk_seconds`` (of the file's audio), in bounded
-    memory: ``open_audio_stream`` then ``extract_stream``."""
-    return extract_stream(open_audio_stream(path, audio, chunk_seconds), stack, device, writer)

@@ -29,7 +29,8 @@ from conv_pipeline.stack.stack import ConvStack
 from conv_pipeline.config.compose import compose_config
 from conv_pipeline.execute.whole import extract
 from conv_pipeline.engines.single import run
-from conv_pipeline.execute.chunked import StreamingStack, extract_file_chunked, iter_features
+from conv_pipeline.execute.chunked import StreamingStack, iter_features
+from conv_pipeline.execute.stream_file import extract_file_chunked
 from conv_pipeline.sink.writer import TMP_MARKER
 from helpers.audio import make_audio
 from helpers.paths import ROOT
