@@ -10,7 +10,7 @@ from the caller and the features go back to it). An entry point like ``cli/``, a
   weights (built once per input channel count when ``model.in_channels=auto``);
 * each call runs the load stage on the samples (``api/waveform.py``: channel policy, resampling
   to ``audio.sample_rate``, ``audio.normalize``) and the execution ``engines/single.py`` chooses:
-  ``execute/chunked.py: extract_stream`` when ``runtime.chunk_seconds`` is set (the default),
+  ``execute/stream_file.py: extract_stream`` when ``runtime.chunk_seconds`` is set (the default),
   ``execute/whole.py: extract`` when it is null. The features equal, bit for bit, what
   ``python -m conv_pipeline`` writes for a file holding the same samples.
 

@@ -12,7 +12,7 @@ config's rate, ``audio.normalize``:
 * ``whole_audio(item, ...)``: an ``Audio`` (``(C', T')`` at the target rate) for ``execute/whole.py: extract``;
 * ``ArrayBlocks``: the item as ``BlockReader``-like blocks (``(C', n)`` at its own rate, the
   policy applied per block, in the decoder's memory layout), which ``AudioStream`` resamples and
-  normalises for ``execute/chunked.py: extract_stream``.
+  normalises for ``execute/stream_file.py: extract_stream``.
 
 So the samples the stack sees are the ones a WAV file holding the same numbers gives the CLI.
 """
