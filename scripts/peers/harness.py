@@ -155,22 +155,38 @@ class RunFailed(RuntimeError):
     pass
 
 
+# Linux starts an exec'd process's peak RSS (ru_maxrss) at the peak of the process it replaced: a
+# child spawned straight from a large parent (pytest, a bench that imported torch) would report at
+# least the parent's size. So every command is started by this small launcher (python -S, ~10 MB),
+# which forks it, waits and prints the command's own peak RSS (KiB) and exit code on its stdout.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(cmd: Sequence[str], expect: int = 0, cwd: Path = ROOT) -> Sample:
-    """Run ``cmd`` to the end; its stdout is discarded, its stderr kept for a failure message."""
+    """Run ``cmd`` to the end (through ``LAUNCHER``); its stdout is discarded, its stderr kept for a
+    failure message. Wall and CPU include the launcher's start (about 10 ms)."""
     with tempfile.TemporaryFile() as err:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], cwd=str(cwd), stdout=subprocess.PIPE,
+                              stderr=err, check=False)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != expect:
+        maxrss_kib, code = (int(v) for v in proc.stdout.split())
+        if code != expect:
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise RunFailed(f"exit {proc.returncode} (expected {expect}): {' | '.join(tail)}")
+            raise RunFailed(f"exit {code} (expected {expect}): {' | '.join(tail)}")
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Sample(wall, cpu, usage.ru_maxrss / 1024)
+    return Sample(wall, cpu, maxrss_kib / 1024)
 
 
 @dataclass

@@ -270,8 +270,10 @@ def test_a_fifo_folder_or_device_as_checkpoint_says_what_it_is(tmp_path, kind):
         target.mkdir()
     wav = wav_with_rate(tmp_path / "a.wav", 16000)
     proc = run_cli(f"input={wav}", f"output.dir={tmp_path / 'out'}", f"model.checkpoint={target}")
-    want = {"fifo": "is a named pipe (FIFO)", "folder": "is a folder", "device": "is a character device"}[kind]
-    line = assert_one_line_error(proc, want, "not a checkpoint file")
+    want = {"fifo": ("is a named pipe (FIFO)", "not a checkpoint file"),
+            "folder": ("is a folder without a weights file", "give a .safetensors file"),
+            "device": ("is a character device", "not a checkpoint file")}[kind]
+    line = assert_one_line_error(proc, *want)
     assert proc.returncode == 2 and "no such file" not in line
 
 

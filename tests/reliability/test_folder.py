@@ -250,16 +250,20 @@ def test_file_truncated_between_passes_is_refused(tmp_path, monkeypatch, capfd, 
 
     wav = write_audio(tmp_path / "long.wav", seconds=12.0, seed=4)
     size = wav.stat().st_size
-    real = windows.Moments.mean_var
     cut = []
 
-    def mean_var_then_truncate(self):
-        if not cut:
-            cut.append(True)
-            os.truncate(wav, 44 + (size - 44) * 87 // 120)
-        return real(self)
+    def then_truncate(real):  # the statistics pass ends by reading its moments: cut the file then
+        def wrapped(self, *args):
+            if not cut:
+                cut.append(True)
+                os.truncate(wav, 44 + (size - 44) * 87 // 120)
+            return real(self, *args)
 
-    monkeypatch.setattr(windows.Moments, "mean_var", mean_var_then_truncate)
+        return wrapped
+
+    # per-output moments (audio.normalize, wide convs) or the windows' covariance (a small conv's group_norm)
+    monkeypatch.setattr(windows.Moments, "mean_var", then_truncate(windows.Moments.mean_var))
+    monkeypatch.setattr(windows.Covariance, "linear_mean_var", then_truncate(windows.Covariance.linear_mean_var))
     out = tmp_path / "O"
     r = cli_inprocess([f"input={wav}", f"output.dir={out}", "runtime.chunk_seconds=1", *overrides], capfd)
     ok = bool(cut) and r.code == 2 and len(r.err_lines) == 1 and "changed while it was being read" in r.err

@@ -134,7 +134,7 @@ def _batch_groups() -> dict[tuple[str, ...], list[Case]]:
 
 
 BATCH_GROUPS = _batch_groups()
-GROUP_IDS = {(): "default", ("audio.sample_rate=null",): "native_rate", ("model=stft", "model.in_channels=1"): "stft"}
+GROUP_IDS = {(): "default", ("audio.sample_rate=null",): "native_rate", ("model=mel", "model.in_channels=1"): "mel"}
 assert set(BATCH_GROUPS) == set(GROUP_IDS)
 
 
