@@ -3,14 +3,15 @@
 Flow: source -> **load** -> stack -> execute -> sink -> engines. ``BlockReader`` yields float32
 ``(channels', n)`` blocks at the file's own rate, ``audio.channels`` applied
 (``signal.apply_channel_policy``); ``stream.py`` resamples and normalises them into an
-``AudioStream``. Memory holds one block whatever the file's length; the checks and messages are
-``load_audio``'s (``audio.py``).
+``AudioStream``. Memory holds a few blocks whatever the file's length; the checks and messages are
+``load_audio``'s (``audio.py``). Each pass decodes one block ahead on a worker thread
+(``prefetch.py``): the next block decodes while the stack computes this one.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional, Union
+from typing import Generator, Iterator, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -31,6 +32,7 @@ from conv_pipeline.load.info import (
     sf_name,
     warn_truncated,
 )
+from conv_pipeline.load.prefetch import prefetched
 from conv_pipeline.load.signal import (
     ChannelPolicy,
     apply_channel_policy,
@@ -47,8 +49,9 @@ class BlockReader:
     start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
     is read to its end to count them, then refused; a file that decodes to no frames is refused.
     ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
-    for a truncated file). Memory: one block, whatever the file's length, of at most
-    ``MAX_BLOCK_BYTES`` (``config/checks.py``) whatever ``block_frames`` and the header's rate say.
+    for a truncated file). Memory: at most three blocks (one with the caller, two decoded ahead),
+    whatever the file's length, each of at most ``MAX_BLOCK_BYTES`` (``config/checks.py``) whatever
+    ``block_frames`` and the header's rate say.
     """
 
     def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
@@ -69,6 +72,10 @@ class BlockReader:
         self._block_frames = capped_block_frames(max(1, int(frames)), 1, max(self.info.channels, self.channels))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        """One pass, decoded a block ahead on a worker thread (``prefetch.py``)."""
+        return prefetched(self._decode())
+
+    def _decode(self) -> Generator[torch.Tensor, None, None]:
         frames, bad = 0, 0
         quiet = NativeStderr()  # around each libsndfile call, never across a yield
         try:
