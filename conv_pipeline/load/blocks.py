@@ -41,6 +41,10 @@ from conv_pipeline.load.signal import (
 )
 
 
+# Containers whose libsndfile decoders print nothing on stderr: decoded ahead on a worker thread.
+QUIET_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF", "CAF", "AU", "RAW"})
+
+
 class BlockReader:
     """A file decoded block by block (``SoundFile.read``), with the channel policy applied.
 
@@ -72,8 +76,12 @@ class BlockReader:
         self._block_frames = capped_block_frames(max(1, int(frames)), 1, max(self.info.channels, self.channels))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        """One pass, decoded a block ahead on a worker thread (``prefetch.py``)."""
-        return prefetched(self._decode())
+        """One pass, decoded a block ahead on a worker thread (``prefetch.py``), except for formats
+        whose decoders print on stderr (MP3, Ogg): ``NativeStderr`` holds their messages back only
+        on the main thread of a single-threaded process."""
+        if self.info.format.upper() in QUIET_FORMATS:
+            return prefetched(self._decode())
+        return self._decode()
 
     def _decode(self) -> Generator[torch.Tensor, None, None]:
         frames, bad = 0, 0
