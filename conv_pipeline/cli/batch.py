@@ -24,8 +24,7 @@ from typing import Any
 
 from conv_pipeline.cli.common import (
     exit_after,
-    hydra_output_dir,
-    record_job_overrides,
+    plan_or_summary,
     report_errors,
     run_entry_point,
 )
@@ -42,15 +41,9 @@ def _prog() -> str:
 
 def _main(cfg: Any) -> None:
     with report_errors(cfg, prog=_prog(), resume=RESUME):
-        if cfg.summary:
-            from conv_pipeline.inspect.summary import summary_for_config
-
-            print(summary_for_config(cfg, "batch"))
+        plan = plan_or_summary(cfg, "batch")
+        if plan is None:
             return
-        record_job_overrides()  # a multirun job's folder says which overrides made it
-        from conv_pipeline.config.plan import build_plan
-
-        plan = build_plan(cfg, "batch", hydra_output_dir())  # config errors before torch is imported
         from conv_pipeline.engines.job import run_batch
 
         summary = run_batch(plan)

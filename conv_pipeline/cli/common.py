@@ -122,6 +122,21 @@ def record_job_overrides() -> None:
     atomic_write(Path(folder) / JOB_OVERRIDES, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def plan_or_summary(cfg: Any, kind: str) -> Any:
+    """What both commands do first inside ``report_errors``: with ``summary=true`` print the model
+    summary and return None; else record a multirun job's overrides and return the plan
+    (``build_plan(cfg, kind)``: config errors are raised here, before torch is imported)."""
+    if cfg.summary:
+        from conv_pipeline.inspect.summary import summary_for_config
+
+        print(summary_for_config(cfg, kind))
+        return None
+    record_job_overrides()  # a multirun job's folder says which overrides made it
+    from conv_pipeline.config.plan import build_plan
+
+    return build_plan(cfg, kind, hydra_output_dir())
+
+
 # Hydra's own flags that print something and run no job (checked by Hydra itself).
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
               "--resolve", "--package", "-p")

@@ -14,8 +14,7 @@ from typing import Any
 
 from conv_pipeline.cli.common import (
     exit_after,
-    hydra_output_dir,
-    record_job_overrides,
+    plan_or_summary,
     report_errors,
     run_entry_point,
 )
@@ -24,15 +23,9 @@ from conv_pipeline.fs import printable
 
 def _main(cfg: Any) -> None:
     with report_errors(cfg):
-        if cfg.summary:
-            from conv_pipeline.inspect.summary import summary_for_config
-
-            print(summary_for_config(cfg, "file"))
+        plan = plan_or_summary(cfg, "file")
+        if plan is None:
             return
-        record_job_overrides()  # a multirun job's folder says which overrides made it
-        from conv_pipeline.config.plan import build_plan
-
-        plan = build_plan(cfg, "file", hydra_output_dir())  # config errors before torch is imported
         from conv_pipeline.engines.single import run
 
         result = run(plan)
