@@ -9,10 +9,10 @@ EXAMPLE ?= data/example_stereo.wav
 
 .PHONY: install run test test-fast bench examples clean
 
-# The project (editable) with its test and ray extras. Re-runs when pyproject.toml changes.
+# The project (editable) with its test, ray and formats extras. Re-runs when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,ray]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,ray,formats]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,15 +8,20 @@ Used by the plan (``config/plan.py``), which every entry point builds; the loade
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import resource
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from conv_pipeline.config.schema import (
     ACTIVATIONS,
+    CMVN_MODES,
     FRONTENDS,
     MISSING,
+    DECODERS,
     NORMS,
+    OUTPUT_DTYPES,
     RESAMPLERS,
     WINDOWS,
     AudioConfig,
@@ -72,43 +77,95 @@ def check_seconds(key: str, value: object, prefix: str = "") -> float:
     return float(value)
 
 
+@dataclass
+class FrontendLayer(LayerConfig):
+    """A front-end conv's spec: a ``LayerConfig`` whose padding may be ``edge`` padding (``reflect``,
+    ``replicate``: at the file's true ends, ``geometry.LayerGeometry.edge``) instead of zeros."""
+
+    edge: str = "zeros"
+
+
+SPECTRAL = ("stft", "mel", "mfcc", "fbank")  # front-ends whose first conv is a (windowed) DFT
+DELTA_WIDTH = 5  # torchaudio.functional.compute_deltas' default win_length
+
+
 def frontend_specs(fe: FrontendConfig) -> list[LayerConfig]:
-    """The front-end's conv layers as plain layer specs (their kernels are set in stack/frontends.py)."""
+    """The front-end's conv layers as plain layer specs (their kernels are set in stack/frontends.py):
+    the base front-end, then one conv per delta order and, when nothing else can carry it, a 1x1
+    identity conv whose norm is the CMVN."""
     n_freq = fe.n_fft // 2 + 1
-    if fe.type == "stft":
-        return [LayerConfig(out_channels=2 * n_freq, kernel_size=fe.n_fft, stride=fe.hop_length, bias=False)]
-    if fe.type == "mel":
-        return [
-            LayerConfig(out_channels=2 * n_freq, kernel_size=fe.n_fft, stride=fe.hop_length, bias=False),
-            LayerConfig(out_channels=fe.n_mels, kernel_size=1, bias=False),
+    if fe.type == "sinc":
+        pool = fe.win_length or fe.n_fft
+        specs = [
+            LayerConfig(out_channels=fe.n_filters, kernel_size=fe.kernel_size, padding=fe.kernel_size // 2, bias=False),
+            LayerConfig(out_channels=fe.n_filters, kernel_size=pool, stride=fe.hop_length, groups=fe.n_filters, bias=False),
         ]
-    pool = fe.win_length or fe.n_fft
-    return [
-        LayerConfig(out_channels=fe.n_filters, kernel_size=fe.kernel_size, padding=fe.kernel_size // 2, bias=False),
-        LayerConfig(out_channels=fe.n_filters, kernel_size=pool, stride=fe.hop_length, groups=fe.n_filters, bias=False),
+    else:
+        size = (fe.win_length or fe.n_fft) if fe.type == "fbank" else fe.n_fft
+        pad = fe.n_fft // 2 if fe.center else 0
+        specs = [FrontendLayer(out_channels=2 * n_freq, kernel_size=size, stride=fe.hop_length, padding=pad,
+                               bias=False, edge="reflect" if fe.center else "zeros")]
+        if fe.type != "stft":
+            specs.append(LayerConfig(out_channels=fe.n_mels, kernel_size=1, bias=False))
+        if fe.type == "mfcc":
+            specs.append(LayerConfig(out_channels=fe.n_mfcc, kernel_size=1, bias=False))
+    return specs + _tail_specs(fe, frontend_base_channels(fe))
+
+
+def _tail_specs(fe: FrontendConfig, channels: int) -> list[LayerConfig]:
+    """Delta convs (``channels`` -> ``2 * channels`` -> ``3 * channels``), then the CMVN conv if needed."""
+    half = DELTA_WIDTH // 2
+    specs: list[LayerConfig] = [
+        FrontendLayer(out_channels=(order + 2) * channels, kernel_size=DELTA_WIDTH, padding=half, bias=False,
+                      edge="replicate")
+        for order in range(int(fe.deltas or 0))
     ]
+    if cmvn_mode(fe) and cmvn_needs_layer(fe):
+        specs.append(LayerConfig(out_channels=(int(fe.deltas or 0) + 1) * channels, kernel_size=1, bias=False))
+    return specs
+
+
+def cmvn_needs_layer(fe: FrontendConfig) -> bool:
+    """True when the CMVN gets its own 1x1 identity conv: the last conv otherwise ends in a
+    nonlinearity (magnitude, log, dB) that the normalisation must follow."""
+    return not fe.deltas and fe.type != "mfcc"
+
+
+def frontend_base_channels(fe: FrontendConfig) -> int:
+    """Channels of the front-end proper, before deltas: frequency bins, mel bands, cepstra or filters."""
+    return {"stft": fe.n_fft // 2 + 1, "mel": fe.n_mels, "fbank": fe.n_mels, "mfcc": fe.n_mfcc, "sinc": fe.n_filters}[fe.type]
 
 
 def frontend_channels(fe: FrontendConfig) -> list[tuple[int, int]]:
     """``(in, out)`` channels of each front-end conv: an STFT's (re, im) pairs become one
     magnitude channel each before the next conv reads them."""
     n_freq = fe.n_fft // 2 + 1
-    if fe.type == "stft":
-        return [(1, 2 * n_freq)]
-    if fe.type == "mel":
-        return [(1, 2 * n_freq), (n_freq, fe.n_mels)]
-    return [(1, fe.n_filters), (fe.n_filters, fe.n_filters)]
+    if fe.type == "sinc":
+        chans = [(1, fe.n_filters), (fe.n_filters, fe.n_filters)]
+    else:
+        chans = [(1, 2 * n_freq)]
+        c = n_freq
+        for w in {"stft": [], "mel": [fe.n_mels], "fbank": [fe.n_mels], "mfcc": [fe.n_mels, fe.n_mfcc]}[fe.type]:
+            chans.append((c, w))
+            c = w
+    base = frontend_base_channels(fe)
+    deltas = int(fe.deltas) if is_int(fe.deltas) else 0
+    chans += [((order + 1) * base, (order + 2) * base) for order in range(deltas)]
+    if cmvn_mode(fe) and cmvn_needs_layer(fe):
+        chans.append((base, base))
+    return chans
 
 
 def frontend_out_channels(fe: FrontendConfig) -> int:
-    return {"stft": fe.n_fft // 2 + 1, "mel": fe.n_mels, "sinc": fe.n_filters}[fe.type]
+    """Channels the front-end hands to ``model.layers``: the base channels times (1 + deltas)."""
+    return frontend_base_channels(fe) * (1 + (int(fe.deltas) if is_int(fe.deltas) else 0))
 
 
 def validate_frontend(fe: FrontendConfig) -> None:
     key = "model.frontend"
     check_choice(f"{key}.type", fe.type, FRONTENDS)
     check_choice(f"{key}.window", fe.window, WINDOWS)
-    for name in ("n_fft", "hop_length", "n_mels", "n_filters", "kernel_size"):
+    for name in ("n_fft", "hop_length", "n_mels", "n_filters", "kernel_size", "n_mfcc"):
         check_int(f"{key}.{name}", getattr(fe, name), 1)
     if fe.win_length is not None and (not is_int(fe.win_length) or not 1 <= fe.win_length <= fe.n_fft):
         raise fail(f"{key}.win_length", f"null or an integer in 1..n_fft ({fe.n_fft})", fe.win_length)
@@ -116,7 +173,7 @@ def validate_frontend(fe: FrontendConfig) -> None:
         raise fail(f"{key}.power", "null or > 0", fe.power)
     if fe.type == "sinc" and fe.kernel_size % 2 == 0:
         raise fail(f"{key}.kernel_size", "odd (a symmetric band-pass kernel)", fe.kernel_size)
-    if fe.type in ("mel", "sinc"):
+    if fe.type in ("mel", "sinc", "mfcc", "fbank"):
         if fe.sample_rate is None:
             raise ConfigError(
                 f"model.frontend={fe.type} needs the sample rate: set audio.sample_rate (e.g. 16000)"
@@ -130,6 +187,47 @@ def validate_frontend(fe: FrontendConfig) -> None:
             )
     if fe.log_offset <= 0:
         raise fail(f"{key}.log_offset", "> 0", fe.log_offset)
+    validate_frontend_options(fe)
+
+
+def validate_frontend_options(fe: FrontendConfig) -> None:
+    """The options of issue 16: center, db/top_db, n_mfcc, preemphasis, deltas, cmvn."""
+    key, kind = "model.frontend", fe.type
+    if fe.center and kind not in ("stft", "mel", "mfcc"):
+        raise ConfigError(f"{key}.center=true is for stft, mel and mfcc (fbank frames are Kaldi's, snip_edges); "
+                          f"set model.frontend.center=false for {kind}")
+    if fe.db and kind not in ("stft", "mel"):
+        raise ConfigError(f"{key}.db=true is for stft and mel (mfcc is always in dB, {kind} has its own log); "
+                          "set model.frontend.db=false")
+    if fe.log and kind == "mfcc":
+        raise ConfigError(f"{key}.log=true does not apply to mfcc (its mel bands are in dB, then the DCT); "
+                          "set model.frontend.log=false")
+    if kind == "fbank" and fe.n_fft % 2:
+        raise fail(f"{key}.n_fft", "even for fbank (Kaldi pads frames to an even FFT size, e.g. 512)", fe.n_fft)
+    if kind == "fbank" and fe.n_mels < 4:
+        raise fail(f"{key}.n_mels", "at least 4 for fbank (Kaldi's mel banks)", fe.n_mels)
+    if fe.db and fe.log:
+        raise ConfigError(f"{key}.db and {key}.log are both true: pick one (db: 10 log10, log: natural log)")
+    if fe.top_db is not None:
+        if isinstance(fe.top_db, bool) or not fe.top_db > 0 or not math.isfinite(fe.top_db):
+            raise fail(f"{key}.top_db", "null or a finite number of dB > 0", fe.top_db)
+        if not (kind == "mfcc" or (kind == "mel" and fe.db)):
+            raise ConfigError(f"{key}.top_db needs dB mel bands: use model=mfcc, or model=mel with "
+                              f"model.frontend.db=true (got type={kind}, db={fe.db})")
+    if kind == "mfcc" and fe.n_mfcc > fe.n_mels:
+        raise fail(f"{key}.n_mfcc", f"at most n_mels ({fe.n_mels})", fe.n_mfcc)
+    if kind == "fbank" and not 0 <= fe.preemphasis <= 1:
+        raise fail(f"{key}.preemphasis", "a number in 0..1", fe.preemphasis)
+    if fe.deltas not in (0, 1, 2) or isinstance(fe.deltas, bool):
+        raise fail(f"{key}.deltas", "0, 1 (deltas) or 2 (deltas and delta-deltas)", fe.deltas)
+    if cmvn_mode(fe) not in (None,) + CMVN_MODES:
+        raise fail(f"{key}.cmvn", f"false (or null) or one of {', '.join(CMVN_MODES)}", fe.cmvn)
+
+
+def cmvn_mode(fe: FrontendConfig) -> Optional[str]:
+    """``model.frontend.cmvn`` as None, ``mean`` or ``mean_var`` (``false`` reads as None; typed as a
+    string, the command line's false arrives as ``"False"``)."""
+    return None if fe.cmvn in (None, False, "False", "false", "null", "none") else fe.cmvn
 
 
 def model_layer_specs(model: ModelConfig) -> list[LayerConfig]:
@@ -188,7 +286,7 @@ def _check_groups_divide_input(i: int, layer: LayerConfig, in_channels: int, sou
 
 
 def validate_audio(audio: AudioConfig) -> None:
-    """Check ``audio.sample_rate``, ``audio.channels`` and ``audio.resampler`` before any file is read."""
+    """Check ``audio.sample_rate``, ``audio.channels``, ``audio.resampler`` and ``audio.decoder`` before any file is read."""
     sr = audio.sample_rate
     if sr is not None and (not is_int(sr) or sr < 1):
         raise fail("audio.sample_rate", "null or an integer >= 1 (Hz)", sr)
@@ -212,25 +310,59 @@ def validate_audio(audio: AudioConfig) -> None:
     else:
         raise fail("audio.channels", "'keep', 'mono' or a list of channel indices like [0,1]", ch)
     check_resampler(getattr(audio, "resampler", "torchaudio"))
+    check_decoder(getattr(audio, "decoder", "auto"))
+
+
+# Settings whose value needs an optional package: (key, value) -> (module, how to install it, the alternative).
+OPTIONAL_PACKAGES = {
+    ("audio.resampler", "soxr"): ("soxr", "pip install soxr", "audio.resampler=torchaudio"),
+    ("audio.decoder", "ffmpeg"): ("av", "pip install 'conv_pipeline[ffmpeg]'", "audio.decoder=auto"),
+}
+
+
+def check_package_choice(key: str, value: object, choices: Sequence[str]) -> None:
+    """``value`` is one of ``choices``, and the package it needs (``OPTIONAL_PACKAGES``) is installed
+    (looked up, not imported)."""
+    check_choice(key, value, choices)
+    need = OPTIONAL_PACKAGES.get((key, str(value)))
+    if need is not None and importlib.util.find_spec(need[0]) is None:
+        raise ConfigError(f"{key}={value} needs the {need[0]} package, which is not installed: {need[1]} (or set {need[2]})")
 
 
 def check_resampler(value: object) -> None:
-    """``audio.resampler`` is one of ``RESAMPLERS``; ``soxr`` needs the soxr package (looked up, not imported)."""
-    check_choice("audio.resampler", value, RESAMPLERS)
-    if value == "soxr":
-        import importlib.util
+    """``audio.resampler`` is one of ``RESAMPLERS``; ``soxr`` needs the soxr package."""
+    check_package_choice("audio.resampler", value, RESAMPLERS)
 
-        if importlib.util.find_spec("soxr") is None:
-            raise ConfigError(
-                "audio.resampler=soxr needs the soxr package, which is not installed: pip install soxr "
-                "(or set audio.resampler=torchaudio)"
-            )
+
+def check_decoder(value: object) -> None:
+    """``audio.decoder`` is one of ``DECODERS``; ``ffmpeg`` needs PyAV (the ``av`` package)."""
+    check_package_choice("audio.decoder", value, DECODERS)
 
 
 def _short_list(values: Sequence) -> object:
     """A list as a message shows it: the first few items of a long one."""
     values = list(values)
     return values if len(values) <= 8 else f"[{', '.join(map(repr, values[:8]))}, ... ({len(values)} items)]"
+
+
+def validate_output(output: object, fmt: str, engine: Optional[str] = None) -> None:
+    """The ``output.*`` settings beside ``dir`` and ``format`` (``fmt``: its value, already checked;
+    ``engine``: the batch job's, None for one file): ``ConfigError`` (one line) for a wrong value, a
+    format the engine cannot write, or a format whose library is not installed."""
+    check_choice("output.dtype", getattr(output, "dtype", "float32"), OUTPUT_DTYPES)
+    check_int("output.shard_items", getattr(output, "shard_items", 1000), 1)
+    mb = getattr(output, "shard_mb", 256.0)
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0 < mb <= 1024:
+        raise fail("output.shard_mb", "a number of MB > 0 and <= 1024", mb)
+    if fmt == "kaldi" and getattr(output, "dtype", "float32") == "float16":
+        raise ConfigError("output.dtype=float16 cannot be written as output.format=kaldi (Kaldi matrices are "
+                          "float32 or float64): use output.dtype=float32, or output.format=parquet or lhotse")
+    if engine == "ray" and fmt in ("kaldi", "lhotse"):  # one index file (feats.scp, cuts.jsonl.gz), one writer
+        raise ConfigError(f"engine=ray cannot write output.format={fmt} yet (its index file has one writer): "
+                          "use engine=local, or output.format=parquet with engine=ray")
+    needs = {"parquet": "pyarrow", "kaldi": "kaldiio", "lhotse": "lhotse"}.get(fmt)
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        raise ConfigError(f"output.format={fmt} needs the {needs} package: pip install 'conv_pipeline[formats]'")
 
 
 def validate_chunk_seconds(value: object) -> float:

@@ -44,19 +44,32 @@ NORMS = ("layer_norm", "group_norm")
 TIME_NORMS = ("group_norm",)
 
 
-FRONTENDS = ("stft", "mel", "sinc")
+FRONTENDS = ("stft", "mel", "sinc", "mfcc", "fbank")
 
 
-WINDOWS = ("hann", "hamming", "blackman", "rectangular")
+WINDOWS = ("hann", "hamming", "blackman", "rectangular", "povey")
+
+# model.frontend.cmvn: per-file mean (and variance) normalisation of every output channel.
+CMVN_MODES = ("mean", "mean_var")
 
 # audio.resampler: torchaudio (its sinc filter, computed phase by phase: equal to
 # torchaudio.functional.resample) or soxr (libsoxr "HQ", the soxr package: not equal to torchaudio).
 RESAMPLERS = ("torchaudio", "soxr")
 
+# audio.decoder: auto (libsndfile, then FFmpeg through PyAV for what libsndfile cannot read and for
+# FFmpeg-only extensions), soundfile (libsndfile only) or ffmpeg (FFmpeg only; needs PyAV).
+DECODERS = ("auto", "soundfile", "ffmpeg")
+
 
 class OutputFormat(Enum):
     npy = "npy"
     npz = "npz"
+    parquet = "parquet"  # the sharded formats (sink/formats/): the formats extra
+    kaldi = "kaldi"
+    lhotse = "lhotse"
+
+
+OUTPUT_DTYPES = ("float32", "float16")
 
 
 class Device(Enum):
@@ -84,26 +97,39 @@ class LayerConfig:
 class FrontendConfig:
     """An analytic front-end (kernels computed, not learned) run before ``model.layers``.
 
-    ``type``: stft, mel or sinc. Defaults follow torchaudio's
-    ``MelSpectrogram(sample_rate=16000, n_fft=400, hop_length=160, n_mels=80, center=False)``.
+    ``type``: stft, mel, sinc, mfcc or fbank. Defaults follow torchaudio's
+    ``MelSpectrogram(sample_rate=16000, n_fft=400, hop_length=160, n_mels=80, center=False)``;
+    the presets (``configs/model``) set the rest (``mfcc``: torchaudio's ``MFCC``; ``fbank``: Kaldi's).
     """
 
     type: str = setting("stft", f"the front-end: {', '.join(FRONTENDS)}")
     sample_rate: Optional[int] = setting(None, "Hz the front-end is built for (presets: ${audio.sample_rate}; null: audio.sample_rate)")
-    n_fft: int = setting(400, "stft/mel: FFT size in samples (n_fft // 2 + 1 frequency bins)")
-    win_length: Optional[int] = setting(None, "stft/mel: window length in samples (null: n_fft)")
-    hop_length: int = setting(160, "stft/mel: samples between frames")
-    window: str = setting("hann", f"stft/mel: the window, {', '.join(WINDOWS)}")
-    power: Optional[float] = setting(None, "stft/mel: exponent of the magnitude (null: 1 for stft, 2 for mel)")
-    n_mels: int = setting(80, "mel: mel bands (HTK scale)")
-    f_min: float = setting(0.0, "mel: lowest band edge in Hz")
-    f_max: Optional[float] = setting(None, "mel: highest band edge in Hz (null: sample_rate / 2)")
-    log: bool = setting(False, "stft/mel: log(x + log_offset) of the output")
+    n_fft: int = setting(400, "stft/mel/mfcc/fbank: FFT size in samples (n_fft // 2 + 1 frequency bins)")
+    win_length: Optional[int] = setting(None, "stft/mel/mfcc: window length in samples (null: n_fft); fbank: the frame length")
+    hop_length: int = setting(160, "stft/mel/mfcc/fbank: samples between frames")
+    window: str = setting("hann", f"stft/mel/mfcc/fbank: the window, {', '.join(WINDOWS)} (povey: Kaldi's, hann ** 0.85)")
+    power: Optional[float] = setting(None, "exponent of the magnitude (null: 1 for stft, 2 for mel, mfcc and fbank)")
+    n_mels: int = setting(80, "mel/mfcc: mel bands (HTK scale); fbank: Kaldi mel bins")
+    f_min: float = setting(0.0, "mel/mfcc/fbank: lowest band edge in Hz")
+    f_max: Optional[float] = setting(None, "mel/mfcc/fbank: highest band edge in Hz (null: sample_rate / 2)")
+    log: bool = setting(False, "stft/mel/sinc: log(x + log_offset) of the output; fbank: log(max(x, float32 epsilon)), Kaldi's")
     log_offset: float = setting(1e-6, "stft/mel: added before the log")
     n_filters: int = setting(80, "sinc: band-pass filters (output channels)")
     kernel_size: int = setting(251, "sinc: filter length in samples (odd)")
     min_low_hz: float = setting(30.0, "sinc: lowest low cut-off in Hz")
     min_band_hz: float = setting(50.0, "sinc: narrowest band in Hz")
+    n_mfcc: int = setting(40, "mfcc: cepstral coefficients kept (DCT-II, ortho, of the dB mel bands)")
+    center: bool = setting(False, "stft/mel/mfcc: centred frames, reflect padding of n_fft // 2 at the file's true "
+                                  "start and end (torch.stft center=True); frames = samples // hop_length + 1")
+    db: bool = setting(False, "stft/mel: decibels, AmplitudeToDB (10 log10 of power, 20 log10 of magnitude, "
+                              "floor 1e-10); mfcc always")
+    top_db: Optional[float] = setting(None, "mel/mfcc with dB: floor at the whole file's peak minus top_db "
+                                            "(null: none; mfcc preset: 80)")
+    preemphasis: float = setting(0.97, "fbank: pre-emphasis coefficient (Kaldi), folded into the framing kernel")
+    deltas: int = setting(0, "0, 1 or 2: append deltas (1) and delta-deltas (2) of every channel "
+                             "(torchaudio compute_deltas, window 5, edges replicated)")
+    cmvn: Optional[str] = setting(None, "false (null), mean or mean_var: per-file normalisation of every output channel "
+                                        "over the whole file (after deltas)")
 
 
 @dataclass
@@ -117,7 +143,7 @@ class ModelConfig:
                               "<preset>+custom after layers were added, custom after they were changed)")
     in_channels: Any = setting("auto", "input channels of the stack: auto (the audio's, after audio.channels) or a number")
     frontend: Optional[FrontendConfig] = setting(None, "an analytic front-end run first (null: none; "
-                                                   "model=mel, stft or sinc set one)")
+                                                   "model=mel, stft, sinc, mfcc or fbank set one)")
     layers: List[LayerConfig] = setting(help="the conv layers after the front-end, first to last "
                                          "(a list; '+model.layers=[{...}]' appends to it)", factory=list)
     # layers to add after ``layers`` (the command line's ``+model.layers=[...]`` sets it); moved into
@@ -143,6 +169,11 @@ class AudioConfig:
     3e-4 to 6e-3 on tones inside the band, up to 3e-2 within the first and last 50 ms. Its
     output is trimmed, or padded with zeros at the end, to torchaudio's length
     ``ceil(new * frames / orig)``; streamed (chunked runs) it equals its whole-file result.
+
+    ``decoder``: ``auto`` (default) reads a file with libsndfile and falls back to FFmpeg (PyAV,
+    ``load/ffmpeg.py``) when libsndfile cannot read it; files with an FFmpeg-only extension
+    (``.m4a``, ``.mp4``, ``.webm``, ...) go to FFmpeg directly. ``soundfile``: libsndfile only;
+    ``ffmpeg``: FFmpeg only (the ``ffmpeg`` extra).
     """
 
     sample_rate: Optional[int] = setting(None, "Hz every file is resampled to (null: each file's own rate)")
@@ -152,6 +183,9 @@ class AudioConfig:
     # torchaudio (equal to torchaudio.functional.resample) | soxr (not equal)
     resampler: str = setting("torchaudio", f"{' or '.join(RESAMPLERS)}: torchaudio equals "
                                        "torchaudio.functional.resample; soxr (pip install soxr) does not")
+    # auto | soundfile | ffmpeg (load/ffmpeg.py)
+    decoder: str = setting("auto", "auto (libsndfile, then FFmpeg: .m4a, .mp4, .webm, ...), soundfile or ffmpeg "
+                                   "(pip install 'conv_pipeline[ffmpeg]')")
 
 
 @dataclass
@@ -160,7 +194,14 @@ class OutputConfig:
 
     dir: Optional[str] = setting(None, "where features, weights, config.yaml and manifest.jsonl go, a folder or URL "
                                    "(null: feats/<model name>, or a multirun job's own folder)")
-    format: OutputFormat = setting(OutputFormat.npy, "npy (features only) or npz (features, frame times and metadata)")
+    format: OutputFormat = setting(OutputFormat.npy, "npy (features only), npz (features, frame times and metadata), "
+                                   "parquet (shards, a row per input), kaldi (feats.ark/scp) or lhotse (cuts.jsonl.gz)")
+    dtype: str = setting("float32", "float32 or float16 (half the disk; values beyond float16's range are refused)")
+    time_major: bool = setting(False, "npy/npz as (frames, channels); parquet, kaldi and lhotse always are")
+    compress: bool = setting(False, "npz: compressed (numpy.savez_compressed)")
+    shard_items: int = setting(1000, "parquet/kaldi/lhotse: at most this many inputs per shard file")
+    shard_mb: float = setting(256.0, "parquet/kaldi/lhotse: at most about this many MB of features per shard file")
+    lilcom: bool = setting(False, "lhotse: store features with lilcom (lossy, smaller) instead of lossless arrays")
 
 
 @dataclass
@@ -169,13 +210,15 @@ class RuntimeConfig:
     the stack at a time (bounded memory, the same frames as the whole file, faster: see
     scripts/bench_chunked.py for the measurements behind the default); null runs each file whole.
 
-    ``batch_size`` and ``num_workers`` are used by the batch job (files per stack call, decode workers).
+    ``batch_size`` and ``num_workers`` are used by the batch job (files per stack call, decode workers);
+    ``batch_size`` null is resolved by the plan per model (``config/plan.py: batch_size_for``).
     """
 
     device: Device = setting(Device.cpu, "cpu, cuda or auto (cuda when available)")
     chunk_seconds: Optional[float] = setting(2.0, "seconds of audio through the stack at a time, same frames as whole "
                                               "(null: each file whole)")
-    batch_size: int = setting(8, "files per stack call (a padded batch)", batch_only=True)
+    batch_size: Optional[int] = setting(None, "files per stack call, a padded batch (null: the model's own: 1 for an "
+                                        "FFT-executed spectral front-end alone, 8 otherwise)", batch_only=True)
     num_workers: int = setting(2, "decode workers", batch_only=True)
 
 
@@ -195,7 +238,8 @@ class Config:
 
 
 # Audio files a folder or glob input picks up (by extension, case-insensitive).
-AUDIO_EXTENSIONS = ["wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd", "caf", "w64", "rf64"]
+AUDIO_EXTENSIONS = ["wav", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd", "caf", "w64", "rf64",
+                    "m4a", "aac", "webm", "mka", "wma"]  # the last five through FFmpeg (load/ffmpeg.py)
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_layer_list_override_is_typed():
     [
         ("model.kernel=3", "unknown config key 'model.kernel' (did you mean model.frontend.kernel_size?)"),
         ("model.layers.0.kernal_size=3", "unknown config key 'model.layers.0.kernal_size' (did you mean model.layers.0.kernel_size?)"),
-        ("output.format=wav", "output.format=wav: Invalid value 'wav', expected one of [npy, npz]"),
+        ("output.format=wav", "output.format=wav: Invalid value 'wav', expected one of [npy, npz, parquet, kaldi, lhotse]"),
         ("seed=abc", "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
         ("runtime.device=tpu", "runtime.device=tpu: Invalid value 'tpu', expected one of [cpu, cuda, auto]"),
     ],
