@@ -1,4 +1,4 @@
-"""The package's version and the versions of what computes its features, without importing them
+"""The package's version and the versions of what computes or decodes its features, without importing them
 (``importlib.metadata``; soundfile only for libsndfile's own version). ``--version`` prints them,
 and every run records them with its features (``VERSIONS_KEY``): in ``config.yaml``
 (``sink/jobdir.py``), in the weights' safetensors metadata (``stack/checkpoint.py``) and in each
@@ -10,7 +10,7 @@ import functools
 import platform
 from importlib import metadata
 
-PACKAGES = ("torch", "torchaudio", "soundfile", "hydra-core", "numpy")
+PACKAGES = ("torch", "torchaudio", "soundfile", "av", "hydra-core", "numpy")  # av: PyAV, whose wheel bundles FFmpeg
 VERSIONS_KEY = "versions"  # the key they are recorded under beside the features
 
 
@@ -44,5 +44,5 @@ def _versions() -> dict[str, str]:
 def version_line() -> str:
     """``conv_pipeline 0.1.0 (torch 2.x, torchaudio 2.x, soundfile 0.x / libsndfile 1.x, ...)``."""
     v = versions()
-    deps = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchaudio", "soundfile", "libsndfile", "hydra-core", "numpy", "python"))
+    deps = ", ".join(f"{k} {v[k]}" for k in ("torch", "torchaudio", "soundfile", "libsndfile", "av", "hydra-core", "numpy", "python"))
     return f"conv_pipeline {v['conv_pipeline']} ({deps})"

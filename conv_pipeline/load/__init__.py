@@ -6,6 +6,9 @@ this stage decodes one (whole, or block by block for chunked execution) and appl
 the result.
 
 * ``info.py``: the header (``probe`` -> ``AudioInfo``) and the libsndfile helpers; no torch import.
+* ``decode.py``: a whole file's samples (``decode_frames``) and the memory check; no torch import.
+* ``ffmpeg.py``: what libsndfile cannot read (AAC, Opus in WebM, video files), decoded by FFmpeg
+  through PyAV (``audio.decoder``); no torch import.
 * ``audio.py``: the whole file (``load_audio`` -> ``Audio``).
 * ``signal.py``: what is done to a waveform (channel policy, resampling, normalisation) and the
   size checks made before it.

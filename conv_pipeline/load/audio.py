@@ -7,9 +7,11 @@ file's own rate), after ``signal.py``'s channel policy, resampling and optional 
 ``blocks.py`` and ``stream.py`` instead, with the same checks and messages.
 
 Any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, AU; 8/16/24/32-bit integer, float,
-A-law/µ-law) decodes to float32 ``(channels, frames)``. Files are decoded by content, not by
-extension. Every problem with a file is a one-line ``InputError`` naming it. The header
-(``probe`` -> ``AudioInfo``), the error builders and the libsndfile helpers live in the
+A-law/µ-law) decodes to float32 ``(channels, frames)``, and what it cannot read goes to FFmpeg
+(``ffmpeg.py``: AAC, Opus/Vorbis in WebM, the audio of a video, ALAC, WMA; ``audio.decoder``).
+Files are decoded by content; only ``audio.decoder=auto`` looks at the extension, to send
+FFmpeg-only containers (``.m4a``, ``.mp4``, ``.webm``, ...) straight to FFmpeg. Every problem
+with a file is a one-line ``InputError`` naming it. The header (``probe`` -> ``AudioInfo``), the error builders and the libsndfile helpers live in the
 torch-free ``info.py`` and are re-exported here.
 """
 
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from conv_pipeline.config.checks import validate_audio
@@ -39,9 +40,9 @@ from conv_pipeline.load.info import (
     sf_name,
     warn_truncated,
 )
+from conv_pipeline.load.decode import check_memory, decode_frames
 from conv_pipeline.load.signal import (
     apply_channel_policy,
-    check_memory,
     check_resample,
     normalize_waveform,
     resample,
@@ -70,53 +71,6 @@ class Audio:
         return int(self.waveform.shape[-1])
 
 
-# Blocks of the whole-file decoder; the buffer starts at the header's frame count, capped at
-# this many samples per byte of file (a header can claim anything; a real codec's silence can
-# exceed it, and the buffer then grows).
-_DECODE_BLOCK = 1 << 16
-
-
-_SAMPLES_PER_BYTE = 64
-
-
-def _decode_whole(name: Union[str, os.PathLike], info: AudioInfo) -> np.ndarray:
-    """Every frame of the file, float32 ``(T, C)``, read block by block into a buffer sized from the
-    header (as far as the file's size makes it plausible), so a header that lies allocates nothing
-    it claims."""
-    c = info.channels
-    size = os.path.getsize(info.path)
-    capacity = max(1, min(info.frames, _SAMPLES_PER_BYTE * size // c))
-    check_memory(name, 4 * capacity * c, f"{capacity} frames x {c} channel(s)")
-    out = np.empty((capacity, c), np.float32)
-    n = 0
-    quiet = NativeStderr()
-    try:
-        with quiet:  # nothing is yielded inside: one redirection for the whole decode
-            try:
-                f = sf.SoundFile(sf_name(info.path))
-                rewind(f)
-            except SF_ERRORS as err:
-                raise decode_error(info.path, err) from None
-            with f:
-                while True:
-                    if n == out.shape[0]:
-                        check_memory(name, 8 * n * c, f"more than {n} frames x {c} channel(s)")
-                        grown = np.empty((2 * n, c), np.float32)
-                        grown[:n] = out
-                        out = grown
-                    k = min(_DECODE_BLOCK, out.shape[0] - n)
-                    try:  # libsndfile decides where the audio ends (SoundFile.read stops at the header's count)
-                        got = f.buffer_read_into(out[n : n + k], dtype="float32")
-                    except SF_ERRORS as err:
-                        raise damaged_error(info.path, err) from None
-                    if got == 0:
-                        break
-                    n += got
-    finally:
-        quiet.close()
-    return out[:n]
-
-
 def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) -> Audio:
     """Decode ``path`` and apply ``audio.channels`` then ``audio.sample_rate``.
 
@@ -128,11 +82,11 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     """
     audio = audio or AudioConfig()
     validate_audio(audio)
-    info = probe(path)
+    info = probe(path, getattr(audio, "decoder", "auto"))
     target = audio.sample_rate or info.sample_rate
     resampler = getattr(audio, "resampler", "torchaudio")
     check_resample(path, info.sample_rate, target, resampler)
-    data = _decode_whole(path, info)  # (T, C)
+    data = decode_frames(path, info)  # (T, C)
     if data.shape[0] == 0:
         raise no_frames_error(path, info)
     finite = np.isfinite(data)

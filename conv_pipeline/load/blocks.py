@@ -14,7 +14,6 @@ import os
 from typing import Generator, Iterator, Optional, Union
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from conv_pipeline.config.checks import validate_audio
@@ -27,9 +26,8 @@ from conv_pipeline.load.info import (
     decode_error,
     no_frames_error,
     non_finite_error,
+    open_decoder,
     probe,
-    rewind,
-    sf_name,
     warn_truncated,
 )
 from conv_pipeline.load.prefetch import prefetched
@@ -46,16 +44,17 @@ QUIET_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF", "CAF",
 
 
 class BlockReader:
-    """A file decoded block by block (``SoundFile.read``), with the channel policy applied.
+    """A file decoded block by block (``buffer_read_into`` of a ``soundfile.SoundFile`` or an
+    ``ffmpeg.FFmpegFile``, as ``info.open_decoder`` opens it), with the channel policy applied.
 
     Iterating yields float32 ``(channels', n)`` blocks at the file's own rate, ``block_frames``
     frames each (the last may be shorter); every iteration decodes the file again from the
     start. The checks are ``load_audio``'s, with the same messages: a file with NaN/Inf samples
     is read to its end to count them, then refused; a file that decodes to no frames is refused.
     ``frames_read`` holds the frames the last complete iteration decoded (the header can be wrong
-    for a truncated file). Memory: at most three blocks (one with the caller, two decoded ahead),
-    whatever the file's length, each of at most ``MAX_BLOCK_BYTES`` (``config/checks.py``) whatever
-    ``block_frames`` and the header's rate say.
+    for a truncated file, and is an estimate for FFmpeg inputs). Memory: at most three blocks (one
+    with the caller, two decoded ahead), whatever the file's length, each of at most
+    ``MAX_BLOCK_BYTES`` (``config/checks.py``) whatever ``block_frames`` and the header's rate say.
     """
 
     def __init__(self, path: Union[str, os.PathLike], info: AudioInfo, channels: ChannelPolicy, block_frames: int) -> None:
@@ -79,7 +78,7 @@ class BlockReader:
         """One pass, decoded a block ahead on a worker thread (``prefetch.py``), except for formats
         whose decoders print on stderr (MP3, Ogg): ``NativeStderr`` holds their messages back only
         on the main thread of a single-threaded process."""
-        if self.info.format.upper() in QUIET_FORMATS:
+        if self.info.decoder == "ffmpeg" or self.info.format.upper() in QUIET_FORMATS:  # FFmpeg's log is off
             return prefetched(self._decode())
         return self._decode()
 
@@ -89,8 +88,7 @@ class BlockReader:
         try:
             try:
                 with quiet:
-                    f = sf.SoundFile(sf_name(self.info.path))
-                    rewind(f)
+                    f = open_decoder(self.info)  # libsndfile or FFmpeg (ffmpeg.py)
             except SF_ERRORS as err:
                 raise decode_error(self.info.path, err) from None
             with f:
@@ -128,7 +126,7 @@ def open_blocks(path: Union[str, os.PathLike], audio: AudioConfig | None = None,
     a ``BlockReader``."""
     audio = audio or AudioConfig()
     validate_audio(audio)
-    info = probe(path)
+    info = probe(path, getattr(audio, "decoder", "auto"))
     if info.frames == 0:
         raise no_frames_error(path, info)
     check_resample(path, info.sample_rate, audio.sample_rate or info.sample_rate, getattr(audio, "resampler", "torchaudio"))

@@ -1,9 +1,13 @@
 """The header of an audio file (``probe`` -> ``AudioInfo``) and the libsndfile helpers, without torch.
 
-Flow: source -> **load** -> stack -> execute -> sink -> engines. ``probe(path)`` reads the header
-only (rate, channels, frames, format) and refuses, with a one-line ``InputError`` naming the file,
-a missing, unreadable, empty or non-audio file, a FIFO or device, or a header rate outside
-``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE`` (``check_rate``). Nothing here imports torch, so
+Flow: source -> **load** -> stack -> execute -> sink -> engines. ``probe(path, decoder)`` reads
+the header only (rate, channels, frames, format) and refuses, with a one-line ``InputError``
+naming the file, a missing, unreadable, empty or non-audio file, a FIFO or device, or a header
+rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE`` (``check_rate``). ``decoder`` is
+``audio.decoder``: with ``auto`` a file libsndfile cannot read, or one with an FFmpeg-only
+extension, is read by FFmpeg (``ffmpeg.py``; ``AudioInfo.decoder`` says which, and
+``frames_exact=False`` that ``frames`` is the container's estimate); ``open_decoder`` opens the
+file with the decoder its header names. Nothing here imports torch, so
 ``summary=true input=file.wav`` costs no torch import; ``audio.py`` (the whole file) and
 ``blocks.py`` (block by block) decode with the helpers and error builders defined here
 (``NativeStderr``, ``rewind``, ``sf_name``, ``SF_ERRORS``, ``decode_error``, ``damaged_error``,
@@ -13,6 +17,7 @@ a missing, unreadable, empty or non-audio file, a FIFO or device, or a header ra
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import os
 import re
@@ -29,6 +34,7 @@ import soundfile as sf
 from conv_pipeline.config.checks import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from conv_pipeline.errors import InputError
 from conv_pipeline.fs import PRINTABLE_LOG
+from conv_pipeline.load.ffmpeg import FFMPEG_EXTENSIONS, INSTALL_HINT, FFmpegFile, probe_ffmpeg
 
 log = logging.getLogger("conv_pipeline.audio")
 log.addFilter(PRINTABLE_LOG)  # names are shown with control characters escaped
@@ -55,6 +61,8 @@ class AudioInfo:
     format: str
     subtype: str
     truncated: bool = False  # the header declares more audio than the file holds (libsndfile's log)
+    decoder: str = "soundfile"  # what decodes it: soundfile (libsndfile) or ffmpeg (PyAV, ffmpeg.py)
+    frames_exact: bool = True  # False: ``frames`` is the container's estimate (FFmpeg inputs)
 
     @property
     def duration_s(self) -> float:
@@ -184,14 +192,45 @@ SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
 _SHORTER_THAN_HEADER = re.compile(r"^(data|SSND)\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
 
 
-def probe(path: Union[str, os.PathLike]) -> AudioInfo:
-    """Read the header only. Raises ``InputError`` for missing, unreadable or non-audio files."""
+def wants_ffmpeg(name: str, decoder: str) -> bool:
+    """``audio.decoder`` sends ``name`` to FFmpeg without trying libsndfile: ``ffmpeg``, or
+    ``auto`` and an extension libsndfile reads none of (``ffmpeg.FFMPEG_EXTENSIONS``)."""
+    return decoder == "ffmpeg" or (decoder == "auto" and os.path.splitext(name)[1].lower() in FFMPEG_EXTENSIONS)
+
+
+def ffmpeg_info(path: Union[str, os.PathLike], source: Any, spath: str) -> AudioInfo:
+    """``AudioInfo`` of ``source`` (a local path or a file object) read by FFmpeg (``ffmpeg.probe_ffmpeg``)."""
+    rate, channels, frames, container, codec = probe_ffmpeg(source, path)
+    check_rate(path, rate)
+    return AudioInfo(spath, rate, channels, frames, container.upper(), codec.upper(), False, "ffmpeg", False)
+
+
+def _fallback(path: Union[str, os.PathLike], spath: str, err: Exception) -> AudioInfo:
+    """``audio.decoder=auto`` after libsndfile refused the header: FFmpeg's reading of the file,
+    or libsndfile's refusal when FFmpeg cannot read it either (FFmpeg takes random bytes named
+    ``.flac`` for a FLAC stream that decodes to nothing) or PyAV is not installed."""
+    refused = decode_error(spath, err)
+    if importlib.util.find_spec("av") is None:
+        raise InputError(f"{refused} (if FFmpeg reads it: {INSTALL_HINT})") from None
+    try:
+        return ffmpeg_info(path, spath, spath)
+    except InputError:
+        raise refused from None
+
+
+def probe(path: Union[str, os.PathLike], decoder: str = "auto") -> AudioInfo:
+    """Read the header only, with ``decoder`` (``audio.decoder``: auto, soundfile or ffmpeg).
+    Raises ``InputError`` for missing, unreadable or non-audio files."""
     spath = _check_path(path)
     if os.path.getsize(spath) == 0:
         raise InputError(f"{path}: empty file (0 bytes), not audio")
+    if wants_ffmpeg(spath, decoder):
+        return ffmpeg_info(path, spath, spath)
     try:
         info = _sf_info(spath)
     except SF_ERRORS as err:
+        if decoder == "auto":
+            return _fallback(path, spath, err)
         raise decode_error(spath, err) from None
     if int(info.samplerate) < 1 or int(info.channels) < 1:
         raise InputError(
@@ -214,9 +253,15 @@ def no_frames_error(name: Union[str, os.PathLike], info: AudioInfo) -> InputErro
     return InputError(f"{name}: has no audio frames (0 samples)")
 
 
+# An FFmpeg input is called truncated when it decodes to less than its container's duration by
+# more than this many seconds (the estimate's rounding and the codec's priming are far less).
+ESTIMATE_SLACK_S = 0.1
+
+
 def warn_truncated(name: Union[str, os.PathLike], info: AudioInfo, frames: int) -> None:
     """Say so when a file held less audio than its header declares (it is processed as it is)."""
-    if info.truncated or frames < info.frames:
+    slack = 0 if info.frames_exact else int(ESTIMATE_SLACK_S * info.sample_rate)
+    if info.truncated or frames < info.frames - slack:
         log.warning(
             "%s: holds less audio than its header declares (truncated or damaged); processing the %d frame(s) "
             "it holds",
@@ -232,6 +277,17 @@ def rewind(f: sf.SoundFile) -> None:
             f.seek(0)
         except SF_ERRORS:  # a damaged file may fail to seek; it is at its first frame anyway
             pass
+
+
+def open_decoder(info: AudioInfo) -> Any:
+    """The file ``info`` describes, opened at its first frame by its decoder: a ``soundfile.SoundFile``
+    or an ``ffmpeg.FFmpegFile``; both read float32 ``(n, channels)`` with ``buffer_read_into``.
+    libsndfile raises ``SF_ERRORS``; FFmpeg raises ``InputError`` itself."""
+    if info.decoder == "ffmpeg":
+        return FFmpegFile(info.path, info.path, info.sample_rate, info.channels)
+    f = sf.SoundFile(sf_name(info.path))
+    rewind(f)
+    return f
 
 
 def non_finite_error(path: Union[str, os.PathLike], bad: int) -> InputError:

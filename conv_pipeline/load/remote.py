@@ -29,14 +29,15 @@ from conv_pipeline.fs import (
 )
 
 
-def probe(path: str, options: Optional[Mapping[str, Any]] = None):
-    """``info.probe`` for a path or URL: the header only (a remote file is read through a file
-    object, never copied). Raises ``InputError`` as ``info.probe`` does."""
-    from conv_pipeline.load.info import AudioInfo
+def probe(path: str, options: Optional[Mapping[str, Any]] = None, decoder: str = "auto"):
+    """``info.probe`` for a path or URL, with ``decoder`` (``audio.decoder``): the header only (a
+    remote file is read through a file object, never copied). Raises ``InputError`` as
+    ``info.probe`` does."""
+    from conv_pipeline.load.info import AudioInfo, wants_ffmpeg
     from conv_pipeline.load.info import probe as probe_local
 
     if not is_url(path):
-        return probe_local(local_path(path))
+        return probe_local(local_path(path), decoder)
     import soundfile as sf
 
     fs, p = filesystem(path, options)
@@ -48,16 +49,37 @@ def probe(path: str, options: Optional[Mapping[str, Any]] = None):
         raise InputError(f"{path}: is a directory, expected an audio file")
     if not info.get("size"):
         raise InputError(f"{path}: empty file (0 bytes), not audio")
+    if wants_ffmpeg(p, decoder):
+        return _remote_ffmpeg(path, fs, p)
     try:
         with fs.open(p, "rb") as f:
             header = sf.info(f)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         detail = one_line(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
         detail = re.sub(r"^Error opening .*?: ", "", detail)
-        raise InputError(f"{path}: not a readable audio file ({detail})") from None
+        refused = InputError(f"{path}: not a readable audio file ({detail})")
+        if decoder != "auto":
+            raise refused from None
+        try:  # as info.probe: FFmpeg when libsndfile cannot read it
+            return _remote_ffmpeg(path, fs, p)
+        except InputError:
+            raise refused from None
     except Exception as err:  # noqa: BLE001
         raise storage_error(path, err, "read it") from None
     return AudioInfo(path, int(header.samplerate), int(header.channels), int(header.frames), header.format, header.subtype)
+
+
+def _remote_ffmpeg(path: str, fs: Any, p: str):
+    """``info.ffmpeg_info`` of a remote file, read through a file object."""
+    from conv_pipeline.load.info import ffmpeg_info
+
+    try:
+        with fs.open(p, "rb") as f:
+            return ffmpeg_info(path, f, path)
+    except PipelineError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise storage_error(path, err, "read it") from None
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ whole file and by ``blocks.py`` / ``stream.py`` on blocks; nothing else applies 
   ``torchaudio.functional.resample``) or libsoxr (``soxr_backend.py``); ``stream.py`` runs the
   same filters block by block.
 * ``normalize_waveform``: ``audio.normalize``, zero mean and unit variance over the file.
-* ``check_resample`` (``resample_taps``) and ``check_memory``: refuse, before anything is
+* ``check_resample`` (``resample_taps``), with ``decode.py: check_memory``: refuse, before anything is
   allocated, an upsampling above ``MAX_UPSAMPLE`` or a filter too large for its rates, a file too
   large to load whole (the header's rate is checked by ``info.check_rate``);
   ``capped_block_frames``: a block's frames, at most ``MAX_BLOCK_BYTES`` whatever the rate.
@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from conv_pipeline.config.checks import MAX_BLOCK_BYTES, available_bytes
+from conv_pipeline.config.checks import MAX_BLOCK_BYTES
 from conv_pipeline.errors import InputError
 from conv_pipeline.load.polyphase import filter_weights, polyphase_filter
 from conv_pipeline.load.soxr_backend import soxr_resample
@@ -68,21 +68,6 @@ def check_resample(path: Union[str, os.PathLike], orig: int, new: int, resampler
             f"{path}: resampling {orig} Hz to {new} Hz needs a filter of {taps / 1e6:.0f} million taps "
             f"({4 * taps / 2**30:.1f} GiB: the two rates share no large common factor); convert the file "
             "to a standard rate first, set audio.resampler=soxr, or set audio.sample_rate=null to keep its own rate"
-        )
-
-
-def _available_bytes() -> Optional[int]:
-    """Memory available now (``config.checks.available_bytes``); tests replace it."""
-    return available_bytes()
-
-
-def check_memory(path: Union[str, os.PathLike], nbytes: int, what: str) -> None:
-    """``InputError`` when ``nbytes`` (for ``what``) exceed the memory available, before allocating."""
-    avail = _available_bytes()
-    if avail is not None and nbytes > avail:
-        raise InputError(
-            f"{path}: too large to load whole ({what} needs {nbytes / 2**30:.1f} GiB, "
-            f"{avail / 2**30:.1f} GiB available); set runtime.chunk_seconds (e.g. 30) to stream it"
         )
 
 

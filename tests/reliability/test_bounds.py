@@ -165,10 +165,10 @@ def test_a_channel_policy_of_20000_entries_is_refused_before_anything_is_allocat
 
 
 def test_a_wide_channel_policy_is_checked_against_memory_before_the_copy(tmp_path, monkeypatch):
-    import conv_pipeline.load.signal as signal_mod
+    import conv_pipeline.load.decode as decode_mod
 
     wav = wav_with_rate(tmp_path / "a.wav", 16000, frames=16000)
-    monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 32 << 20)  # the decode (64 kB) fits
+    monkeypatch.setattr(decode_mod, "_available_bytes", lambda: 32 << 20)  # the decode (64 kB) fits
     with pytest.raises(InputError, match=r"too large .*audio.channels: 1000 channel\(s\) x 16000 frames"):
         load_audio(wav, AudioConfig(sample_rate=None, channels=[0] * 1000))
 

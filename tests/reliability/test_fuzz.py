@@ -27,7 +27,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import conv_pipeline.load.signal as signal_mod
+import conv_pipeline.load.decode as decode_mod
 from conv_pipeline.load.audio import Audio, AudioInfo, load_audio
 from conv_pipeline.load.blocks import open_blocks
 from conv_pipeline.execute.whole import extract_batch
@@ -235,7 +235,7 @@ def check_loader(data: bytes, ext: str, folder: Path, rate) -> None:
 def small_memory(monkeypatch):
     """The loader's memory checks see 512 MB available: a header that asks for more is refused
     without this test ever allocating it (the machine is shared)."""
-    monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 512 << 20)
+    monkeypatch.setattr(decode_mod, "_available_bytes", lambda: 512 << 20)
 
 
 @pytest.mark.slow

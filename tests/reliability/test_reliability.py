@@ -433,10 +433,10 @@ def test_resampling_filter_size_is_checked_before_it_is_built(tmp_path):
 
 
 def test_too_large_for_memory_is_a_clear_error_naming_the_fix(tmp_path, monkeypatch):
-    import conv_pipeline.load.signal as signal_mod
+    import conv_pipeline.load.decode as decode_mod
 
     path = build(BY_NAME["pcm_24"], tmp_path)
-    monkeypatch.setattr(signal_mod, "_available_bytes", lambda: 1000)
+    monkeypatch.setattr(decode_mod, "_available_bytes", lambda: 1000)
     with pytest.raises(InputError, match=r"too large to load whole .* set runtime.chunk_seconds"):
         load_audio(path)
 

@@ -23,7 +23,7 @@ from conv_pipeline.dataset.features import load_features
 from conv_pipeline.engines.job import run_batch
 from conv_pipeline.engines.single import run
 
-PACKAGES = ("conv_pipeline", "torch", "torchaudio", "soundfile", "hydra-core", "numpy")
+PACKAGES = ("conv_pipeline", "torch", "torchaudio", "soundfile", "av", "hydra-core", "numpy")
 
 
 def expected() -> dict[str, str]:
