@@ -11,6 +11,12 @@ those of ``docs/geometry.md``:
     P_i = P_{i-1} + p_i * J_{i-1}                      left padding seen from the input
 
 Frame ``t`` of the last layer reads input samples ``[t*J - P, t*J - P + R - 1]``.
+
+A layer's padding is zeros unless its ``edge`` says otherwise: ``reflect`` (``torch.stft``'s
+``center=True``: the input mirrored about its first and last sample) or ``replicate`` (the first
+and last frame repeated, as ``compute_deltas`` pads). Edge padding sits at the file's true start
+and end only; it counts like zeros in every formula above, but reflecting ``p`` samples needs at
+least ``p + 1`` of them (fewer give no frame), replicating needs one.
 """
 
 from __future__ import annotations
@@ -29,12 +35,20 @@ class LayerGeometry:
     stride: int = 1
     padding: int = 0
     dilation: int = 1
+    edge: str = "zeros"  # what the padding holds: zeros, reflect or replicate (at the file's true ends)
 
     def __post_init__(self) -> None:
         _check_int("kernel_size", self.kernel_size, minimum=1)
         _check_int("stride", self.stride, minimum=1)
         _check_int("padding", self.padding, minimum=0)
         _check_int("dilation", self.dilation, minimum=1)
+        if self.edge not in EDGES:
+            raise ConfigError(f"edge must be one of {', '.join(EDGES)}, got {self.edge!r}")
+
+    @property
+    def min_valid_input(self) -> int:
+        """Fewest input frames the padding itself needs: ``padding + 1`` to reflect, 1 to replicate, else 1."""
+        return self.padding + 1 if self.edge == "reflect" and self.padding else 1
 
     @property
     def effective_kernel(self) -> int:
@@ -44,13 +58,16 @@ class LayerGeometry:
     def output_length(self, length: int) -> int:
         """Output frames for ``length`` input frames; 0 when the padded input is shorter than the kernel."""
         span = length + 2 * self.padding - self.effective_kernel
-        if length <= 0 or span < 0:
+        if length < self.min_valid_input or span < 0:
             return 0
         return span // self.stride + 1
 
     def min_input_length(self, out_length: int = 1) -> int:
         """Smallest input length giving at least ``out_length`` (>= 1) output frames."""
-        return max(1, (out_length - 1) * self.stride + self.effective_kernel - 2 * self.padding)
+        return max(self.min_valid_input, (out_length - 1) * self.stride + self.effective_kernel - 2 * self.padding)
+
+
+EDGES = ("zeros", "reflect", "replicate")
 
 
 class StackGeometry:
@@ -65,7 +82,8 @@ class StackGeometry:
         self.layers: tuple[LayerGeometry, ...] = tuple(
             layer
             if isinstance(layer, LayerGeometry)
-            else LayerGeometry(layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+            else LayerGeometry(layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                               getattr(layer, "edge", "zeros"))
             for layer in layers
         )
         if not self.layers:
@@ -184,6 +202,7 @@ class StackGeometry:
                 "stride": layer.stride,
                 "padding": layer.padding,
                 "dilation": layer.dilation,
+                "edge": layer.edge,
                 "frames": lengths[i] if lengths is not None else None,
                 "receptive_field": self.receptive_field_at(i),
                 "hop": self.hop_at(i),

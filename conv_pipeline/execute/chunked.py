@@ -21,8 +21,10 @@ the same rule (``load/stream.py``).
 
 How a layer is computed: activations are kept time-major (``(frames, channels)``) in buffers
 that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
-(``addmm``) of the windows (a strided view of the buffer, copied once when windows overlap) with
-the layer's own weight, written straight into the next layer's buffer; ``groups > 1`` uses
+(``execute/matmul.py``: oneDNN on the CPU) of the windows (a strided view of the buffer, copied
+once when windows overlap) with the layer's own weight, written into the next layer's buffer;
+windows that overlap by fewer taps than the stride (``(3, 2)``) go two at a time with the overlap
+shared (``PairProduct``, 5/6 of the multiply-adds); ``groups > 1`` uses
 ``F.conv1d`` with ``padding=0``. A windowed-DFT conv (the stft/mel front-ends) is an FFT of the
 strided frames, its ``PairMagnitude`` computed from the complex spectra
 (``stack/spectral.py``). Norms and activations are the layer's own modules; an activation with
@@ -31,8 +33,11 @@ an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in plac
 Few, large products: ``iter_features`` runs a layer only once ``MIN_ROWS`` of its outputs are
 complete (``flush`` runs the rest); a product under ``SERIAL_MACS`` multiply-adds runs on one torch
 thread (``spectral.one_thread``: forking idle, spinning OpenMP threads costs more). On the CPU with
->= 2 threads, a stack of ``PIPELINE_MACS`` per input sample runs as two stages on two threads, one
-torch thread each (``execute/pipeline.py``). Which frames come out does not change, only when.
+>= 2 threads, a stack of ``PIPELINE_MACS`` per input sample runs on two threads, one torch thread
+each: its output pass as alternate segments of the file (``execute/segments.py``: each thread runs
+every layer on its own segment, so the work is shared evenly whatever the layers' costs) when the
+context they recompute is under ``SEGMENT_OVERHEAD``, else as two pipeline stages
+(``execute/pipeline.py``). Which frames come out does not change, only when.
 
 Norms over time (``TimeGroupNorm``: statistics over the whole file) take one more pass each:
 the file is streamed up to that layer's conv to accumulate the per-channel mean and variance
@@ -43,7 +48,10 @@ again with the statistics fixed (as a per-channel ``x * scale + shift``, in plac
 pool over time" in ``docs/geometry.md``. Every pass over a file (these, and ``audio.normalize``'s
 statistics pass inside ``AudioStream``) must read the same number of samples (``PassCounts``): a
 file that changed in between is refused, nothing written. Per-frame operations (activations,
-``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking.
+``layer_norm`` over channels, the front-ends' magnitude/log) commute with chunking. The classic
+front-ends' norms over time (``stack/classic.py``: ``PeakFloor``, whose statistic is the peak, and
+``Cmvn``) apply their statistics themselves (``streaming``); an ``EdgeLayer`` (reflect/replicate
+padding at the true ends) streams through an ``EdgeWindow``.
 
 Public API:
 
@@ -64,8 +72,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from conv_pipeline.errors import ConfigError, InputError
+from conv_pipeline.execute.matmul import PairProduct, Product
 from conv_pipeline.execute.passes import PassCounts
 from conv_pipeline.execute.pipeline import TwoStages, layer_costs, split_point
+from conv_pipeline.execute.segments import SegmentPlan, Segments
+from conv_pipeline.stack.classic import EdgeWindow
 from conv_pipeline.stack.layer import ChannelLayerNorm, ConvLayer, activation_of
 from conv_pipeline.stack.spectral import frame_spectra, one_thread, split_magnitude
 from conv_pipeline.stack.stack import ConvStack
@@ -73,6 +84,8 @@ from conv_pipeline.windows import Covariance, Moments, Rows, Window
 
 SERIAL_MACS = 1 << 23  # a layer's chunk of fewer multiply-adds than this runs on one thread
 PIPELINE_MACS = 20000  # iter_features pipelines a stack of at least this many multiply-adds per input sample
+MIN_SEGMENT_FRAMES = 64  # Segments: at least this many output frames per segment
+SEGMENT_OVERHEAD = 0.05  # Segments only when they compute at most this fraction of rows twice
 MIN_ROWS = 256  # iter_features: a layer waits for this many complete outputs (few, large products)
 GRAM_DIMS = 512  # a statistics pass keeps the windows' (k * C_in)^2 moments, not the conv's output, up to this k * C_in
 
@@ -96,9 +109,13 @@ class _Stats(_Output):
     def __init__(self, channels: int, dtype, device) -> None:
         super().__init__(channels, dtype, device)
         self.moments = Moments()
+        self.peak: Optional[torch.Tensor] = None
 
     def commit(self, rows: int) -> None:
         self.moments.add(self.buf[:rows])  # nothing is kept: n stays 0
+        if rows:  # and the largest value (a peak floor's statistic)
+            peak = self.buf[:rows].amax().double()
+            self.peak = peak if self.peak is None else torch.maximum(self.peak, peak)
 
 
 # ---------------------------------------------------------------- one layer
@@ -122,12 +139,21 @@ class _Layer:
         if conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple):
             raise ConfigError(f"padding_mode={conv.padding_mode!r} cannot be streamed; use runtime.chunk_seconds=null")
         (k,), (s,), (p,), (d,) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-        self.k, self.s, self.d, self.groups = k, s, d, conv.groups
+        self.k, self.s, self.p, self.d, self.groups = k, s, p, d, conv.groups
         self.c_in, self.c_out = conv.in_channels, conv.out_channels
-        self.window = Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
+        edge = getattr(layer, "edge_padding", 0)  # reflect/replicate padding at the true ends (stack/classic.py)
+        if edge:
+            self.window: Window = EdgeWindow(d * (k - 1) + 1, s, edge, layer.edge, self.c_in, dtype, device)
+        else:
+            self.window = Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
         self.weight, self.bias = conv.weight.detach(), (conv.bias.detach() if conv.bias is not None else None)
         if self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
             self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
+            self.product = Product(self.wt, self.bias)  # oneDNN on the CPU (execute/matmul.py)
+        # windows overlapping by fewer taps than the stride: two outputs at a time, the overlap shared
+        self.pair = None
+        if PairProduct.applies(k, s, d, self.groups, self.c_in):
+            self.pair = PairProduct(self.wt, self.bias, k, s, self.c_in)
         self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
         self.cols = torch.empty(0, dtype=dtype, device=device)
         self.scratch = torch.empty(0, dtype=dtype, device=device)
@@ -144,19 +170,22 @@ class _Layer:
         if self.time_norm:
             if stats is None:
                 raise ConfigError("a norm over time needs the whole file's statistics first (iter_features runs that pass)")
-            # (x - mean) / sqrt(var + eps) * w + b as x * scale + shift: one in-place pass per chunk
-            mean, var = (t.to(device, torch.float64) for t in stats)
-            norm = layer.norm.norm
-            scale = torch.rsqrt(var + norm.eps) * norm.weight.detach().double()
-            self.scale = scale.to(dtype)
-            self.shift = (norm.bias.detach().double() - mean * scale).to(dtype)
+            # a norm of stack/classic.py applies its own statistics (a peak floor, CMVN), in place
+            self.fixed = layer.norm.streaming(stats, dtype, device) if hasattr(layer.norm, "streaming") else None
+            if self.fixed is None:
+                # (x - mean) / sqrt(var + eps) * w + b as x * scale + shift: one in-place pass per chunk
+                mean, var = (t.to(device, torch.float64) for t in stats)
+                norm = layer.norm.norm
+                scale = torch.rsqrt(var + norm.eps) * norm.weight.detach().double()
+                self.scale = scale.to(dtype)
+                self.shift = (norm.bias.detach().double() - mean * scale).to(dtype)
         self.act_entry = activation_of(self.act) if self.act is not None else None  # None: a front-end's own
         norm_in_place = self.norm is None or self.time_norm or isinstance(self.norm, ChannelLayerNorm)
         act_in_place = self.act is None or (self.act_entry is not None and self.act_entry.in_place is not None)
         self.direct = norm_in_place and act_in_place  # output written straight into the next buffer
         # conv_only (a statistics pass) with a small window matrix: only the windows' moments are kept,
         # the output's follow from them (``collected``)
-        small = self.groups == 1 and self.fft_win is None and k * self.c_in <= GRAM_DIMS
+        small = self.groups == 1 and self.fft_win is None and k * self.c_in <= GRAM_DIMS and not hasattr(layer.norm, "streaming")
         self.gram = Covariance(k * self.c_in, device) if conv_only and small else None
 
     def _grow(self, name: str, rows: int, cols: int) -> torch.Tensor:
@@ -178,11 +207,10 @@ class _Layer:
                 spectra = frame_spectra(frames, self.fft_win, torch.empty(m, self.c_out // 2, dtype=out.dtype.to_complex(), device=out.device))
                 torch.cat([spectra.real, spectra.imag], dim=1, out=out)
         elif self.groups == 1:
-            cols = self.columns(m)
-            if self.bias is not None:
-                torch.addmm(self.bias, cols, self.wt, out=out)
+            if self.pair is not None:
+                self.pair.pairs(buf, m, out)
             else:
-                torch.mm(cols, self.wt, out=out)
+                self.product(self.columns(m), out)
         else:
             n = self.window.n
             x = buf[:n].t().clone(memory_format=torch.contiguous_format)[None]  # (1, C_in, n), row-major
@@ -207,6 +235,8 @@ class _Layer:
                     y.copy_(normed)
                 else:
                     y = normed
+            elif self.time_norm and self.fixed is not None:
+                y = self.fixed(y)  # (m, C), the whole file's statistics
             elif self.time_norm:
                 y = y.mul_(self.scale).add_(self.shift)  # (m, C) * (C,) + (C,), the whole file's statistics
             else:
@@ -245,6 +275,11 @@ class _Layer:
             sink.tail(m).copy_(self.post(out))
         sink.commit(m)
         self.window.consume(m)
+
+
+def _peak(norm: Optional[nn.Module]) -> bool:
+    """True for a norm over time whose statistic is the peak (``stack/classic.py: PeakFloor``)."""
+    return getattr(norm, "statistic", None) == "peak"
 
 
 def _time_norm_layers(stack: ConvStack) -> list[int]:
@@ -291,9 +326,11 @@ class StreamingStack:
         self.layers = [_Layer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect)
                        for i, layer in enumerate(stack.layers[:last])]
         self.collect = collect
+        self.peak_stat = collect is not None and _peak(stack.layers[collect].norm)
         sink_channels = self.out_channels if collect is None else stack.layers[collect].conv.out_channels
         self.sink = (_Output if collect is None else _Stats)(sink_channels, self.dtype, self.device)
         self.frames_in = self.frames_out = 0
+        self.stack, self.time_stats = stack, time_stats  # a second streamer for Segments
 
     def _sinks(self) -> list[Rows]:
         return [layer.window for layer in self.layers[1:]] + [self.sink]
@@ -305,9 +342,13 @@ class StreamingStack:
         self.frames_out += int(y.shape[-1])
         return y
 
-    def _feed(self, x: torch.Tensor) -> None:
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse input that is not ``(C_in, n)``."""
         if x.dim() != 2 or x.shape[0] != self.in_channels:
             raise InputError(f"input has shape {tuple(x.shape)}, the stack expects ({self.in_channels}, frames)")
+
+    def _feed(self, x: torch.Tensor) -> None:
+        self.check(x)
         self.frames_in += int(x.shape[1])
         self.layers[0].window.append(x.to(self.device, self.dtype).t())  # (C, n) -> (n, C)
 
@@ -333,13 +374,49 @@ class StreamingStack:
     def close(self) -> None:  # nothing to release (``TwoStages.close`` stops its worker)
         return
 
-    def pipelined(self, choice: Optional[bool] = None) -> "Union[StreamingStack, TwoStages]":
-        """``push``/``flush`` as two stages on two threads (``execute/pipeline.py``) if ``choice``, or if None and it
-        pays (CPU, >= 2 torch threads, ``PIPELINE_MACS`` per input sample, a balanced cut); else ``self``."""
+    def pipelined(self, choice: Optional[bool] = None) -> "Union[StreamingStack, TwoStages, Segments]":
+        """``push``/``flush`` on two threads, or ``self``. ``choice`` True: two pipeline stages
+        (``execute/pipeline.py``, bit for bit the one-thread frames). None: when it pays (CPU, >= 2
+        torch threads, ``PIPELINE_MACS`` per input sample): alternate segments of the file
+        (``execute/segments.py``) where their shared context is small and this is the output pass,
+        else two stages where the cut is balanced. False: ``self``."""
         if choice is False or (choice is None and (self.device.type != "cpu" or torch.get_num_threads() < 2)):
             return self
-        j = split_point(layer_costs(self.layers), 0 if choice else PIPELINE_MACS)
+        costs = layer_costs(self.layers)
+        if choice is None and sum(costs) >= PIPELINE_MACS and self.segmentable():
+            return Segments([self, StreamingStack(self.stack, self.device, self.time_stats)], self.shapes(),
+                            MIN_SEGMENT_FRAMES, self.sink.buf[:0].t())
+        j = split_point(costs, 0 if choice else PIPELINE_MACS)
         return self if j is None else self.split(j)
+
+    def shapes(self) -> list[tuple[int, int, int, int]]:
+        """``(k, s, p, d)`` of each layer."""
+        return [(layer.k, layer.s, layer.p, layer.d) for layer in self.layers]
+
+    def segmentable(self) -> bool:
+        """Segments give the same frames (an output pass, zero padding only with ``2p <= d(k-1)+1``
+        at every layer: an ``EdgeWindow``'s reflection at the true ends is not restartable) and
+        recompute little (``SEGMENT_OVERHEAD``)."""
+        if self.collect is not None or any(type(layer.window) is not Window for layer in self.layers):
+            return False
+        if any(2 * p > d * (k - 1) + 1 for k, _, p, d in self.shapes()):
+            return False
+        return SegmentPlan(self.shapes(), MIN_SEGMENT_FRAMES).overhead() <= SEGMENT_OVERHEAD
+
+    @torch.inference_mode()
+    def segment(self, rows: torch.Tensor, first: bool, last: bool) -> torch.Tensor:
+        """One segment (``execute/segments.py``): time-major input ``rows`` ``(n, C_in)`` -> every
+        output frame they complete ``(C_out, m)``. ``first``: the windows are as constructed (the true
+        start); else they are emptied first (no left padding). ``last``: the true end follows."""
+        if not first:
+            for layer in self.layers:
+                layer.window.n, layer.window.skip = 0, 0
+        self.layers[0].window.append(rows)
+        for layer, sink in zip(self.layers, self._sinks()):
+            if last:
+                layer.window.finish()
+            layer.run(sink, 1)
+        return self.sink.take()
 
     def split(self, j: int) -> TwoStages:
         """Layers ``[:j]`` in a worker thread, ``[j:]`` in the caller's: the same products on the
@@ -370,6 +447,9 @@ class StreamingStack:
         last = self.layers[-1]
         if last.gram is not None:  # y = cols @ wt + b: mean(cols) @ wt + b, diag(wt^T Cov(cols) wt)
             return last.gram.linear_mean_var(last.wt, last.bias)
+        if self.peak_stat:  # (peak, peak): a peak floor's one statistic
+            peak = self.sink.peak if self.sink.peak is not None else torch.zeros((), dtype=torch.float64)
+            return peak, peak
         return self.sink.moments.mean_var()
 
 

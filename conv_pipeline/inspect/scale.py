@@ -46,13 +46,15 @@ class Heatmap:
 
 def spectrum_power(model: Optional[dict]) -> Optional[float]:
     """The exponent of a spectrum's values (2: power, 1: magnitude) when ``model`` is a front-end
-    alone without ``log``; None otherwise (learned layers follow, log values, or unknown)."""
+    alone whose values are still a spectrum; None otherwise (learned layers follow; values already
+    in dB or log (``log``, ``db``, mfcc, fbank), with deltas appended or normalised (``cmvn``); or unknown)."""
     if not isinstance(model, dict) or not isinstance(model.get("frontend"), dict) or model.get("layers"):
         return None
     front = model["frontend"]
-    if front.get("log"):
-        return None
     kind = front.get("type")
+    if front.get("log") or front.get("db") or kind in ("mfcc", "fbank") or front.get("deltas") \
+            or front.get("cmvn") not in (None, False, "False", "false"):
+        return None
     power = front.get("power")
     if power is None:
         power = 2.0 if kind == "mel" else 1.0  # the schema's defaults; sinc: a pooled envelope

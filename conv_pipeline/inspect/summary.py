@@ -114,6 +114,7 @@ def model_summary(
         else:
             steps = f"layer 1 outputs (re, im) pairs, each becoming one magnitude channel; magnitude{log} not counted in FLOPs"
         lines.append(f"  {which}: the {model.frontend.type} front-end (fixed kernels, counted in params; {steps})")
+        lines += [f"    {role}" for role in frontend_roles(model.frontend)]
     if num_samples is not None:
         lines.append(f"  input: {input_seconds:g} s = {num_samples} samples at {sample_rate:g} Hz")
     body = [
@@ -121,7 +122,7 @@ def model_summary(
             str(r["layer"]),
             str(r["kernel"]),
             str(r["stride"]),
-            str(r["padding"]),
+            str(r["padding"]) + ("" if r.get("edge", "zeros") == "zeros" else f" {r['edge']}"),
             str(r["dilation"]),
             f"{r['in_channels']}->{r['out_channels']}",
             f"{r['params']:,}",
@@ -155,6 +156,29 @@ def model_summary(
         total_flops = sum(r["flops"] for r in rows)
         lines.append(f"{input_seconds:g} s of audio: {total_flops / 1e6:.3f} MFLOPs (each layer's output frames x FLOPs per frame)")
     return Lines("\n".join(lines))  # logged with its line breaks (fs.PrintableArgs)
+
+
+def frontend_roles(fe: Any) -> list[str]:
+    """One line per front-end conv of a spectral preset (stft, mel, mfcc, fbank): what it computes."""
+    if fe.type == "sinc":
+        return []
+    power = fe.power if fe.power is not None else (1.0 if fe.type == "stft" else 2.0)
+    first = ("Kaldi framing (DC removal, pre-emphasis, window) and DFT" if fe.type == "fbank"
+             else "windowed DFT" + (", centred (reflect padding at the file's ends)" if fe.center else ""))
+    roles = [f"layer 1: {first}, then |X|^{power:g}" + (" in dB" if fe.db and fe.type == "stft" else "")]
+    if fe.type != "stft":
+        scale = "Kaldi mel" if fe.type == "fbank" else "mel (HTK)"
+        after = ", then dB" if fe.db or fe.type == "mfcc" else ", then log" if fe.log else ""
+        clamp = f" clamped at the file's peak - {fe.top_db:g} dB (one statistics pass when chunked)" if fe.top_db else ""
+        roles.append(f"layer 2: {scale} matrix{after}{clamp}")
+    if fe.type == "mfcc":
+        roles.append("layer 3: DCT-II (ortho) as a 1x1 conv")
+    n = len(roles)
+    roles += [f"layer {n + i + 1}: {'deltas' if i == 0 else 'delta-deltas'} (5 taps, edges replicated)"
+              for i in range(int(fe.deltas or 0))]
+    if fe.cmvn not in (None, False, "False", "false"):
+        roles.append(f"CMVN ({fe.cmvn}) over the whole file on the last front-end layer (one statistics pass when chunked)")
+    return roles
 
 
 def _stack_layers(model: ModelConfig, in_channels: int) -> tuple[list, "int | list[tuple[int, int]]", int]:
@@ -218,5 +242,5 @@ def summary_for_config(cfg: Any, kind: str = "file") -> str:
     if plan.input and kind == "file":
         from conv_pipeline.load.info import probe  # header only: nothing is decoded
 
-        info = probe(plan.input)
+        info = probe(plan.input, getattr(plan.config.audio, "decoder", "auto"))
     return summary_for_plan(plan, info)

@@ -19,6 +19,10 @@ checkpoints; only its execution changes (as cuDNN picks an FFT algorithm):
 * ``stft_layer(x, hop, padding, window, magnitude)``: whole and padded-batch execution,
   ``(B, 1, T) -> (B, C, T')``; ``execute/chunked.py`` calls ``frame_spectra`` on its time-major
   buffers.
+* ``Framing``: a framing kernel that is more than window times DFT (``fbank``: DC removal and
+  pre-emphasis folded in, ``n_fft`` > frame length). Its candidate comes from the front-end
+  (``SpectralCache(candidate=...)``) and is checked against the weight (``framing_of``); then
+  ``frame_spectra`` computes it as frames -> ``Framing.apply`` -> ``rfft(n=n_fft)``.
 * ``one_thread(serial)``: torch on one thread inside a block (small ops, where forking costs more).
 
 Equal to the dense conv up to float32 rounding (about 1e-6 of the largest value).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator, Optional
 
@@ -52,6 +57,58 @@ def _dft_basis(n_fft: int) -> torch.Tensor:
 def stft_kernels(n_fft: int, win: torch.Tensor) -> torch.Tensor:
     """``(2F, 1, n_fft)`` conv weight: rows ``0..F-1`` real parts, ``F..2F-1`` imaginary parts."""
     return (_dft_basis(n_fft) * win)[:, None, :]  # (2F, 1, n_fft)
+
+
+@dataclass(frozen=True, eq=False)
+class Framing:
+    """A framing kernel that is more than a window times the DFT: Kaldi's (``fbank``). Each frame of
+    ``size`` samples has its mean removed (``remove_dc``), is pre-emphasised
+    (``y[i] = x[i] - preemphasis * x[i - 1]``, ``y[0] = (1 - preemphasis) * x[0]``), windowed and
+    zero-padded to ``n_fft`` before the DFT. All of it is linear, so ``kernel()`` is one
+    ``(2F, 1, size)`` conv weight; ``apply`` computes the same frames the fast way."""
+
+    window: torch.Tensor = field(repr=False)  # (size,)
+    n_fft: int
+    preemphasis: float = 0.0
+    remove_dc: bool = False
+
+    @property
+    def size(self) -> int:
+        return int(self.window.shape[0])
+
+    def matrix(self) -> torch.Tensor:
+        """``(size, size)`` float64: frame -> windowed, pre-emphasised, mean-removed frame."""
+        k = self.size
+        m = torch.eye(k, dtype=torch.float64)
+        if self.remove_dc:
+            m = m - 1.0 / k
+        shifted = torch.cat([m[:1], m[:-1]])  # row i: the row of sample i - 1 (sample 0 repeats)
+        return self.window.double()[:, None] * (m - self.preemphasis * shifted)
+
+    def kernel(self) -> torch.Tensor:
+        """``(2F, 1, size)`` float64 conv weight: the ``n_fft``-point DFT rows times ``matrix()``."""
+        return (_dft_basis(self.n_fft)[:, : self.size] @ self.matrix())[:, None, :]
+
+    def to(self, dtype: torch.dtype, device=None) -> "Framing":
+        return Framing(self.window.to(device or self.window.device, dtype), self.n_fft, self.preemphasis, self.remove_dc)
+
+    def apply(self, frames: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """``frames`` ``(..., m, size)`` -> ``work`` (same shape): the frames as the DFT reads them."""
+        src = frames
+        if self.remove_dc:
+            src = torch.sub(frames, frames.mean(dim=-1, keepdim=True), out=work)
+        if self.preemphasis:
+            first = src[..., :1] * (1 - self.preemphasis)
+            tail = torch.add(src[..., 1:], src[..., :-1], alpha=-self.preemphasis)  # new tensor: src may be work
+            work[..., 1:] = tail
+            work[..., :1] = first
+            src = work
+        return torch.mul(src, self.window, out=work)
+
+
+def frame_size(win) -> int:
+    """Samples per frame of a fast-path window: a window tensor's length or a ``Framing``'s ``size``."""
+    return win.size if isinstance(win, Framing) else int(win.shape[0])
 
 
 class PairMagnitude(nn.Module):
@@ -99,6 +156,22 @@ def dft_window(conv: nn.Conv1d) -> Optional[torch.Tensor]:
     return w[0, 0].detach().clone() if err <= _TOLERANCE * peak else None
 
 
+def framing_of(conv: nn.Conv1d, candidate: Framing) -> Optional[Framing]:
+    """``candidate`` (in the weight's dtype and device) when ``conv``'s weight is its ``kernel()``
+    and the conv is otherwise plain (no bias, zero padding, dilation 1); None otherwise."""
+    w = conv.weight
+    expected = candidate.kernel()
+    if (
+        tuple(w.shape) != tuple(expected.shape) or conv.groups != 1 or conv.bias is not None
+        or conv.padding_mode != "zeros" or conv.dilation != (1,) or w.dtype not in (torch.float32, torch.float64)
+    ):
+        return None
+    with torch.no_grad():
+        err = float((w.detach().double().cpu() - expected).abs().max())
+    peak = float(expected.abs().max())
+    return candidate.to(w.dtype, w.device) if err <= _TOLERANCE * peak else None
+
+
 def _version(t: torch.Tensor) -> Optional[int]:
     """``t._version``; None for an inference tensor, which has no version counter."""
     try:
@@ -110,10 +183,12 @@ def _version(t: torch.Tensor) -> Optional[int]:
 class SpectralCache:
     """``dft_window`` of one conv, decided once and decided again when its weight changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, candidate: Optional[Framing] = None) -> None:
         self.key: Optional[tuple] = None
         self.seen: Optional[torch.Tensor] = None  # the weight the decision was taken on
         self.win: Optional[torch.Tensor] = None
+        self.candidate = candidate  # a Framing the weight may be (fbank), checked against the weight
+        self.fixed = False  # the weight is never written in place behind autograd's back: see fix_weights
 
     def window(self, conv: nn.Conv1d, x: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """The window for running ``conv`` on ``x`` as an FFT, or None: run the conv."""
@@ -121,10 +196,25 @@ class SpectralCache:
         if torch.is_grad_enabled() and (w.requires_grad or (x is not None and x.requires_grad)):
             return None  # autograd: the conv, whose weight and input get gradients
         key = (w.data_ptr(), _version(w), w.shape, w.dtype, w.device, conv.bias is None, conv.padding, conv.dilation)
-        # .data.copy_ leaves _version alone, so the values are compared too (about as cheap as one frame)
-        if key != self.key or self.seen is None or not torch.equal(self.seen, w.detach()):
-            self.key, self.seen, self.win = key, w.detach().clone(), dft_window(conv)
+        # .data.copy_ leaves _version alone, so the values are compared too (about as cheap as one
+        # frame), unless the owner said its weights are fixed
+        if key != self.key or self.seen is None or (not self.fixed and not torch.equal(self.seen, w.detach())):
+            self.key, self.seen = key, w.detach().clone()
+            self.win = framing_of(conv, self.candidate) if self.candidate is not None else dft_window(conv)
         return self.win
+
+
+def fix_weights(module: nn.Module) -> nn.Module:
+    """Tell every ``SpectralCache`` in ``module`` that its weights change only through ops that
+    bump their version (``copy_`` under ``no_grad``, ``load_state_dict``), never through
+    ``.data``: the engines' stacks, built once and never written. Their FFT decision is then
+    kept while the weight's identity and version stay, without comparing its values on every
+    call (a batch job of short files spent about 10% of its main thread comparing)."""
+    for sub in module.modules():
+        cache = getattr(sub, "spectral", None)
+        if isinstance(cache, SpectralCache):
+            cache.fixed = True
+    return module
 
 
 @contextmanager
@@ -174,15 +264,20 @@ def frame_spectra(frames: torch.Tensor, win: torch.Tensor, out: torch.Tensor, po
 
 def _spectra_blocks(frames: torch.Tensor, win: torch.Tensor, out: torch.Tensor, power: Optional[float]) -> torch.Tensor:
     """``frame_spectra`` on the calling thread, ``BLOCK`` frames at a time."""
-    m, n_fft = frames.shape[-2:]
-    work = torch.empty(*frames.shape[:-2], min(m, BLOCK), n_fft, dtype=frames.dtype, device=frames.device)
+    m, size = frames.shape[-2:]
+    work = torch.empty(*frames.shape[:-2], min(m, BLOCK), size, dtype=frames.dtype, device=frames.device)
+    framing = isinstance(win, Framing)
+    n_fft = win.n_fft if framing else size
     for a in range(0, m, BLOCK):
         b = min(m, a + BLOCK)
-        part = torch.mul(frames[..., a:b, :], win, out=work[..., : b - a, :])
-        if power is None:
-            out[..., a:b, :] = torch.fft.rfft(part, dim=-1)
+        if framing:
+            part = win.apply(frames[..., a:b, :], work[..., : b - a, :])
         else:
-            power_into(torch.fft.rfft(part, dim=-1), power, out[..., a:b, :])
+            part = torch.mul(frames[..., a:b, :], win, out=work[..., : b - a, :])
+        if power is None:
+            out[..., a:b, :] = torch.fft.rfft(part, n=n_fft, dim=-1)
+        else:
+            power_into(torch.fft.rfft(part, n=n_fft, dim=-1), power, out[..., a:b, :])
     return out
 
 
@@ -200,12 +295,12 @@ def power_into(spectra: torch.Tensor, power: float, out: torch.Tensor) -> torch.
 def stft_layer(x: torch.Tensor, hop: int, padding: int, win: torch.Tensor, magnitude: Optional[PairMagnitude]) -> torch.Tensor:
     """The DFT conv on ``x`` ``(B, 1, T)``: ``(B, 2F, T')`` (real rows, then imaginary rows) or,
     with ``magnitude``, its ``PairMagnitude`` ``(B, F, T')`` (a transposed view of ``(B, T', F)``)."""
-    n_fft = win.shape[0]
+    size = frame_size(win)
     sig = x[:, 0]  # (B, T)
     if padding:
         sig = torch.nn.functional.pad(sig, (padding, padding))
-    frames = sig.unfold(-1, n_fft, hop)  # (B, T', n_fft), a view
-    n_freq = n_fft // 2 + 1
+    frames = sig.unfold(-1, size, hop)  # (B, T', size), a view
+    n_freq = (win.n_fft if isinstance(win, Framing) else size) // 2 + 1
     if magnitude is not None:
         out = torch.empty(*frames.shape[:2], n_freq, dtype=x.dtype, device=x.device)
         return frame_spectra(frames, win.to(x.dtype), out, magnitude.power).transpose(1, 2)  # (B, T', F) -> (B, F, T')

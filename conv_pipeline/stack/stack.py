@@ -114,8 +114,11 @@ class ConvStack(nn.Module):
         in_place_ok = not torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
             # the caller's input is never modified; a layer's own output may be, when no autograd
-            x = _zero_past(x, [lens[i] for lens in per_layer], in_place=i > 0 and in_place_ok)
-            x = layer(x, [lens[i + 1] for lens in per_layer])
+            inputs = [lens[i] for lens in per_layer]
+            x = _zero_past(x, inputs, in_place=i > 0 and in_place_ok)
+            # an edge-padded layer (stack/classic.py) pads each item at its own end
+            edge = {"lengths": inputs} if hasattr(layer, "edge_padding") else {}
+            x = layer(x, [lens[i + 1] for lens in per_layer], **edge)
         return x
 
 

@@ -18,6 +18,7 @@ from conv_pipeline.config.schema import LayerConfig
 from conv_pipeline.errors import InputError
 from conv_pipeline.execute.chunked import StreamingStack, iter_features
 from conv_pipeline.execute.pipeline import TwoStages, split_point
+from conv_pipeline.execute.segments import Segments
 from conv_pipeline.stack.stack import ConvStack
 from helpers.tensors import rel_diff, split
 
@@ -62,7 +63,10 @@ def test_split_point_balances_the_stages():
 
 def test_the_wav2vec2_stack_is_pipelined_and_a_mel_front_end_is_not():
     torch.set_num_threads(2)  # the decision needs two threads to share
-    big = StreamingStack(w2v_stack(512)).pipelined()
+    auto = StreamingStack(w2v_stack(512)).pipelined()  # the output pass: segments (test_segments.py)
+    auto.close()
+    assert isinstance(auto, Segments)
+    big = StreamingStack(w2v_stack(512)).pipelined(True)
     try:
         assert isinstance(big, TwoStages) and len(workers()) == 1
     finally:

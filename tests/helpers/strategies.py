@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from hypothesis import strategies as st
 
-from conv_pipeline.config.schema import ACTIVATIONS, NORMS, FrontendConfig, LayerConfig, ModelConfig
+from conv_pipeline.config.schema import ACTIVATIONS, NORMS, WINDOWS, FrontendConfig, LayerConfig, ModelConfig
 from conv_pipeline.geometry import LayerGeometry
 from helpers.bad_inputs import encoded
 
@@ -74,20 +74,31 @@ layer_geometries = st.builds(
 # ---------------------------------------------------------------- whole model configs
 @st.composite
 def frontends(draw) -> FrontendConfig:
-    kind = draw(st.sampled_from(["stft", "mel", "sinc"]))
+    kind = draw(st.sampled_from(["stft", "mel", "sinc", "mfcc", "fbank"]))
     n_fft = draw(st.integers(4, 48))
+    if kind == "fbank":
+        n_fft += n_fft % 2  # Kaldi's framing: an even FFT size
+    n_mels = draw(st.integers(4 if kind == "fbank" else 1, 6))
+    log = kind not in ("mfcc", "fbank") and draw(st.booleans())  # mfcc and fbank are log already
+    db = kind in ("stft", "mel") and not log and draw(st.booleans())
     fe = FrontendConfig(
         type=kind,
         sample_rate=8000,
         n_fft=n_fft,
         win_length=draw(st.one_of(st.none(), st.integers(1, n_fft))),
         hop_length=draw(st.integers(1, 16)),
-        window=draw(st.sampled_from(["hann", "hamming", "blackman", "rectangular"])),
+        window=draw(st.sampled_from(list(WINDOWS))),
         power=draw(st.sampled_from([None, 1.0, 2.0])),
-        n_mels=draw(st.integers(1, 6)),
-        log=draw(st.booleans()),
+        n_mels=n_mels,
+        log=log,
         n_filters=draw(st.integers(1, 6)),
         kernel_size=draw(st.integers(0, 12)) * 2 + 1,
+        n_mfcc=draw(st.integers(1, n_mels)),
+        center=kind in ("stft", "mel", "mfcc") and draw(st.booleans()),
+        db=db,
+        top_db=draw(st.sampled_from([None, 80.0])) if kind == "mfcc" or (kind == "mel" and db) else None,
+        deltas=draw(st.integers(0, 2)),
+        cmvn=draw(st.sampled_from([None, "mean", "mean_var"])),
     )
     return fe
 

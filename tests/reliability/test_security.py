@@ -361,5 +361,5 @@ def test_registries_are_fixed_tables():
     assert set(layer.ACTIVATION_TYPES) == set(ACTIVATIONS)
     assert set(layer.NORM_TYPES) == set(NORMS)
     assert all(isinstance(v, type) and issubclass(v, torch.nn.Module) for v in layer.ACTIVATION_TYPES.values())
-    assert set(FRONTENDS) == {"stft", "mel", "sinc"} and "hann" in WINDOWS
+    assert set(FRONTENDS) == {"stft", "mel", "sinc", "mfcc", "fbank"} and "hann" in WINDOWS
     assert not hasattr(frontends, "importlib")

@@ -198,3 +198,25 @@ def test_autograd_uses_the_conv():
     assert x.grad is not None and stack.layers[0].conv.weight.grad is not None
     with torch.no_grad():
         assert rel(y.detach()[0], stack(x.detach())[0]) <= 1e-5
+
+
+def test_fixed_weights_skip_the_value_check_but_follow_versioned_writes(monkeypatch):
+    """``fix_weights`` (the engines' stacks): the FFT decision is kept without comparing the
+    weight's values each call, and a write that bumps the version (``copy_`` under no_grad, as
+    ``load_state_dict`` does) is still noticed: a non-DFT weight then runs as the conv."""
+    stack = spectral.fix_weights(ConvStack.from_preset("stft", in_channels=1).eval())
+    x = signal(4000, seed=6)
+    equal_calls = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: equal_calls.append(1) or real_equal(a, b))
+    with torch.no_grad():
+        stack(x[None, None])
+        stack(x[None, None])
+    assert stack.layers[0].spectral.win is not None and equal_calls == []
+    with torch.no_grad():
+        w = stack.layers[0].conv.weight
+        w.copy_(w + 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1), dtype=w.dtype))
+        count = Counter(monkeypatch)
+        got = stack(x[None, None])[0]
+    assert count.calls == 0 and stack.layers[0].spectral.win is None  # no longer a DFT basis: the conv
+    assert rel(got, dense(stack, x)) <= 1e-5

@@ -1,0 +1,148 @@
+"""Chunked execution as alternate segments on two threads (``conv_pipeline.execute.segments``,
+``StreamingStack.pipelined()`` for big stacks): the whole file's frames; errors surface in the
+caller; no thread outlives the run.
+
+References: each segment's input range against ``StackGeometry.frame_starts`` and
+``receptive_field`` (``geometry.py``, independent of the segment code); the frames against the
+stack's own modules on the whole input (``torch.nn.Conv1d``) and ``torch.nn.functional.conv1d``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import conv_pipeline.execute.chunked as chunked
+from conv_pipeline.config.schema import LayerConfig
+from conv_pipeline.errors import InputError
+from conv_pipeline.execute.chunked import StreamingStack, iter_features
+from conv_pipeline.execute.pipeline import TwoStages
+from conv_pipeline.execute.segments import SegmentPlan, Segments
+from conv_pipeline.stack.stack import ConvStack
+from helpers.tensors import rel_diff, split
+
+WORKER = "conv_pipeline-segments"
+W2V = [(10, 5, 0, 1)] + [(3, 2, 0, 1)] * 4 + [(2, 2, 0, 1)] * 2
+PADDED = [(25, 10, 0, 1), (3, 1, 1, 1), (3, 1, 1, 2), (5, 2, 2, 1), (4, 3, 1, 1)]
+
+
+def make_stack(shapes, channels: int, norms: dict[int, str] | None = None) -> ConvStack:
+    norms = norms or {}
+    layers = [LayerConfig(out_channels=channels, kernel_size=k, stride=s, padding=p, dilation=d, activation="gelu",
+                          norm=norms.get(i)) for i, (k, s, p, d) in enumerate(shapes)]
+    torch.manual_seed(0)
+    return ConvStack(1, layers).eval()
+
+
+def whole(stack: ConvStack, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return stack(x[None])[0]
+
+
+def workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == WORKER]
+
+
+@pytest.fixture
+def always_segments(monkeypatch):
+    """Segments for any stack, however little work (the decision is tested on its own below)."""
+    monkeypatch.setattr(chunked, "PIPELINE_MACS", 0)
+    monkeypatch.setattr(chunked, "SEGMENT_OVERHEAD", 100.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shapes", [W2V, PADDED])
+@pytest.mark.parametrize("frames", [1, 7, 64])
+def test_segment_input_ranges_are_the_frames_receptive_fields(shapes, frames):
+    stack = make_stack(shapes, 2)
+    g = stack.geometry
+    plan = SegmentPlan(shapes, frames)
+    for j in range(5):
+        start, stop = plan.start(j), plan.start(j + 1)
+        assert stop - start == (plan.first if j == 0 else frames)
+        a, b = plan.ranges(start, stop)
+        starts = g.frame_starts(stop)  # sample of each frame's first input, t*J - P
+        assert a[0] == int(starts[start]) and b[0] == int(starts[stop - 1]) + g.receptive_field
+        if j:  # a segment after the first reads no padding on the left at any layer
+            assert min(a) >= 0
+    for n in (0, 1, 999, 12345):
+        assert plan.output_length(n) == g.output_length(n)
+
+
+@pytest.mark.parametrize("shapes", [W2V, PADDED])
+@pytest.mark.parametrize("length,sizes", [(30000, [4000]), (30000, [333, 7000]),
+                                          pytest.param(9001, [1], marks=pytest.mark.slow), (2500, [100000])])
+def test_segments_equal_the_whole_file(always_segments, shapes, length, sizes):
+    stack = make_stack(shapes, 48)
+    streamer = StreamingStack(stack)
+    run = streamer.pipelined()
+    assert isinstance(run, Segments)
+    run.close()
+    x = torch.randn(1, length)
+    got = torch.cat(list(iter_features(split(x, sizes), stack)), dim=1)
+    assert got.shape == (48, stack.geometry.output_length(length))
+    assert rel_diff(got, whole(stack, x)) < 1e-5
+    assert workers() == []
+
+
+def test_segments_of_one_layer_equal_conv1d(always_segments):
+    stack = make_stack([(3, 2, 0, 1), (3, 2, 0, 1)], 64)
+    x = torch.randn(1, 20000)
+    got = torch.cat(list(iter_features(split(x, [1500]), stack)), dim=1)
+    c1, c2 = stack.layers[0].conv, stack.layers[1].conv
+    ref = F.gelu(F.conv1d(F.gelu(F.conv1d(x[None], c1.weight, c1.bias, 2)), c2.weight, c2.bias, 2))[0]
+    assert rel_diff(got, ref.detach()) < 1e-5
+
+
+def test_time_norms_take_their_statistics_passes_then_segments(always_segments):
+    stack = make_stack(W2V, 16, {0: "group_norm", 2: "group_norm"})
+    x = torch.randn(1, 40000)
+    got = torch.cat(list(iter_features(split(x, [3001]), stack)), dim=1)
+    assert rel_diff(got, whole(stack, x)) < 1e-4
+    assert workers() == []
+
+
+@pytest.mark.slow
+def test_big_stacks_run_as_segments_and_pipeline_true_is_two_stages():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        streamer = StreamingStack(make_stack(W2V, 512))
+        run = streamer.pipelined()
+        try:
+            assert isinstance(run, Segments) and len(workers()) == 1
+        finally:
+            run.close()
+        assert workers() == [] and torch.get_num_threads() == 2
+        two = StreamingStack(make_stack(W2V, 512)).pipelined(True)
+        assert isinstance(two, TwoStages)
+        two.close()
+        # a receptive field of ~40 segments' frames: every segment would recompute most of its context
+        wide = StreamingStack(make_stack([(3, 1, 0, 2 ** i) for i in range(10)] + [(9, 1, 0, 256)], 256))
+        assert wide.segmentable() is False
+        # reflect padding at the true ends (an EdgeWindow) cannot restart mid-file
+        centred = StreamingStack(ConvStack.from_preset("mel", ["model.frontend.center=true"], in_channels=1))
+        assert centred.segmentable() is False
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_an_error_surfaces_in_the_caller_and_no_thread_is_left(always_segments):
+    stack = make_stack(W2V, 8)
+    threads = torch.get_num_threads()
+    blocks = [torch.randn(1, 40000), torch.randn(1, 40000), torch.randn(2, 4000)]
+    with pytest.raises(InputError, match=r"input has shape \(2, 4000\), the stack expects \(1, frames\)"):
+        list(iter_features(blocks, stack))
+    assert workers() == []
+    assert torch.get_num_threads() == threads
+    chunks = iter_features(split(torch.randn(1, 200000), [20000]), stack)
+    next(chunks)
+    assert len(workers()) == 1
+    chunks.close()  # the caller stops early: the worker is joined
+    assert workers() == []
