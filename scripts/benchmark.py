@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ["batch", "chunked", "frontends", "resample", "startup", "peers"]
+SECTIONS = ["batch", "chunked", "frontends", "resample", "startup", "peers", "formats"]
 
 
 def main() -> None:

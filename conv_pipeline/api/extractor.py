@@ -45,6 +45,7 @@ from conv_pipeline.execute.whole import extract, resolve_device
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.load.signal import check_resample
 from conv_pipeline.load.stream import AudioStream
+from conv_pipeline.stack.spectral import fix_weights
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
 
@@ -107,7 +108,7 @@ class Extractor:
         in_channels = self.plan.channels.stack_channels(int(channels), NAME)
         if in_channels not in self._stacks:
             cfg = self.plan.config
-            self._stacks[in_channels] = build_stack(cfg.model, in_channels, seed=cfg.seed).to(self.device).eval()
+            self._stacks[in_channels] = fix_weights(build_stack(cfg.model, in_channels, seed=cfg.seed).to(self.device).eval())
         return self._stacks[in_channels]
 
     def __call__(self, waveform: Any, sample_rate: Any = None) -> Features:

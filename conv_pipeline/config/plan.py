@@ -36,6 +36,7 @@ from conv_pipeline.config.checks import (
     stack_parameters,
     validate_audio,
     validate_model,
+    validate_output,
 )
 from conv_pipeline.config.compose import to_config
 from conv_pipeline.config.schema import (
@@ -138,7 +139,9 @@ def _storage_options(storage: StorageConfig) -> dict:
 
 def _check_runtime(cfg: Config, kind: str) -> Optional[float]:
     rt = cfg.runtime
-    check_int("runtime.batch_size", rt.batch_size, 1)
+    if rt.batch_size is None:
+        rt.batch_size = batch_size_for(cfg.model)
+    check_int("runtime.batch_size", rt.batch_size, 1, "or null (the model's own)")
     check_int("runtime.num_workers", rt.num_workers, 0, "(0 decodes in the main thread)")
     check_choice("runtime.device", _enum_value(rt.device), DEVICES)
     if kind == "batch" and cfg.plot:
@@ -151,6 +154,26 @@ def _check_runtime(cfg: Config, kind: str) -> Optional[float]:
         check_seconds("input_seconds", seconds)
     chunk = rt.chunk_seconds
     return None if chunk is None else check_seconds("runtime.chunk_seconds", chunk, "null or ")
+
+
+# Front-ends run as FFTs when no learned layer follows them: their batch size (below).
+FFT_FRONTENDS = ("stft", "mel", "mfcc", "fbank")  # their first conv runs as an rfft (stack/spectral.py)
+# Files per padded batch when runtime.batch_size is null. Measured on the 500-file mixed corpus
+# (BENCHMARKS.md, issue 13): model=mel ran 1.25x faster in batches of 1 than of 8 (an FFT gains
+# nothing from batching and pays for the padding, the masking and the larger tensors), while a
+# stack of small convs gains from fewer, larger calls (model=default: 8).
+BATCH_SIZE_FFT = 1
+BATCH_SIZE_CONV = 8
+
+
+def batch_size_for(model: Any) -> int:
+    """``runtime.batch_size`` when it is null: ``BATCH_SIZE_FFT`` for a front-end executed as an FFT
+    with no layers after it, else ``BATCH_SIZE_CONV``. Settled in the plan, so the local and Ray
+    engines group the same files (a file's features do not depend on the engine)."""
+    fe = model.frontend
+    if fe is not None and str(getattr(fe, "type", "")) in FFT_FRONTENDS and not model.layers:
+        return BATCH_SIZE_FFT
+    return BATCH_SIZE_CONV
 
 
 def _check_batch(opts: BatchOptions, engine: EngineConfig, storage: StorageConfig) -> None:
@@ -202,6 +225,7 @@ def build_plan(cfg: Any, kind: str = "file", output_dir: Optional[str] = None, n
         _check_batch(opts, engine, storage)
     fmt = _enum_value(cfg.output.format)
     check_choice("output.format", fmt, tuple(f.value for f in OutputFormat))
+    validate_output(cfg.output, fmt, engine.name if kind == "batch" else None)
     policy = cfg.audio.channels if isinstance(cfg.audio.channels, str) else tuple(cfg.audio.channels)
     specs_groups = geometry_first_groups(cfg)
     rule = channel_rule(cfg.model.in_channels, policy, specs_groups, checkpoint_channels(cfg), cfg.model.checkpoint,
@@ -246,13 +270,15 @@ def check_memory(cfg: Config, geometry: StackGeometry, rule: ChannelRule, chunk_
         unit = "one chunk (runtime.chunk_seconds)"
     per_layer = geometry.layer_elements(length, layer_channels(cfg.model, in_ch))
     peak = max(per_layer)
-    need = 4 * (params + peak)
+    streams = 1 if chunk_seconds is None else 2  # chunked: two threads, each with its own buffers (execute/segments.py)
+    need = 4 * (params + streams * peak)
     if need <= avail:
         return
     layer = per_layer.index(peak) + 1
     raise ConfigError(
         f"the model needs about {need / 2**30:.1f} GiB ({params:,} weights; layer {layer} holds {peak:,} values "
-        f"for {unit}, {length} samples x {in_ch} channel(s)), {avail / 2**30:.1f} GiB available: reduce "
+        f"for {unit}{', twice: two threads' if streams > 1 else ''}, {length} samples x {in_ch} channel(s)), "
+        f"{avail / 2**30:.1f} GiB available: reduce "
         "out_channels, kernel_size, padding or audio.channels (or runtime.chunk_seconds)"
     )
 

@@ -5,7 +5,8 @@ beside its metadata arrays (``sample_rate``, ``hop``, ``frame_times``, a JSON ``
 The headers are parsed here, not by ``np.load``: nothing is allocated before the shape a header
 claims has been checked against the bytes the file (or the zip member) really holds, no object
 array is ever read (so nothing is unpickled), and the features must be what conv_pipeline writes,
-a 2-D little-endian float32 array ``(channels, frames)``. Whatever else (a missing, empty,
+a 2-D little-endian float32 (or float16) array ``(channels, frames)``, or ``(frames, channels)``
+with ``output.time_major=true`` (``reader.py`` turns it round). Whatever else (a missing, empty,
 damaged, foreign or lying file) raises a one-line ``InputError`` naming the file.
 
 ``mmap=True`` maps a ``.npy``'s features read-only instead of reading them (for ``inspect``,
@@ -29,8 +30,9 @@ from conv_pipeline.errors import InputError
 # The scalar metadata arrays a .npz is written with.
 NPZ_SCALARS = ("sample_rate", "hop", "receptive_field", "left_padding")
 
-# What conv_pipeline writes as features (sink/writer.py): float32, little-endian.
+# What conv_pipeline writes as features (sink/writer.py): float32, little-endian (output.dtype=float16: float16).
 FEATURE_DTYPE = np.dtype("<f4")
+FEATURE_DTYPES = (FEATURE_DTYPE, np.dtype("<f2"))
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -128,8 +130,8 @@ def _check_data(path: Path, shape: tuple, dtype: np.dtype, available: int, what:
 def _check_features(path: Path, shape: tuple, dtype: np.dtype) -> None:
     if len(shape) != 2:
         raise _fail(path, f"holds a {len(shape)}-D array of shape {shape}; features are 2-D (channels, frames)")
-    if dtype != FEATURE_DTYPE:
-        raise _fail(path, f"holds {dtype} values; conv_pipeline features are float32, little-endian (not a feature file)")
+    if dtype not in FEATURE_DTYPES:
+        raise _fail(path, f"holds {dtype} values; conv_pipeline features are float32 or float16, little-endian (not a feature file)")
 
 
 def _read_npy(path: Path, f: BinaryIO, size: int, mmap: bool) -> np.ndarray:

@@ -16,7 +16,7 @@ torch is imported when ``FeatureDataset`` is first used.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -46,10 +46,14 @@ __all__ = [
 ]
 
 
-def load_features(path: PathLike) -> tuple[np.ndarray, dict]:
-    """Read one feature file written by conv_pipeline.
+def load_features(path: PathLike, item: Optional[str] = None, mmap_mode: Optional[str] = None) -> tuple[np.ndarray, dict]:
+    """Read one feature file written by conv_pipeline: a ``.npy``/``.npz``, or one input (``item``:
+    its id, the ``item`` of its manifest record) of a ``parquet``/``kaldi``/``lhotse`` shard
+    (``part-00000.parquet``, ``feats-00000.ark``, ``features-00000.h5``). ``mmap_mode="r"``: a
+    ``.npy``'s features are mapped read-only instead of read.
 
-    Returns ``(features, meta)``: ``features`` is the stored array, float32 ``(channels, frames)``;
+    Returns ``(features, meta)``: ``features`` float32 (float16 when written so) ``(channels,
+    frames)`` whatever the stored layout (a time-major file is returned transposed, a view);
     ``meta`` is a dict with
 
     - ``frame_times``: float64 ``(frames,)``, seconds of each frame's centre (None if the sample rate is unknown)
@@ -60,12 +64,15 @@ def load_features(path: PathLike) -> tuple[np.ndarray, dict]:
     - ``versions``: ``{package: version}`` that computed it (a ``.npz``'s own; for a ``.npy``, those in
       the folder's ``config.yaml``: the run that wrote it last)
     - ``input``, ``num_samples``, ``duration_s``, ``record``: from the file's manifest record, when found
-    - ``path``, ``format`` (``npy``/``npz``), ``shape``, ``dtype``, ``root`` (the output folder, or None)
+    - ``path``, ``format`` (``npy``, ``npz``, ``parquet``, ``kaldi``, ``lhotse``), ``shape``, ``dtype``,
+      ``root`` (the output folder, or None)
     - ``warnings``: list of one-line notes (missing metadata, a file that does not match the model)
 
     Unknown values are None. Raises ``InputError`` (one line) for a missing, damaged or non-feature file.
     """
-    return read_features(path)
+    if mmap_mode not in (None, "r"):
+        raise ValueError(f"mmap_mode must be None or 'r' (features are never written through), got {mmap_mode!r}")
+    return read_features(path, item=item, mmap=mmap_mode == "r")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """An output folder's root: the files a run writes there and what they say about its features.
 
 An output folder (``output.dir`` of a CLI run or of the batch job) holds feature files
-(``<stem>.npy`` or ``<stem>.npz``, possibly in subfolders) and, at its root, ``model.safetensors``
+(``<stem>.npy`` or ``<stem>.npz``, possibly in subfolders; or the shards of ``parquet``, ``kaldi``,
+``lhotse``) and, at its root, ``model.safetensors``
 (whose metadata carries the model config), ``config.yaml`` (the run's resolved config) and
 ``manifest.jsonl`` (one record per input). ``find_output_root`` walks up from a feature file to
 that root; ``OutputRoot.read`` reads the three files, noting unreadable ones in ``problems``
@@ -27,7 +28,7 @@ from conv_pipeline.sink.writer import check_regular_files
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-FEATURE_SUFFIXES = (".npy", ".npz")
+FEATURE_SUFFIXES = (".npy", ".npz", ".parquet", ".ark", ".h5")  # the last three: shards (dataset/shards.py)
 
 
 @dataclass
@@ -61,14 +62,15 @@ class OutputRoot:
         root.records = read_manifest(root.path, root.problems)  # skipped lines become notes
         return root
 
-    def record_for(self, feature_path: Path) -> Optional[ManifestRecord]:
-        """The current manifest record whose ``output`` is ``feature_path`` (None when there is none)."""
+    def record_for(self, feature_path: Path, item: Optional[str] = None) -> Optional[ManifestRecord]:
+        """The current manifest record whose ``output`` is ``feature_path`` (and, in a shard, whose
+        ``item`` is ``item``); None when there is none."""
         try:
             rel = Path(os.path.relpath(Path(feature_path).resolve(), self.path.resolve())).as_posix()
         except ValueError:  # another drive (Windows)
             return None
         for rec in self.records.values():
-            if rec.output == rel:
+            if rec.output == rel and (item is None or rec.item == item):
                 return rec
         return None
 

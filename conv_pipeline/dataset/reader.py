@@ -21,6 +21,7 @@ import numpy as np
 from conv_pipeline.dataset.arrays import NPZ_SCALARS, npz_scalar, read_array_file
 from conv_pipeline.dataset.folder import OutputRoot, PathLike, find_output_root
 from conv_pipeline.dataset.model import layer_configs, model_geometry
+from conv_pipeline.dataset.shards import SHARD_SUFFIXES, read_shard_item
 from conv_pipeline.geometry import StackGeometry
 
 
@@ -40,18 +41,27 @@ class _Known:
 
 
 def read_features(
-    path: PathLike, root: Optional[OutputRoot] = None, record: Any = None, lazy: bool = False
+    path: PathLike, root: Optional[OutputRoot] = None, record: Any = None, lazy: bool = False, item: Optional[str] = None,
+    mmap: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading.
+    """The work behind ``load_features``; ``root`` (already read) and ``record`` save re-reading;
+    ``item``: the input's id in a shard (``parquet``/``kaldi``/``lhotse``; else its record's);
+    ``mmap``: a ``.npy``'s features mapped read-only (``lazy`` implies it).
 
     ``lazy=True`` (``inspect``: memory that stays flat whatever the file's size): a ``.npy``'s
     features are mapped read-only instead of read, and the per-frame axes are not built
     (``frame_times``/``frame_starts`` are None unless the file holds them; ``frame_centres``
     gives the times of the frames wanted)."""
     path = Path(path)
-    features, arrays = read_array_file(path, mmap=lazy)
+    root, record = _root_and_record(path, root, record, item)
+    if path.suffix in SHARD_SUFFIXES:
+        place = (item or getattr(record, "item", None), getattr(record, "offset", None))
+        features, arrays = read_shard_item(path, *place), None
+    else:
+        features, arrays = read_array_file(path, mmap=lazy or mmap)
+        if _time_major(arrays, root):
+            features = features.T  # stored (frames, channels): the same view as every format
     n_channels, n_frames = (int(s) for s in features.shape)
-    root, record = _root_and_record(path, root, record)
     warnings: list[str] = list(root.problems) if root is not None else []
 
     known = _npz_metadata(arrays, n_frames, warnings) if arrays is not None else _Known()
@@ -65,8 +75,8 @@ def read_features(
     _fill_sample_rate(known, record)
     if not lazy:
         _fill_frame_axes(known, n_frames)
-    fmt = "npz" if arrays is not None else "npy"
-    if fmt == "npy" and root is None:
+    fmt = SHARD_SUFFIXES.get(path.suffix) or ("npz" if arrays is not None else "npy")
+    if fmt != "npz" and root is None:
         warnings.append("no model.safetensors/manifest.jsonl found beside it or above: hop, sample rate and frame times unknown")
     elif known.sample_rate is None:
         warnings.append("sample rate unknown (no manifest record or audio.sample_rate): frame times unknown")
@@ -75,14 +85,24 @@ def read_features(
     return features, _meta_dict(path, fmt, features, known, root, record, warnings)
 
 
-def _root_and_record(path: Path, root: Optional[OutputRoot], record: Any) -> tuple[Optional[OutputRoot], Any]:
+def _root_and_record(path: Path, root: Optional[OutputRoot], record: Any, item: Optional[str] = None) -> tuple[Optional[OutputRoot], Any]:
     """The file's output folder (found by walking up when not given) and its manifest record."""
     if root is None:
         root_path = find_output_root(path)
         root = OutputRoot.read(root_path) if root_path is not None else None
-    if record is None and root is not None:
-        record = root.record_for(path)
+    if record is None and root is not None and (item is not None or path.suffix not in SHARD_SUFFIXES):
+        record = root.record_for(path, item)
     return root, record
+
+
+def _time_major(arrays: Optional[dict], root: Optional[OutputRoot]) -> bool:
+    """True when the file holds ``(frames, channels)``: a ``.npz``'s ``time_major`` array, else
+    ``output.time_major`` of the folder's ``config.yaml``."""
+    if arrays is not None and "time_major" in arrays:
+        return bool(npz_scalar(arrays, "time_major", int))
+    config = root.config if root is not None else None
+    output = config.get("output") if isinstance(config, dict) else None
+    return isinstance(output, dict) and output.get("time_major") is True
 
 
 def _npz_metadata(arrays: dict, n_frames: int, warnings: list) -> _Known:

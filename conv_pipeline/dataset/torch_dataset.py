@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,10 @@ class FeatureDataset(Dataset):
         statuses: manifest statuses to include; ``ok`` and ``skipped`` (already done) by default.
             Failed inputs have no features and are never items.
         missing: ``error`` (default) raises when a listed feature file is absent; ``skip`` drops it.
+        mmap_mode: ``"r"`` maps ``.npy`` features read-only instead of reading them.
+
+    Every format reads the same way: over a ``parquet``, ``kaldi`` or ``lhotse`` output each item is
+    read from its shard (the record's ``output``, ``item`` and ``offset``), ``(channels, frames)`` as over npy.
 
     Items, in manifest order (first time each input was seen; the last record per input counts):
     ``(features, meta)`` with ``features`` a float32 tensor ``(channels, frames)`` (frames differ
@@ -41,12 +45,14 @@ class FeatureDataset(Dataset):
     items of different lengths use ``collate_fn=FeatureDataset.pad_collate``.
     """
 
-    def __init__(self, root: PathLike, statuses: Iterable[str] = ("ok", "skipped"), missing: str = "error") -> None:
+    def __init__(self, root: PathLike, statuses: Iterable[str] = ("ok", "skipped"), missing: str = "error",
+                 mmap_mode: Optional[str] = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root}: not a folder; FeatureDataset takes an output folder (output.dir)")
         if not (root / MANIFEST_NAME).is_file():
             raise InputError(f"{root}: no {MANIFEST_NAME}; not a conv_pipeline output folder (pass output.dir of a run)")
+        self.mmap = mmap_mode == "r"
         self.root = OutputRoot.read(root)
         self.records, self.refused = _dataset_items(self.root, statuses, missing)
         if self.refused:
@@ -60,7 +66,7 @@ class FeatureDataset(Dataset):
         path = self.root.feature_path(rec.output)  # checked again: the folder may have changed
         if path is None:
             raise InputError(_refused_line(self.root, [rec.output]))
-        features, meta = read_features(path, root=self.root, record=rec)
+        features, meta = read_features(path, root=self.root, record=rec, mmap=self.mmap)
         return torch.from_numpy(np.ascontiguousarray(features)), meta
 
     @staticmethod

@@ -66,6 +66,7 @@ from conv_pipeline.sink.manifest import MANIFEST_NAME, ManifestRecord, name_clas
 from conv_pipeline.sink.manifest_sink import ManifestSink
 from conv_pipeline.sink.outputs import TEMP_RE, OutputDir
 from conv_pipeline.source.inputs import InputSet, find_inputs, plan_outputs
+from conv_pipeline.stack.spectral import fix_weights
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
 log = logging.getLogger("conv_pipeline.batch")
@@ -94,14 +95,14 @@ class Job:
     weights: Optional[str] = None  # weights_digest(stack)
 
 
-def probe_corpus(paths: Sequence[str], options: Optional[dict]) -> tuple[dict[int, list[str]], dict[str, str]]:
+def probe_corpus(paths: Sequence[str], options: Optional[dict], decoder: str = "auto") -> tuple[dict[int, list[str]], dict[str, str]]:
     """Every input's channel count from its header: ``({channels: [paths]}, {path: error})``."""
     counts: dict[int, list[str]] = {}
     errors: dict[str, str] = {}
 
     def one(path: str) -> tuple[str, Any]:
         try:
-            return path, probe(path, options).channels
+            return path, probe(path, options, decoder).channels
         except PipelineError as err:
             return path, err
 
@@ -125,7 +126,7 @@ def corpus_channels(plan: Plan, paths: Sequence[str]) -> tuple[Optional[ChannelR
     rule = plan.channels
     if rule.policy == "mono" and rule.count is not None:  # any file can be made mono
         return rule, {}
-    counts, errors = probe_corpus(paths, plan.storage_options)
+    counts, errors = probe_corpus(paths, plan.storage_options, plan.config.audio.decoder)
     count = rule.for_corpus(counts, str(plan.input))
     if not counts and rule.count is None:
         return None, errors
@@ -206,7 +207,7 @@ def _run_locked(job: Job) -> None:
     if job.channels is not None:
         job.config["model"]["in_channels"] = job.channels.count
         job.summary.in_channels = job.channels.count
-        job.stack = build_stack(cfg.model, job.channels.count, seed=cfg.seed).to(job.device).eval()
+        job.stack = fix_weights(build_stack(cfg.model, job.channels.count, seed=cfg.seed).to(job.device).eval())
         job.weights = weights_digest(job.stack)
         if cfg.overwrite:  # before the first file is replaced; removed once the run completes
             out.write_bytes(OVERWRITE_MARK, b"an overwrite=true run has not completed here\n")
@@ -258,13 +259,18 @@ def _early_records(job: Job, manifest: ManifestSink) -> tuple[list[ManifestRecor
     previous: dict[str, ManifestRecord] = {}
     if not overwrite and job.stack is not None:
         outputs = set(job.outputs)
-        for r in manifest.read(problems).values():
-            if r.status in ("ok", "skipped") and r.output in outputs and r.weights == job.weights:
-                previous[r.output] = r
+        records = manifest.read(problems).values()
+        planned: dict = {}  # a shard's record (parquet, kaldi, lhotse) belongs to its input's planned name
+        if any(r.item is not None for r in records):
+            planned = {input_key(p): rel for p, rel in zip(job.inputs.paths, job.outputs)}
+        for r in records:
+            rel = r.output if r.item is None else planned.get(r.key)
+            if r.status in ("ok", "skipped") and rel in outputs and r.weights == job.weights:
+                previous[rel] = r
     if problems:
         log.warning("batch: %d line(s) of %s skipped (first: %s)", len(problems), MANIFEST_NAME, problems[0])
-    done = {
-        rel for rel in previous if (rel in existing if existing is not None else out.is_file(rel))
+    done = {  # the file holding the features (its own, or the shard) is there
+        rel for rel, r in previous.items() if (r.output in existing if existing is not None else out.is_file(r.output))
     } if previous else set()
     pairs = [(path, rel) for path, rel in zip(job.inputs.paths, job.outputs) if rel in done]
     keys = {path: input_key(path) for path, _ in pairs}

@@ -5,8 +5,8 @@ Decode workers (threads by default, processes with ``batch.workers=process``, in
 which each padded batch takes the files of most similar length (``take_batch``); the main thread
 runs the stack on the batch (``Work.compute``); one writer thread writes each file's features
 and appends the manifest records, in order, a group at a time (``RECORDS_PER_APPEND``,
-``APPEND_EVERY_S``: one ``fsync`` of the features and one append per group, not per file). With
-``runtime.batch_size`` unset, the batch size is chosen while the job runs (``engines/batching.py``);
+``APPEND_EVERY_S``: one ``fsync`` of the features and one append per group, not per file). The
+batch size is the plan's (``runtime.batch_size``, or the model's own when unset: ``config/plan.py``);
 the allocator's arenas are bounded and its free pages returned between batches
 (``engines/memory.py``), so memory stays flat however many files. Files longer than
 ``batch.long_file_seconds`` run alone through the chunked executor (``Work.long_file``). A worker
@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sized
 
 import torch
 
-from conv_pipeline.engines.batching import BatchSizer
 from conv_pipeline.engines.memory import Trimmer, bound_arenas
 from conv_pipeline.engines.progress import BatchSummary, Progress, count_record
 from conv_pipeline.engines.work import Item, Work, decode_item
@@ -279,17 +278,18 @@ class LocalEngine:
         self.work, self.cfg, self.opts = work, cfg, work.plan.batch
         self.out, self.manifest, self.summary = work.out, manifest, summary
         self.decode = UrlDecoder(decode, self.work.options)  # paths and URLs
-        self.sizer = BatchSizer(cfg.runtime.batch_size)  # unset: chosen from measurement
-        self.batch_size = max(self.sizer.sizes)
+        self.batch_size = int(cfg.runtime.batch_size)  # resolved by the plan (config/plan.py: batch_size_for)
         self.chunk_seconds = cfg.runtime.chunk_seconds
         self.debug = bool(cfg.debug)
         self.writer = cf.ThreadPoolExecutor(1, thread_name_prefix="write")
         self.writes: list[cf.Future] = []
-        self.max_writes = 2 * self.batch_size + 4
+        # writes queued before the main thread waits: room for two groups (the writer syncs the
+        # filesystem once per group, which can take milliseconds; batches of one file filled a
+        # queue of 2 x batch_size + 4 during each sync and stalled the stack)
+        self.max_writes = 2 * (self.batch_size + RECORDS_PER_APPEND)
         self.unrecorded: list[ManifestRecord] = []  # the writer thread's group not yet in the manifest
         self.unrecorded_since = 0.0
         self.trimmer = Trimmer()
-        self.clock: Callable[[], float] = time.perf_counter
 
     # -- records: every record goes through the single writer thread, in order, a group at a time
     def _record(self, rec: ManifestRecord) -> ManifestRecord:
@@ -319,13 +319,14 @@ class LocalEngine:
         rec = self.work.failed(item, error, audio)
         self._submit_write(lambda: self._record(rec))
 
-    def _write_ok(self, item: Item, features: torch.Tensor) -> ManifestRecord:
-        """Runs in the writer thread: write the features atomically, then record them."""
-        rec = self.work.write(item, features, sync=False)
+    def _write_ok(self, item: Item, features: torch.Tensor) -> list[ManifestRecord]:
+        """Runs in the writer thread: write the features atomically, then record what was committed
+        (a sharded format commits a segment of inputs at a time)."""
+        recs = self.work.write(item, features, sync=False)
         item.decoded = None  # the job holds its items to the end: never their audio
-        return self._record(rec)
+        return [self._record(rec) for rec in recs]
 
-    def _submit_write(self, fn: Callable[[], Optional[ManifestRecord]]) -> None:
+    def _submit_write(self, fn: Callable[[], Any]) -> None:
         self.writes.append(self.writer.submit(fn))
         if len(self.writes) > self.max_writes:  # bounded backlog: wait for the oldest
             cf.wait([self.writes[0]])
@@ -351,16 +352,14 @@ class LocalEngine:
                 if isinstance(err, OutputError):  # it names the manifest already
                     raise err
                 raise OutputError(f"cannot append to {join(self.out.display, MANIFEST_NAME)}: {one_line(str(err))}")
-            rec = fut.result()
-            if rec is not None:
+            result = fut.result()
+            for rec in result if isinstance(result, list) else [result] if result is not None else []:
                 count_record(self.summary, rec)
         self.writes = pending
 
     # -- compute
-    def _compute(self, batch: list[Item], size: int) -> None:
-        t0 = self.clock()
+    def _compute(self, batch: list[Item]) -> None:
         results = self.work.compute(batch)
-        self.sizer.record(size, self.clock() - t0, sum(it.decoded.audio.frames for it in batch))  # type: ignore[union-attr]
         for it, res in results:
             if isinstance(res, ManifestRecord):
                 it.decoded = None
@@ -371,8 +370,8 @@ class LocalEngine:
 
     def _long_file(self, item: Item) -> None:
         self._flush_records()  # the records so far need not wait for a long computation
-        rec = self.work.long_file(item)
-        self._submit_write(lambda: self._record(rec))
+        recs = self.work.long_file(item)
+        self._submit_write(lambda: [self._record(rec) for rec in recs])
         self.trimmer.now()
 
     def _accept(self, item: Item, fut: cf.Future, pool: list[Item]) -> None:
@@ -392,10 +391,6 @@ class LocalEngine:
     def run(self, todo: Iterable[Item]) -> None:
         total = len(todo) if isinstance(todo, Sized) else self.summary.total
         self.progress = Progress(total, self.opts.progress, self.opts.log_every_s)
-        # the stack's compute time: this thread's CPU time when it is the only torch thread
-        # (unaffected by the decode threads and other processes), else wall time
-        one_thread = torch.get_num_threads() == 1 and self.work.device.type == "cpu"
-        self.clock = time.thread_time if one_thread else time.perf_counter
         bound_arenas()  # before the decode and writer threads allocate
         decoders = _Decoders(self.opts.workers, self.cfg.runtime.num_workers)
         args = (self.cfg.audio, self.work.long_after_s, self.decode, self.work.options)
@@ -415,7 +410,7 @@ class LocalEngine:
                         exhausted = True
                         break
                     inflight[decoders.submit(item.path, *args)] = item
-                size = self.sizer.size
+                size = self.batch_size
                 # a batch takes the files of most similar length from a window of SORT_WINDOW
                 # batches; a batch of one has no padding and takes the first file decoded; so does
                 # the first batch, so the first files are written (and shown) without waiting for a window
@@ -439,15 +434,15 @@ class LocalEngine:
                 while pool and (len(pool) >= target or pool_samples >= POOL_MAX_SAMPLES or drain):
                     batch = take_batch(pool, size)
                     pool_samples -= sum(it.decoded.audio.waveform.numel() for it in batch)  # type: ignore[union-attr]
-                    self._compute(batch, size)
+                    self._compute(batch)
                     started = True
                     if not drain:
                         break
-                    size = self.sizer.size
                 self._flush_records(stale_only=True)
                 self._harvest_writes()
                 if drain and not pool:
                     break
+            self._submit_write(lambda: [self._record(rec) for rec in self.work.finish()])  # the last segment
             self._flush_records()
             self._harvest_writes(wait=True)
             finished = True

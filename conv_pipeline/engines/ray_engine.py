@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -58,6 +59,7 @@ from conv_pipeline.sink.jobdir import WEIGHTS_NAME
 from conv_pipeline.sink.manifest import ManifestRecord, record_from_data
 from conv_pipeline.sink.manifest_sink import ManifestSink
 from conv_pipeline.sink.outputs import OutputDir
+from conv_pipeline.stack.spectral import fix_weights
 from conv_pipeline.stack.stack import build_stack
 
 log = logging.getLogger("conv_pipeline.batch")
@@ -186,26 +188,29 @@ class _StackActor:
         device = torch.device("cuda" if use_gpu else "cpu")
         with fetched(work.out.url(WEIGHTS_NAME), work.options) as weights:
             model = dataclasses.replace(work.cfg.model, checkpoint=weights)
-            stack = build_stack(model, work.channels.count, seed=work.cfg.seed).to(device).eval()
+            stack = fix_weights(build_stack(model, work.channels.count, seed=work.cfg.seed).to(device).eval())
         self.work = work.bind(stack, device)
+        self.work.writer.tag = uuid.uuid4().hex[:8]  # parquet: this actor's shards, named apart from the others'
         self.batch_size = batch_size
-        self.writer = cf.ThreadPoolExecutor(2, thread_name_prefix="write")  # writes overlap the next batch
+        # writes overlap the next batch; a sharded format's writer takes one input at a time
+        self.writer = cf.ThreadPoolExecutor(2 if self.work.writer.per_input else 1, thread_name_prefix="write")
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, list]:
         records: list[Optional[str]] = [None] * len(rows["index"])
         writes: dict[cf.Future, int] = {}
         pool: list[Item] = []
-        slot: dict[int, int] = {}  # item index -> row position
+        slot: dict[str, int] = {}  # item path -> row position
+        done: list[ManifestRecord] = []  # the records of committed (or failed) writes
         for pos in range(len(records)):
             kind = str(rows["kind"][pos])
             if kind == "record":
                 records[pos] = str(rows["record"][pos])
                 continue
             item = Item.from_row(rows, pos)
-            slot[item.index] = pos
+            slot[item.path] = pos
             if kind == "long":
                 item.decoded = Decoded(None, float(rows["decode_s"][pos]))
-                records[pos] = self.work.long_file(item).to_json()
+                done += self.work.long_file(item)
                 continue
             c, t, sr = int(rows["channels"][pos]), int(rows["frames"][pos]), int(rows["sample_rate"][pos])
             wave = torch.from_numpy(np.frombuffer(rows["wave"][pos], dtype=np.float32).reshape(c, t).copy())
@@ -215,11 +220,14 @@ class _StackActor:
         while pool:
             for item, res in self.work.compute(take_batch(pool, self.batch_size)):
                 if isinstance(res, ManifestRecord):
-                    records[slot[item.index]] = res.to_json()
+                    records[slot[item.path]] = res.to_json()
                 else:
-                    writes[self.writer.submit(self.work.write, item, res)] = slot[item.index]
-        for fut, pos in writes.items():
-            records[pos] = fut.result().to_json()
+                    writes[self.writer.submit(self.work.write, item, res)] = slot[item.path]
+        for fut in writes:
+            done += fut.result()
+        done += self.work.finish()  # this call's inputs are all committed: one shard per call
+        for rec in done:
+            records[slot[rec.input]] = rec.to_json()
         return {"record": records}
 
 

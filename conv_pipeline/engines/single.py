@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from conv_pipeline.config.compose import plain_config
 from conv_pipeline.config.plan import Plan, build_plan
 from conv_pipeline.engines.progress import CountedBlocks, FileProgress, stack_passes
@@ -30,7 +32,7 @@ from conv_pipeline.engines.work import (
 from conv_pipeline.errors import OutputError
 from conv_pipeline.execute.stream_file import extract_stream, file_writer
 from conv_pipeline.execute.whole import extract, resolve_device
-from conv_pipeline.fs import PRINTABLE_LOG
+from conv_pipeline.fs import PRINTABLE_LOG, staging
 from conv_pipeline.inspect.summary import model_summary
 from conv_pipeline.inspect.text import audio_text
 from conv_pipeline.load.audio import load_audio
@@ -40,8 +42,12 @@ from conv_pipeline.sink.jobdir import (
     make_output_dir,
     prepare_output_dir,
 )
+from conv_pipeline.load.remote import probe
+from conv_pipeline.sink.formats import Entry, FormatOptions, Location, open_writer
 from conv_pipeline.sink.manifest import ManifestRecord, append_record, check_output_name
+from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.sink.writer import feature_path, write_features
+from conv_pipeline.stack.spectral import fix_weights
 from conv_pipeline.stack.stack import ConvStack, build_stack
 
 log = logging.getLogger("conv_pipeline")
@@ -82,7 +88,7 @@ def _run_whole(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
     cfg = plan.config
     audio = load_audio(cfg.input, cfg.audio)
     in_channels = plan.channels.stack_channels(audio.info.channels, audio.info.path)
-    stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
+    stack = fix_weights(build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval())
     features = extract(audio, stack, device)  # (C_out, F)
     config = _written_config(plan, in_channels)
     weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
@@ -96,7 +102,7 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
     cfg = plan.config
     stream = open_audio_stream(cfg.input, cfg.audio, plan.chunk_seconds)  # header checks
     in_channels = plan.channels.stack_channels(stream.reader.info.channels, stream.path)
-    stack = build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval()
+    stack = fix_weights(build_stack(cfg.model, in_channels, seed=cfg.seed).to(device).eval())
     config = _written_config(plan, in_channels)
     check_output_dir(out_dir, stack, cfg.overwrite, config)  # before the long part: weights, audio settings
     created = make_output_dir(out_dir)  # the features' temporary file lives there
@@ -123,6 +129,18 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
     return done["weights"], result.sample_rate, result.num_samples, result.shape, stack
 
 
+def _store(plan: Plan, formats: FormatOptions, out_dir: Path, staged: Path, key: str, name: str, stack: ConvStack,
+           sample_rate: int, num_samples: int) -> Location:
+    """The staged float32 ``.npy`` through the ``output.format`` writer (``sink/formats/``): where it went."""
+    info = probe(str(plan.input), plan.storage_options)
+    config = _features_config(_written_config(plan, stack.in_channels), stack)
+    writer = open_writer(OutputDir(out_dir), formats, stack.geometry, config, stack.in_channels)
+    entry = Entry(str(plan.input), key, name, np.load(staged, mmap_mode="r"), sample_rate, num_samples,
+                  info.sample_rate, info.frames)
+    done = writer.write(entry) + writer.flush()
+    return done[0][1]
+
+
 def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     """Process ``cfg.input`` (one file) and write its features. Returns what was written.
 
@@ -138,10 +156,18 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
         raise OutputError(f"output.dir={str(out_dir)!r} is an existing file, not a folder; choose another output.dir")
     out_path = feature_path(out_dir, Path(plan.input).stem, plan.output_format)
     key = input_key(str(plan.input))
-    check_output_name(out_dir, out_path.name, str(plan.input), key, plan.config.overwrite)  # another input's: kept
+    formats = FormatOptions.from_config(plan.config.output)
+    if formats.plain:
+        check_output_name(out_dir, out_path.name, str(plan.input), key, plan.config.overwrite)  # another input's: kept
     execute = _run_whole if plan.chunk_seconds is None else _run_chunked
     fingerprint = input_fingerprint(str(plan.input))  # before it is read: a later change is never trusted
-    weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, out_path, device)
+    place = Location(out_path.name)
+    with staging() as folder:  # output.format/dtype/layout other than plain npy/npz: staged, then the writer
+        target = out_path if formats.plain else Path(folder) / "features.npy"
+        weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, target, device)
+        if not formats.plain:
+            place = _store(plan, formats, out_dir, target, key, out_path.name, stack, sample_rate, num_samples)
+            out_path = out_dir / place.output
     append_record(
         out_dir,
         ManifestRecord(
@@ -150,7 +176,9 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
             fingerprint=fingerprint,
             weights=weights_digest(stack),
             status="ok",
-            output=out_path.name,
+            output=place.output,
+            item=place.item,
+            offset=place.offset,
             sample_rate=sample_rate,
             num_samples=num_samples,
             duration_s=num_samples / sample_rate,

@@ -16,6 +16,7 @@ recompute.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from conv_pipeline.config.channels import ChannelRule
@@ -33,10 +35,11 @@ from conv_pipeline.config.plan import Plan
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.errors import InputError, PipelineError
 from conv_pipeline.execute.whole import check_finite, extract, extract_batch
-from conv_pipeline.fs import filesystem, is_url, local_path, one_line
+from conv_pipeline.fs import filesystem, is_url, local_path, one_line, staging
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.load.audio import Audio, load_audio
 from conv_pipeline.load.remote import fetched, probe
+from conv_pipeline.sink.formats import Entry, FormatOptions, FormatWriter, Location, open_writer
 from conv_pipeline.sink.manifest import ManifestRecord
 from conv_pipeline.sink.outputs import OutputDir
 from conv_pipeline.sink.writer import write_features
@@ -147,7 +150,7 @@ def decode_item(
     t0 = time.perf_counter()
     fingerprint = input_fingerprint(path, options)
     if long_after_s is not None:
-        info = probe(path, options)
+        info = probe(path, options, getattr(audio, "decoder", "auto"))
         if info.duration_s > long_after_s:
             return Decoded(None, time.perf_counter() - t0, fingerprint)
     return Decoded(decode(path, audio), time.perf_counter() - t0, fingerprint)
@@ -211,9 +214,18 @@ class Work:
         self.chunk_seconds = plan.chunk_seconds
         self.long_after_s = plan.batch.long_file_seconds  # longer files: long_file()
         self.debug = bool(plan.config.debug)
+        self.formats = FormatOptions.from_config(plan.config.output)
+        self._writer: Optional[FormatWriter] = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "stack": None}
+        return {**self.__dict__, "stack": None, "_writer": None}  # each process opens its own writer
+
+    @property
+    def writer(self) -> FormatWriter:
+        """The ``output.format`` writer (``sink/formats/``), opened on first use in each process."""
+        if self._writer is None:
+            self._writer = open_writer(self.out, self.formats, self.geometry, self.config, self.channels.count or 1)
+        return self._writer
 
     def bind(self, stack: ConvStack, device: torch.device) -> "Work":
         self.stack, self.device = stack, device
@@ -284,43 +296,76 @@ class Work:
                 out.append((it, y))
         return out
 
-    def write(self, item: Item, features: torch.Tensor, sync: bool = True) -> ManifestRecord:
-        """Write one file's features atomically; its record (``failed`` if the write failed).
-        ``features`` come from ``compute`` (checked finite there). ``sync=False``: not fsynced; the
-        caller syncs (``sink.writer.sync_filesystem``) before it records them."""
+    def write(self, item: Item, features: torch.Tensor, sync: bool = True) -> list[ManifestRecord]:
+        """Hand one file's features to the ``output.format`` writer; the records of the inputs now
+        committed (this one for npy/npz, a whole segment or none for the sharded formats; ``failed``
+        ones when a write failed). ``features`` come from ``compute`` (checked finite there).
+        ``sync=False``: npy/npz files are not fsynced; the caller syncs before it records them."""
         assert item.decoded is not None and item.decoded.audio is not None
         audio = item.decoded.audio
-        t0 = time.perf_counter()
-        try:
-            with self.out.writing(item.out_rel) as out_path:
-                write_features(out_path, features.numpy(), self.geometry, audio.sample_rate, self.config, sync, checked=True)
-        except Exception as err:  # noqa: BLE001 - one file's write problem fails that file only
-            msg = str(err) if isinstance(err, PipelineError) else f"cannot write {self.out.url(item.out_rel)}: {one_line(str(err)) or type(err).__name__}"
-            return self.failed(item, msg)
-        return self.done(item, audio.sample_rate, audio.frames, list(features.shape), t0)
+        array = features.numpy() if self.writer.per_input else features.numpy().copy()  # kept: not a view of the batch
+        entry = Entry(item.path, item.key or input_key(item.path), item.out_rel, array, audio.sample_rate,
+                      audio.frames, audio.info.sample_rate, audio.info.frames, tag=(item, time.perf_counter()))
+        return self.store(entry, sync)
 
-    def done(self, item: Item, sample_rate: int, num_samples: int, shape: list[int], t0: float) -> ManifestRecord:
-        """The ``ok`` record of ``item`` (written since ``t0``), tied to its input and the weights."""
+    def store(self, entry: Entry, sync: bool = True) -> list[ManifestRecord]:
+        """``entry`` through the writer: the records of what was committed or failed."""
+        try:
+            return [self.committed(e, place) for e, place in self.writer.write(entry, sync)]
+        except Exception as err:  # noqa: BLE001 - a write problem fails the inputs it concerns only
+            lost = self.writer.abandon() if self.writer.holds(entry) else [entry]
+            return [self.failed(e.tag[0], self._write_error(e, err)) for e in lost]
+
+    def finish(self) -> list[ManifestRecord]:
+        """The job's end: the segment in progress committed; its records (``failed`` if it failed)."""
+        if self._writer is None:
+            return []
+        try:
+            return [self.committed(e, place) for e, place in self.writer.flush()]
+        except Exception as err:  # noqa: BLE001
+            return [self.failed(e.tag[0], self._write_error(e, err)) for e in self.writer.abandon()]
+
+    def _write_error(self, entry: Entry, err: BaseException) -> str:
+        if isinstance(err, PipelineError):
+            return str(err)
+        return f"cannot write {self.out.url(entry.out_rel)}: {one_line(str(err)) or type(err).__name__}"
+
+    def committed(self, entry: Entry, place: Location) -> ManifestRecord:
+        item, t0 = entry.tag
+        item.decoded = None  # its audio is no longer needed
+        return self.done(item, entry.sample_rate, entry.num_samples, list(entry.features.shape), t0, place)
+
+    def done(self, item: Item, sample_rate: int, num_samples: int, shape: list[int], t0: float,
+             place: Optional[Location] = None) -> ManifestRecord:
+        """The ``ok`` record of ``item`` (written since ``t0``, at ``place``), tied to its input and the weights."""
+        place = place or Location(item.out_rel)
         return ManifestRecord(
-            input=item.path, status="ok", output=item.out_rel, sample_rate=sample_rate, num_samples=num_samples,
+            input=item.path, status="ok", output=place.output, sample_rate=sample_rate, num_samples=num_samples,
             duration_s=num_samples / sample_rate, shape=shape,
             seconds=round(self.item_seconds(item) + time.perf_counter() - t0, 4),
             key=item.key or input_key(item.path), fingerprint=item.fingerprint, weights=self.weights,
+            item=place.item, offset=place.offset,
         )
 
-    def long_file(self, item: Item) -> ManifestRecord:
+    def long_file(self, item: Item) -> list[ManifestRecord]:
         """A file longer than ``batch.long_file_seconds``: ``process_long_file`` on a local copy
-        of a remote input, into a local file committed to ``output.dir``."""
+        of a remote input, into a local file committed to ``output.dir`` (npy/npz with the default
+        settings), else into a staging ``.npy`` (bounded memory) handed to the writer mapped."""
         assert self.stack is not None
         t0 = time.perf_counter()
+        direct = self.formats.plain  # npy/npz as process_long_file writes them
         try:
-            info = probe(item.path, self.options)
+            info = probe(item.path, self.options, self.cfg.audio.decoder)
             self.channels.stack_channels(info.channels, item.path)
-            with fetched(item.path, self.options) as local_in, self.out.writing(item.out_rel) as out_path:
+            with fetched(item.path, self.options) as local_in, contextlib.ExitStack() as stack:
+                out_path = stack.enter_context(self.out.writing(item.out_rel)) if direct else Path(stack.enter_context(staging())) / "long.npy"
                 sr, n, shape = process_long_file(
                     local_in, out_path, self.stack, self.cfg.audio, self.device, self.config, self.chunk_seconds
                 )
+                if not direct:  # mapped: the mapping outlives the staging file's name
+                    entry = Entry(item.path, item.key or input_key(item.path), item.out_rel, np.load(out_path, mmap_mode="r"),
+                                  sr, n, info.sample_rate, info.frames, tag=(item, t0))
         except Exception as err:  # noqa: BLE001
             item.compute_s = time.perf_counter() - t0
-            return self.failed(item, _error_message(item.path, err, "processing a long file", self.debug))
-        return self.done(item, sr, n, shape, t0)
+            return [self.failed(item, _error_message(item.path, err, "processing a long file", self.debug))]
+        return [self.done(item, sr, n, shape, t0)] if direct else self.store(entry)

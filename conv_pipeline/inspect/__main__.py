@@ -3,6 +3,8 @@
     python -m conv_pipeline.inspect feats/song.npz                 # one feature file
     python -m conv_pipeline.inspect feats/                         # an output folder: its manifest as a table
     python -m conv_pipeline.inspect feats/song.npz --plot out.png  # also draw it (inspect/plot.py)
+    python -m conv_pipeline.inspect feats/data/part-00000.parquet  # a shard: the inputs it holds
+    python -m conv_pipeline.inspect feats/feats-00000.ark --item ID  # one input of a shard
 
 Plain text on stdout (``inspect/describe.py``); a broken or non-feature file gives one line on
 stderr and exit status 2. Imports numpy, yaml and the torch-free parts of the package only (``--help``
@@ -27,9 +29,11 @@ PROG = "conv_pipeline.inspect"  # the command's name in its usage and error line
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"python -m {PROG}",
-        description="Summarise a conv_pipeline feature file (.npy/.npz) or an output folder (its manifest).",
+        description="Summarise a conv_pipeline feature file (.npy/.npz, or a parquet/Kaldi/lhotse shard) or an "
+                    "output folder (its manifest).",
     )
-    p.add_argument("path", help="a feature file (.npy or .npz) or an output folder (output.dir)")
+    p.add_argument("path", help="a feature file (.npy, .npz, .parquet, .ark, .h5) or an output folder (output.dir)")
+    p.add_argument("--item", metavar="ID", help="one input of a shard file (its item in manifest.jsonl)")
     p.add_argument("--plot", metavar="OUT.png", help="also draw the feature file (waveform + heatmap) to this PNG")
     p.add_argument("--audio", metavar="AUDIO", help="source audio for --plot when the recorded input is elsewhere")
     return p
@@ -58,7 +62,7 @@ def _run(args: argparse.Namespace) -> None:
             print(printable(describe_dir(path), keep="\n"))
         else:
             refuse_audio(path)
-            print(printable(describe_file(path), keep="\n"))
+            print(printable(describe_file(path, args.item), keep="\n"))
             if args.plot:
                 from conv_pipeline.inspect.plot import plot_features
 

@@ -20,9 +20,10 @@ from typing import Any, Optional
 import numpy as np
 
 from conv_pipeline.config.schema import LayerConfig
-from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot, is_regular_file
+from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot, find_output_root, is_regular_file
 from conv_pipeline.dataset.model import layer_configs
 from conv_pipeline.dataset.reader import frame_centres, read_features
+from conv_pipeline.dataset.shards import SHARD_SUFFIXES
 from conv_pipeline.errors import InputError
 from conv_pipeline.inspect.text import ms_text, text_table
 
@@ -44,8 +45,11 @@ def _layer_text(layer: LayerConfig, in_channels: Any) -> str:
 
 def _frontend_text(fe: dict) -> str:
     keys = {"stft": ("n_fft", "hop_length", "power", "log"), "mel": ("n_fft", "hop_length", "n_mels", "log"),
-            "sinc": ("n_filters", "kernel_size", "hop_length", "log")}.get(fe.get("type"), ())
-    return f"{fe.get('type')} front-end (" + ", ".join(f"{k} {fe.get(k)}" for k in keys) + ")"
+            "sinc": ("n_filters", "kernel_size", "hop_length", "log"),
+            "mfcc": ("n_fft", "hop_length", "n_mels", "n_mfcc", "top_db"),
+            "fbank": ("win_length", "hop_length", "n_mels")}.get(fe.get("type"), ())
+    set_options = [k for k in ("center", "db", "deltas", "cmvn") if fe.get(k) not in (None, False, 0, "False", "false")]
+    return f"{fe.get('type')} front-end (" + ", ".join(f"{k} {fe.get(k)}" for k in (*keys, *set_options)) + ")"
 
 
 def _model_line(model: Optional[dict]) -> str:
@@ -96,9 +100,31 @@ def feature_stats(features: np.ndarray) -> dict:
     return stats
 
 
-def describe_file(path: os.PathLike | str) -> str:
-    """A readable summary of one feature file. Raises ``InputError`` for a broken or non-feature file."""
-    features, meta = read_features(path, lazy=True)  # a .npy is mapped, never read whole
+def describe_shard(path: Path) -> Optional[str]:
+    """The inputs a shard file (parquet, Kaldi ark, lhotse HDF5) holds, from its folder's manifest;
+    None when ``path`` is not a shard."""
+    if path.suffix not in SHARD_SUFFIXES:
+        return None
+    root_path = find_output_root(path)
+    if root_path is None:
+        raise InputError(f"{path}: a {SHARD_SUFFIXES[path.suffix]} shard outside its output folder (no manifest.jsonl above it)")
+    root = OutputRoot.read(root_path)
+    rel = path.resolve().relative_to(root.path.resolve()).as_posix()
+    recs = [r for r in root.records.values() if r.output == rel and r.status != "failed"]
+    rows = [[str(r.item), str(r.offset), f"{r.shape[0]} x {r.shape[1]}" if r.shape and len(r.shape) == 2 else "-", str(r.input)]
+            for r in recs]
+    lines = [f"{path}  ({SHARD_SUFFIXES[path.suffix]} shard, {len(recs)} input(s) in the manifest)"]
+    lines += text_table(["item", "offset", "shape", "input"], rows, left=(0, 3)) if rows else []
+    lines.append(f"  one input: python -m conv_pipeline.inspect {path} --item ITEM")
+    return "\n".join(lines)
+
+
+def describe_file(path: os.PathLike | str, item: Optional[str] = None) -> str:
+    """A readable summary of one feature file (``item``: one input of a shard; a shard without it
+    lists its inputs). Raises ``InputError`` for a broken or non-feature file."""
+    if item is None and (shard := describe_shard(Path(path))) is not None:
+        return shard
+    features, meta = read_features(path, lazy=True, item=item)  # a .npy is mapped, never read whole
     c, f = meta["shape"]
     sr, hop, rf = meta["sample_rate"], meta["hop"], meta["receptive_field"]
     lines = [f"{meta['path']}  ({meta['format']})"]
@@ -192,11 +218,12 @@ def describe_dir(path: os.PathLike | str) -> str:
         dur = f"{rec.duration_s:.2f}" if rec.duration_s is not None else "-"
         if rec.error:
             errors[len(rows)] = "; ".join(filter(None, (errors.get(len(rows)), rec.error)))
-        rows.append([rec.output or "-", status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
+        place = f"{rec.output} [{rec.item}]" if rec.output and rec.item else (rec.output or "-")
+        rows.append([place, status, shape, dur, str(rec.sample_rate or "-"), str(rec.input)])
     unlisted = sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.suffix in FEATURE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        if p.suffix in FEATURE_SUFFIXES and p.suffix not in SHARD_SUFFIXES and p.is_file() and not p.name.startswith(".")
         and p.relative_to(folder).as_posix() not in listed
     )
     for rel in unlisted:

@@ -6,6 +6,9 @@ a partial file under a final name) on a local folder or an fsspec URL, and recor
 ``manifest.jsonl``; ``engines`` decide what to write when.
 
 * ``writer.py``: feature files (``.npy``/``.npz``, whole or streamed) and ``atomic_write``.
+* ``formats/``: the one feature-writer interface (``FormatWriter``, ``open_writer``) and its
+  formats: npy/npz (one file per input), parquet, kaldi, lhotse (shards; the manifest records the
+  shard and the input's item and offset in it).
 * ``outputs.py``: ``OutputDir``, the storage interface, and its ``LocalOutputDir`` /
   ``RemoteOutputDir`` implementations.
 * ``manifest.py``: ``ManifestRecord``; appending to and reading a local ``manifest.jsonl``.

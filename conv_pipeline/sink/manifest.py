@@ -10,7 +10,10 @@ Fields: ``input`` (the input as given, a path or URL), ``output`` (feature file 
 ``output.dir``, POSIX separators; null when failed), ``status`` (``ok``, ``failed`` or
 ``skipped``), ``error`` (one line, for failures, else null), ``sample_rate`` (Hz the features
 were computed at, after resampling), ``num_samples`` (samples per channel at that rate),
-``duration_s``, ``shape`` (``[out_channels, frames]``), ``seconds`` (wall time spent), and the
+``duration_s``, ``shape`` (``[out_channels, frames]``), ``seconds`` (wall time spent), for the
+formats that pack many inputs into one file (``sink/formats/``) ``item`` (the input's id in
+``output``: a parquet row's ``id``, a Kaldi utterance id, a lhotse cut id) and ``offset`` (the
+parquet row; the byte offset of the matrix in the Kaldi ark), and the
 output's identity: ``key`` (the input's canonical name: its resolved absolute path, or its URL;
 one key per input however it was spelled), ``fingerprint`` (the input when it was read: size,
 modification time and a hash of its first bytes) and ``weights`` (a hash of the weights that made
@@ -22,8 +25,8 @@ never interleave, and a record is on disk once the call returns); a last line to
 full-disk writer is ended first. Reading treats the manifest as untrusted: a line that is not a
 record (torn, even inside a character; not JSON; not an object; a field of the wrong type; nested
 too deep) is skipped and reported. When an input (its ``key``) appears more than once, its last
-record is the current one; a record whose output a later record of another input claims is no
-longer current (that file now holds the other input's features).
+record is the current one; a record whose output (and item) a later record of another input
+claims is no longer current (that place now holds the other input's features).
 
 One output name, one input: a run never writes an input's features over a file whose current
 record ties it to another input (``a/speech.wav`` then ``b/speech.ogg``, both ``speech.npy``, in
@@ -47,6 +50,7 @@ from conv_pipeline.sink.names import MANIFEST_NAME
 from conv_pipeline.sink.writer import check_regular_files
 
 STATUSES = ("ok", "failed", "skipped")
+SHARD_FIELDS = ("item", "offset")  # written only when set (parquet, kaldi, lhotse outputs)
 
 
 @dataclass(slots=True)
@@ -62,7 +66,14 @@ class ManifestRecord:
     key: Optional[str] = None
     fingerprint: Optional[str] = None
     weights: Optional[str] = None
-    seconds: Optional[float] = None  # last, as in the records of older versions
+    seconds: Optional[float] = None  # last of the fields every record has, as in older versions
+    item: Optional[str] = None  # parquet/kaldi/lhotse: the input's id inside ``output`` (a shard)
+    offset: Optional[int] = None  # parquet: its row; kaldi: the byte offset of its matrix in the ark
+
+    @property
+    def place(self) -> tuple[Optional[str], Optional[str]]:
+        """Where the features are: ``(output, item)`` (one file, or one item of a shard)."""
+        return (self.output, self.item)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -77,11 +88,15 @@ class ManifestRecord:
         """One line of JSON. Non-ASCII names stay readable; a name that is not valid UTF-8 (Python
         holds its bytes as lone surrogates) is escaped (``\\udcff``), so the line still encodes to
         UTF-8 and reads back to the same name."""
-        text = json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+        data = asdict(self)
+        for name in SHARD_FIELDS:  # only where a shard holds the features: other lines stay as they were
+            if data[name] is None:
+                del data[name]
+        text = json.dumps(data, ensure_ascii=False, sort_keys=False)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            text = json.dumps(asdict(self), ensure_ascii=True, sort_keys=False)
+            text = json.dumps(data, ensure_ascii=True, sort_keys=False)
         return text
 
 
@@ -155,7 +170,7 @@ _NUMBER = (int, float)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {  # every field but ``input`` and ``status`` may be null
     "input": (str,), "status": (str,), "output": (str,), "error": (str,), "sample_rate": (int,),
     "num_samples": (int,), "duration_s": _NUMBER, "shape": (list,), "seconds": _NUMBER,
-    "key": (str,), "fingerprint": (str,), "weights": (str,),
+    "key": (str,), "fingerprint": (str,), "weights": (str,), "item": (str,), "offset": (int,),
 }
 
 
@@ -221,14 +236,14 @@ def current_records(records: Iterable[ManifestRecord]) -> dict[str, ManifestReco
     record whose output file a later record of another input claims (an ``ok``/``skipped`` record
     naming the same output) is dropped: the file holds that input's features now."""
     current: dict[str, ManifestRecord] = {}
-    owner: dict[str, str] = {}  # output -> the identity of the input whose features it holds
+    owner: dict[tuple, str] = {}  # (output, item) -> the identity of the input whose features it holds
     for rec in records:
         current[rec.identity] = rec
         if rec.output and rec.status in ("ok", "skipped"):
-            owner[rec.output] = rec.identity
+            owner[rec.place] = rec.identity
     keyed: dict[str, ManifestRecord] = {}
     for ident, rec in current.items():
-        if not rec.output or owner.get(rec.output, ident) == ident:
+        if not rec.output or owner.get(rec.place, ident) == ident:
             keyed[rec.input if rec.input not in keyed else ident] = rec
     return keyed
 

@@ -18,7 +18,8 @@ import conv_pipeline.engines.job as job_mod
 import conv_pipeline.engines.local as local_mod
 import conv_pipeline.engines.memory as memory
 import conv_pipeline.engines.work as work_mod
-from conv_pipeline.engines.batching import TRIALS, BatchSizer, candidate_sizes
+from conv_pipeline.config.compose import compose_config
+from conv_pipeline.config.plan import BATCH_SIZE_CONV, BATCH_SIZE_FFT, build_plan
 from conv_pipeline.engines.job import run_batch
 from conv_pipeline.sink.manifest import iter_records, read_manifest
 from conv_pipeline.sink.manifest_sink import LocalManifestSink
@@ -117,61 +118,45 @@ def test_skip_state_holds_no_record_of_a_missing_output(tmp_path, monkeypatch):
     assert kept == [True, True]  # asked only for the two outputs that exist
 
 
-def test_outputs_do_not_depend_on_the_chosen_batch_sizes(tmp_path, monkeypatch):
+def test_outputs_do_not_depend_on_the_batch_size(tmp_path):
     corpus = _corpus(tmp_path / "c", 12)
     run_batch(batch_cfg(corpus, tmp_path / "a", batch_size=1))
-    monkeypatch.setattr("conv_pipeline.engines.batching.TRIALS", 1)
-    monkeypatch.setattr(local_mod, "BatchSizer", lambda n: BatchSizer(None))  # runtime.batch_size unset
-    run_batch(batch_cfg(corpus, tmp_path / "b", batch_size=8))  # tries 1, 2, 4, 8 on the way
+    run_batch(batch_cfg(corpus, tmp_path / "b", batch_size=8))
     for p in (tmp_path / "a").rglob("*.npy"):
         np.testing.assert_allclose(np.load(p), np.load(tmp_path / "b" / p.relative_to(tmp_path / "a")), rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- the batch size chosen from measurement
-def test_candidate_sizes():
-    assert candidate_sizes(1) == [1]
-    assert candidate_sizes(8) == [1, 2, 4, 8]
-    assert candidate_sizes(6) == [1, 2, 4, 6]
+# ---------------------------------------------------------------- the batch size per model (runtime.batch_size null)
+@pytest.mark.parametrize(
+    "preset, layers, expected",
+    [("mel", None, BATCH_SIZE_FFT), ("stft", None, BATCH_SIZE_FFT), ("mel", [{"out_channels": 4, "kernel_size": 3}], BATCH_SIZE_CONV),
+     ("default", None, BATCH_SIZE_CONV), ("sinc", None, BATCH_SIZE_CONV), ("tutorial", None, BATCH_SIZE_CONV)],
+)
+def test_unset_batch_size_is_the_models_own(preset, layers, expected):
+    overrides = ["input=x.wav", f"model={preset}"] + ([f"model.layers={_flow(layers)}"] if layers else [])
+    plan = build_plan(compose_config(overrides, "batch"), "batch")
+    assert plan.config.runtime.batch_size == expected
+    set_plan = build_plan(compose_config([*overrides, "runtime.batch_size=3"], "batch"), "batch")
+    assert set_plan.config.runtime.batch_size == 3  # a set value is used as given
 
 
-def _drive(sizer: BatchSizer, cost_per_sample: dict[int, float], batches: int) -> list[int]:
-    used = []
-    for _ in range(batches):
-        size = sizer.size
-        used.append(size)
-        sizer.record(size, cost_per_sample[size] * 1000 * size, 1000 * size)
-    return used
+def _flow(layers: list) -> str:
+    return "[" + ",".join("{" + ",".join(f"{k}:{v}" for k, v in layer.items()) + "}" for layer in layers) + "]"
 
 
-def test_a_set_batch_size_is_used_as_given():
-    sizer = BatchSizer(3)
-    for _ in range(100):
-        assert sizer.size == 3
-        sizer.record(3, 1.0, 1000)
+def test_the_job_runs_mel_one_file_per_stack_call(tmp_path, monkeypatch):
+    corpus = _corpus(tmp_path / "c", 5)
+    sizes: list[int] = []
+    real = work_mod.Work.compute
 
+    def compute(self, batch):
+        sizes.append(len(batch))
+        return real(self, batch)
 
-def test_sizer_settles_on_the_cheapest_size_and_retries_its_neighbours():
-    sizer = BatchSizer(None)  # adaptive, up to AUTO_MAX = 8
-    used = _drive(sizer, {1: 3.0, 2: 1.0, 4: 2.0, 8: 5.0}, 1 + 4 * TRIALS)  # warm-up, then every size
-    assert used == [1] + [s for s in (1, 2, 4, 8) for _ in range(TRIALS)]
-    assert sizer.size == 2
-    later = _drive(sizer, {1: 3.0, 2: 1.0, 4: 2.0, 8: 5.0}, 200)
-    assert set(later) == {1, 2, 4}  # the neighbours are measured again; 8 never after the first trials
-    assert later.count(2) > 0.8 * len(later)
-    # the costs change (longer files, another load): the choice follows
-    moved = _drive(sizer, {1: 3.0, 2: 1.0, 4: 0.5, 8: 5.0}, 200)
-    assert moved[-1] == 4
-
-
-def test_first_batch_is_not_counted():
-    sizer = BatchSizer(None)
-    sizer.sizes, sizer.queue = [1, 2], [1] + [1] * TRIALS + [2] * TRIALS
-    sizer.record(1, 100.0, 1)  # a warm-up batch: one-time costs
-    for _ in range(TRIALS):
-        sizer.record(1, 2.0, 1)
-    for _ in range(TRIALS):
-        sizer.record(2, 3.0, 1)
-    assert sizer.size == 1 and sizer.costs[1] == [(2.0, 1)] * TRIALS and sizer.cost(2) == 3.0
+    monkeypatch.setattr(work_mod.Work, "compute", compute)
+    cfg = compose_config([f"input={corpus}", "model=mel", f"output.dir={tmp_path / 'out'}"], "batch")
+    assert run_batch(cfg).ok == 5
+    assert sizes == [1] * 5
 
 
 def test_items_hold_no_audio_once_recorded(tmp_path, monkeypatch):

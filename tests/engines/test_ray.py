@@ -35,6 +35,7 @@ from conv_pipeline.sink.manifest import read_manifest  # noqa: E402
 from helpers.files import files_under  # noqa: E402
 from helpers.jobs import LAYERS_CLI, META  # noqa: E402
 from helpers.paths import SCRIPT  # noqa: E402
+from helpers.presets import CASES, PRESETS, close  # noqa: E402
 from helpers.storage import (  # noqa: E402  (the corpus and manifests the URL tests use)
     check_records,
     make_corpus,
@@ -249,3 +250,27 @@ def test_ray_settings_that_cannot_run(ray_instance, tmp_path, engine, extra, nee
     assert needle in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "feats").exists()
     assert ray.is_initialized()  # a running instance is left as it was
+
+
+# ---------------------------------------------------------------- the classic presets on Ray (issue 16)
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_ray_presets_equal_their_torchaudio_references(ray_instance, tmp_path, preset):
+    """mfcc, fbank and centred mel in Ray actors, three files of different lengths in one padded
+    batch (``runtime.batch_size=3``): each file equals its torchaudio reference."""
+    import soundfile as sf
+    import torch
+
+    from conv_pipeline.config.compose import compose_config
+    from helpers.audio import make_audio
+
+    lengths = {"a.wav": 16000 + 77, "b.wav": 9100, "c.wav": 5555}
+    for i, (name, n) in enumerate(lengths.items()):
+        make_audio(tmp_path / "in" / name, channels=1, frames=n, seed=i, subtype="FLOAT")
+    out = tmp_path / "out"
+    cfg = compose_config([f"input={tmp_path / 'in'}", f"output.dir={out}", *PRESETS[preset], "engine=ray",
+                          "runtime.batch_size=3", "batch.progress=none"], config_name="batch")
+    assert run_batch(cfg).exit_code == 0
+    for name in lengths:
+        x = torch.from_numpy(sf.read(tmp_path / "in" / name, dtype="float32")[0])
+        close(preset, torch.from_numpy(np.load(out / name.replace(".wav", ".npy"))), CASES[preset][1](x))

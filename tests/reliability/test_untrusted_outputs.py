@@ -1,7 +1,7 @@
 """Issue 12, findings 14-17 (reading outputs back): feature files and manifests are untrusted input.
 
 * 14: a ``.npy``/``.npz`` header claiming ``(1e6, 1e6)`` is checked against the file's size before
-  anything is allocated; features must be little-endian float32 (what conv_pipeline writes), so a
+  anything is allocated; features must be little-endian float32 or float16 (what conv_pipeline writes), so a
   big-endian or float128 file is refused in one line by ``load_features`` and ``FeatureDataset`` alike.
 * 15: ``inspect`` maps a ``.npy`` and computes its statistics block by block: its memory stays far
   below the file's size (it was about 5x the size).
@@ -117,7 +117,7 @@ def test_foreign_dtypes_are_refused_in_one_line_everywhere(tmp_path, name, write
     path = out / name
     msg = _one_line_error(lambda: load_features(path))
     ds = FeatureDataset(out)
-    ok = "conv_pipeline features are float32, little-endian" in msg and _one_line_error(lambda: ds[0]) == msg
+    ok = "conv_pipeline features are float32 or float16, little-endian" in msg and _one_line_error(lambda: ds[0]) == msg
     r = run_cli(str(path), module="conv_pipeline.inspect")
     ok = ok and r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "float32" in r.stderr
     FIGURES.outcome("bad input", ok, f"foreign dtype {name}: {msg} / inspect: {r.stderr[-300:]}")
