@@ -88,7 +88,7 @@ def test_batch_help_shows_the_batch_keys_and_engines(capfd):
     keys = _keys_part(r.out)
     assert {k.split(".")[0] for k in keys} == {f.name for f in fields(BatchConfig)}
     assert keys["engine.name"][0] == "ray" and keys["batch.workers"][0] == "thread"
-    assert keys["runtime.batch_size"][0] == "8"
+    assert keys["runtime.batch_size"][0] == "null" and "the model's own" in keys["runtime.batch_size"][1]
 
 
 @pytest.mark.slow

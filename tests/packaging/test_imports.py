@@ -66,7 +66,7 @@ def _console(name: str) -> list[str]:
 
 # (id, arguments after `python -X importtime`, exit status, text the output must hold)
 COMMANDS = [
-    ("help", ["-m", "conv_pipeline", "--help"], 0, "model: default, mel, sinc, stft"),
+    ("help", ["-m", "conv_pipeline", "--help"], 0, "model: default, fbank, mel, mfcc, sinc, stft"),
     ("summary", ["-m", "conv_pipeline", "summary=true"], 0, "model default: 3 conv layers, 1 -> 128 channels"),
     ("summary-input", ["-m", "conv_pipeline", "summary=true", "input=song.wav"], 0, "input: 0.5 s = 8000 samples at 16000 Hz"),
     ("batch-help", [str(SCRIPT), "--help"], 0, "engine: local, ray"),
