@@ -89,10 +89,11 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
     data = decode_frames(path, info)  # (T, C)
     if data.shape[0] == 0:
         raise no_frames_error(path, info)
-    finite = np.isfinite(data)
-    if not finite.all():
-        raise non_finite_error(path, int(data.size - np.count_nonzero(finite)))
-    del finite
+    if not np.isfinite(np.add.reduce(data, axis=None)):  # one pass, no mask: a finite sum has no NaN/Inf
+        finite = np.isfinite(data)  # NaN/Inf, or finite values whose sum overflows: count exactly
+        if not finite.all():
+            raise non_finite_error(path, int(data.size - np.count_nonzero(finite)))
+        del finite
     decoded = int(data.shape[0])
     warn_truncated(path, info, decoded)
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
