@@ -41,6 +41,22 @@ def _wait_for(cond, timeout: float = 60.0, step: float = 0.002) -> bool:
     return False
 
 
+def _stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped (``T`` in /proc): a rename
+    or write already inside the kernel completes after ``kill`` returns, which would race with
+    removing the folder the process writes into."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        try:
+            states = [(Path(t) / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:
+            return True  # no /proc (or the process is gone): nothing more to wait for
+        return all(s in ("T", "t") for s in states)
+
+    assert _wait_for(stopped, timeout=10.0), f"process {pid} did not stop"
+
+
 def _lines(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
@@ -120,7 +136,7 @@ def test_job_whose_folder_is_removed_never_writes_into_the_new_one(tmp_path):
     job1 = _start([sys.executable, str(SCRIPT), *common, f"output.dir={out}", "seed=0"], tmp_path)
     try:
         assert _wait_for(lambda: _lines(out / "manifest.jsonl") >= 3), "job 1 wrote nothing"
-        os.kill(job1.pid, signal.SIGSTOP)
+        _stop(job1.pid)
         assert job1.poll() is None and _lines(out / "manifest.jsonl") < 60, "job 1 ended before it could be stopped"
         shutil.rmtree(out)
         job2 = run_script(*common, f"output.dir={out}", "seed=1", cwd=tmp_path)
