@@ -11,8 +11,9 @@ A-law/µ-law) decodes to float32 ``(channels, frames)``, and what it cannot read
 (``ffmpeg.py``: AAC, Opus/Vorbis in WebM, the audio of a video, ALAC, WMA; ``audio.decoder``).
 Files are decoded by content; only ``audio.decoder=auto`` looks at the extension, to send
 FFmpeg-only containers (``.m4a``, ``.mp4``, ``.webm``, ...) straight to FFmpeg. Every problem
-with a file is a one-line ``InputError`` naming it. The header (``probe`` -> ``AudioInfo``), the error builders and the libsndfile helpers live in the
-torch-free ``info.py`` and are re-exported here.
+with a file is a one-line ``InputError`` naming it. The header (``probe`` -> ``AudioInfo``, both
+re-exported here), the error builders and the decoders live in the torch-free ``info.py``,
+``ffmpeg.py`` and ``decode.py``.
 """
 
 from __future__ import annotations
@@ -27,19 +28,7 @@ import torch
 
 from conv_pipeline.config.checks import validate_audio
 from conv_pipeline.config.schema import AudioConfig
-from conv_pipeline.load.info import (
-    SF_ERRORS,
-    AudioInfo,
-    NativeStderr,
-    damaged_error,
-    decode_error,
-    no_frames_error,
-    non_finite_error,
-    probe,
-    rewind,
-    sf_name,
-    warn_truncated,
-)
+from conv_pipeline.load.info import AudioInfo, no_frames_error, non_finite_error, probe, warn_truncated
 from conv_pipeline.load.decode import check_memory, decode_frames
 from conv_pipeline.load.signal import (
     apply_channel_policy,
@@ -49,10 +38,7 @@ from conv_pipeline.load.signal import (
     resampled_length,
 )
 
-__all__ = [
-    "Audio", "AudioInfo", "load_audio", "probe", "SF_ERRORS", "NativeStderr", "damaged_error", "decode_error",
-    "no_frames_error", "non_finite_error", "rewind", "sf_name", "warn_truncated",
-]
+__all__ = ["Audio", "AudioInfo", "load_audio", "probe"]
 
 
 @dataclass
