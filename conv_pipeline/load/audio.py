@@ -82,11 +82,13 @@ def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) 
         del finite
     decoded = int(data.shape[0])
     warn_truncated(path, info, decoded)
-    wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (T, C) -> (C, T)
+    # (T, C) -> (C, T) as a view: the channel policy reads it where it is, and only what it keeps
+    # is copied (nothing more for a stereo file mixed to mono)
+    wave = torch.from_numpy(data).T
     del data
     if not isinstance(audio.channels, str) and len(audio.channels) > wave.shape[0]:
         check_memory(path, 4 * len(audio.channels) * decoded, f"audio.channels: {len(audio.channels)} channel(s) x {decoded} frames")
-    wave = apply_channel_policy(wave, audio.channels, info.path)
+    wave = apply_channel_policy(wave, audio.channels, info.path).contiguous()  # (C', T), rows of unit stride
     if target != info.sample_rate:
         n_out = resampled_length(int(wave.shape[-1]), info.sample_rate, target)
         check_memory(path, 3 * 4 * n_out * int(wave.shape[0]), f"resampling to {n_out} frames")

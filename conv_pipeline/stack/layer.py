@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conv_pipeline.config.schema import ACTIVATIONS, NORMS, TIME_NORMS, LayerConfig
+from conv_pipeline.stack.bands import BandCache
 from conv_pipeline.stack.spectral import SpectralCache, split_magnitude, stft_layer
 
 InPlace = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -139,7 +140,8 @@ class ConvLayer(nn.Module):
     (``ACTIVATION_TABLE``): ``(B, C_in, T) -> (B, C_out, T')``.
 
     A front-end may replace ``act`` with its own module (magnitude, rectifier, log). Execution
-    only: a windowed-DFT conv runs as an FFT (``spectral.py``), a 1x1 conv as a matrix product.
+    only: a windowed-DFT conv runs as an FFT (``spectral.py``), a 1x1 conv as a matrix product
+    (a filterbank over its bands only, ``bands.py``).
     """
 
     def __init__(self, in_channels: int, spec: LayerConfig) -> None:
@@ -157,6 +159,7 @@ class ConvLayer(nn.Module):
         self.norm = NORM_TYPES[spec.norm](spec.out_channels) if spec.norm else None
         self.act = ACTIVATION_TABLE[spec.activation].module() if spec.activation else None
         self.spectral = SpectralCache()  # is the conv a windowed DFT (run as an FFT)? see spectral.py
+        self.bands = BandCache()  # is a 1x1 conv a filterbank (its bands only)? see bands.py
 
     @property
     def mixes_time(self) -> bool:
@@ -164,10 +167,13 @@ class ConvLayer(nn.Module):
         return bool(getattr(self.norm, "mixes_time", False))
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv, ``(B, C_in, T) -> (B, C_out, T')``: a 1x1 conv as one matrix product (any
-        input strides, no copy), else ``Conv1d`` on a row-major input."""
+        """The conv, ``(B, C_in, T) -> (B, C_out, T')``: a 1x1 conv as matrix products (any input
+        strides, no copy; a filterbank over its bands only), else ``Conv1d`` on a row-major input."""
         c = self.conv
         if c.kernel_size == (1,) and c.stride == (1,) and c.padding in ((0,), "valid") and c.groups == 1:
+            bands = self.bands.bands(c, x)  # a filterbank: its bands only (bands.py)
+            if bands is not None:
+                return bands.apply(x, c.bias)
             y = torch.matmul(c.weight[:, :, 0], x)  # (C_out, C_in) @ (B, C_in, T) -> (B, C_out, T)
             return y if c.bias is None else y.add_(c.bias[:, None])
         return c(_row_major(x))

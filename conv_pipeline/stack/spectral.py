@@ -11,7 +11,8 @@ checkpoints; only its execution changes (as cuDNN picks an FFT algorithm):
   basis of that window (read from the weights, not the preset name, so a checkpoint with other
   weights runs as a conv), zero padding, dilation 1, no bias, and no gradient is wanted
   (``inference_mode``/``no_grad``, as ``execute`` runs); else None. The decision is cached and
-  taken again when the weight changes (its ``data_ptr``, ``_version`` or values).
+  taken again when the weight changes (its ``data_ptr``, ``_version`` or values): a
+  ``WeightDecision``, the base ``stack/bands.py`` also uses; ``fix_weights`` marks a stack's as fixed.
 * ``frame_spectra(frames, window, out, power)``: ``(..., m, n_fft)`` frames -> ``(..., m, F)``
   complex spectra, or their ``|X| ** power`` (``power_into``: what ``PairMagnitude`` computes
   from the ``(re, im)`` rows, without building ``(B, 2F, T)``), in blocks of ``BLOCK`` frames so
@@ -180,40 +181,56 @@ def _version(t: torch.Tensor) -> Optional[int]:
         return None
 
 
-class SpectralCache:
-    """``dft_window`` of one conv, decided once and decided again when its weight changes."""
+class WeightDecision:
+    """A decision taken from one conv's weight (how to execute it), cached, and taken again when the
+    weight changes: its storage (``data_ptr``), ``_version``, shape, dtype, device, bias and
+    geometry, or its values (``.data.copy_`` leaves ``_version`` alone, so the values are compared,
+    about as cheap as one frame, unless the owner said its weights are fixed: ``fix_weights``).
+    ``decide(conv, how)``: ``how(conv)`` once per weight; its result (None: the plain conv)."""
 
-    def __init__(self, candidate: Optional[Framing] = None) -> None:
+    def __init__(self) -> None:
         self.key: Optional[tuple] = None
         self.seen: Optional[torch.Tensor] = None  # the weight the decision was taken on
-        self.win: Optional[torch.Tensor] = None
-        self.candidate = candidate  # a Framing the weight may be (fbank), checked against the weight
+        self.value = None
         self.fixed = False  # the weight is never written in place behind autograd's back: see fix_weights
 
-    def window(self, conv: nn.Conv1d, x: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-        """The window for running ``conv`` on ``x`` as an FFT, or None: run the conv."""
+    def decide(self, conv: nn.Conv1d, how, x: Optional[torch.Tensor] = None):
         w = conv.weight
         if torch.is_grad_enabled() and (w.requires_grad or (x is not None and x.requires_grad)):
             return None  # autograd: the conv, whose weight and input get gradients
         key = (w.data_ptr(), _version(w), w.shape, w.dtype, w.device, conv.bias is None, conv.padding, conv.dilation)
-        # .data.copy_ leaves _version alone, so the values are compared too (about as cheap as one
-        # frame), unless the owner said its weights are fixed
         if key != self.key or self.seen is None or (not self.fixed and not torch.equal(self.seen, w.detach())):
             self.key, self.seen = key, w.detach().clone()
-            self.win = framing_of(conv, self.candidate) if self.candidate is not None else dft_window(conv)
-        return self.win
+            self.value = how(conv)
+        return self.value
+
+
+class SpectralCache(WeightDecision):
+    """``dft_window`` of one conv (or its ``Framing`` ``candidate``), decided once per weight."""
+
+    def __init__(self, candidate: Optional[Framing] = None) -> None:
+        super().__init__()
+        self.candidate = candidate  # a Framing the weight may be (fbank), checked against the weight
+
+    def window(self, conv: nn.Conv1d, x: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The window for running ``conv`` on ``x`` as an FFT, or None: run the conv."""
+        return self.decide(conv, self._window, x)
+
+    def _window(self, conv: nn.Conv1d) -> Optional[torch.Tensor]:
+        return framing_of(conv, self.candidate) if self.candidate is not None else dft_window(conv)
 
 
 def fix_weights(module: nn.Module) -> nn.Module:
-    """Tell every ``SpectralCache`` in ``module`` that its weights change only through ops that
-    bump their version (``copy_`` under ``no_grad``, ``load_state_dict``), never through
-    ``.data``: the engines' stacks, built once and never written. Their FFT decision is then
-    kept while the weight's identity and version stay, without comparing its values on every
-    call (a batch job of short files spent about 10% of its main thread comparing)."""
+    """Tell every ``WeightDecision`` in ``module`` (FFT windows, filterbank bands) that its weights
+    change only through ops that bump their version (``copy_`` under ``no_grad``,
+    ``load_state_dict``), never through ``.data``: the engines' stacks, built once and never
+    written. Their decisions are then kept while the weight's identity and version stay, without
+    comparing its values on every call (a batch job of short files spent about 10% of its main
+    thread comparing)."""
     for sub in module.modules():
-        cache = getattr(sub, "spectral", None)
-        if isinstance(cache, SpectralCache):
-            cache.fixed = True
+        for value in vars(sub).values():
+            if isinstance(value, WeightDecision):
+                value.fixed = True
     return module
 
 
@@ -282,13 +299,15 @@ def _spectra_blocks(frames: torch.Tensor, win: torch.Tensor, out: torch.Tensor, 
 
 
 def power_into(spectra: torch.Tensor, power: float, out: torch.Tensor) -> torch.Tensor:
-    """``|spectra| ** power`` (complex ``(..., F)``) into real ``out`` of the same shape."""
+    """``|spectra| ** power`` (complex ``(..., F)``) into real ``out`` of the same shape; ``spectra``
+    is overwritten. ``re * re + im * im`` rounded as ``PairMagnitude`` rounds it: the squares in one
+    vectorised pass over the contiguous (re, im) pairs, then their sums (2x the speed of products
+    over the stride-2 real and imaginary views)."""
     if power == 1:
         return torch.abs(spectra, out=out)
     parts = torch.view_as_real(spectra)  # (..., F, 2)
-    re, im = parts[..., 0], parts[..., 1]
-    torch.mul(re, re, out=out)
-    out.addcmul_(im, im)
+    parts.square_()
+    torch.add(parts[..., 0], parts[..., 1], out=out)
     return out if power == 2 else out.pow_(power / 2)
 
 

@@ -57,6 +57,25 @@ def test_channel_policy():
         apply_channel_policy(x, [0, 3])
 
 
+def test_stereo_to_mono_equals_the_mean_bit_for_bit(tmp_path):
+    """Two channels are mixed as (a + b) * 0.5 on the decoder's interleaved layout: the same float32
+    values as ``mean(0)``, including huge, tiny (subnormal) and infinite samples."""
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((5000, 2)).astype(np.float32)  # (T, C), as libsndfile gives them
+    frames[:4] = [[3e38, 3e38], [1e-45, 2e-45], [np.inf, 1.0], [-1e-40, 3e-41]]
+    interleaved = torch.from_numpy(frames).T  # (C, T) view
+    for x in (interleaved, interleaved.contiguous()):
+        mono = apply_channel_policy(x, "mono")
+        assert mono.shape == (1, 5000)
+        assert torch.equal(mono, x.contiguous().mean(0, keepdim=True))
+    path = tmp_path / "s.wav"
+    sf.write(path, frames[4:], 16000, subtype="FLOAT")
+    loaded = load_audio(path, AudioConfig(channels="mono")).waveform
+    assert loaded.is_contiguous() and torch.equal(loaded, torch.from_numpy(frames[4:].T.copy()).mean(0, keepdim=True))
+    kept = load_audio(path).waveform
+    assert kept.is_contiguous() and torch.equal(kept, torch.from_numpy(frames[4:].T.copy()))
+
+
 def test_resampling_equals_torchaudio(tmp_path):
     path = tmp_path / "x.wav"
     x = make_audio(path, channels=2, frames=44100, sr=44100, subtype="FLOAT")

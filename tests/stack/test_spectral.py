@@ -97,7 +97,7 @@ def test_other_windows_sizes_and_log():
     stack = ConvStack.from_preset("mel", over, in_channels=1).eval()
     with torch.inference_mode():
         got = stack(x[None, None])[0]
-    assert stack.layers[0].spectral.win is not None
+    assert stack.layers[0].spectral.value is not None
     win = torch.nn.functional.pad(torch.hamming_window(300), (106, 106))
     spec = torch.stft(x, 512, 128, window=win, center=False, return_complex=True).abs() ** 2
     fb = torchaudio.functional.melscale_fbanks(257, 0.0, 8000.0, 80, 16000, norm=None, mel_scale="htk")
@@ -154,7 +154,7 @@ def test_non_dft_checkpoint_runs_as_the_conv(tmp_path, monkeypatch):
     count = Counter(monkeypatch)
     with torch.inference_mode():
         got = loaded(x[None, None])[0]
-    assert count.calls == 0 and loaded.layers[0].spectral.win is None
+    assert count.calls == 0 and loaded.layers[0].spectral.value is None
     assert rel(got, dense(loaded, x)) <= 1e-5
     assert rel(got, mel_ref()(x)) > 1e-4  # really other weights
 
@@ -164,11 +164,11 @@ def test_weight_changed_in_place_is_noticed(monkeypatch):
     x = signal(4000, seed=5)
     with torch.no_grad():
         stack(x[None, None])
-        assert stack.layers[0].spectral.win is not None
+        assert stack.layers[0].spectral.value is not None
         stack.layers[0].conv.weight.data[3, 0, 7] += 0.01  # .data: the version counter does not move
         count = Counter(monkeypatch)
         got = stack(x[None, None])[0]
-    assert count.calls == 0 and stack.layers[0].spectral.win is None
+    assert count.calls == 0 and stack.layers[0].spectral.value is None
     assert rel(got, dense(stack, x)) <= 1e-5
     with torch.no_grad():  # back to a DFT basis of another window: detected again
         stack.layers[0].conv.weight.copy_(spectral.stft_kernels(N_FFT, torch.hamming_window(N_FFT, dtype=torch.float64)))
@@ -212,11 +212,11 @@ def test_fixed_weights_skip_the_value_check_but_follow_versioned_writes(monkeypa
     with torch.no_grad():
         stack(x[None, None])
         stack(x[None, None])
-    assert stack.layers[0].spectral.win is not None and equal_calls == []
+    assert stack.layers[0].spectral.value is not None and equal_calls == []
     with torch.no_grad():
         w = stack.layers[0].conv.weight
         w.copy_(w + 0.01 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1), dtype=w.dtype))
         count = Counter(monkeypatch)
         got = stack(x[None, None])[0]
-    assert count.calls == 0 and stack.layers[0].spectral.win is None  # no longer a DFT basis: the conv
+    assert count.calls == 0 and stack.layers[0].spectral.value is None  # no longer a DFT basis: the conv
     assert rel(got, dense(stack, x)) <= 1e-5
