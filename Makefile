@@ -13,6 +13,7 @@ EXAMPLE ?= data/example_stereo.wav
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,ray,formats]"
+	$(PY) -m compileall -q conv_pipeline scripts > /dev/null  # bytecode once: an editable install (and PYTHONDONTWRITEBYTECODE) would compile it on every run
 	touch $(STAMP)
 
 install: $(STAMP)

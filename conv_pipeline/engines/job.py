@@ -43,6 +43,7 @@ from conv_pipeline.config.compose import written_config
 from conv_pipeline.config.plan import Plan, build_plan
 from conv_pipeline.config.schema import AudioConfig
 from conv_pipeline.engines.local import LocalEngine, compute_threads
+from conv_pipeline.engines.memory import frozen_heap
 from conv_pipeline.engines.progress import BatchSummary, count_record
 from conv_pipeline.engines.work import (
     Item,
@@ -314,14 +315,15 @@ def _run_manifest(job: Job, manifest: ManifestSink) -> None:
     if not todo or job.stack is None or job.channels is None:
         return
     plan = job.plan
-    if job.runner is not None:
-        work = Work(plan, None, job.channels, job.out, job.device, job.config, job.weights)
-        job.runner.run(work, todo, manifest, job.summary, plan.batch)
-        return
-    work = Work(plan, job.stack, job.channels, job.out, job.device, job.config, job.weights)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(compute_threads(plan.config.runtime.num_workers, job.device))
-    try:
-        LocalEngine(work, manifest, job.decode, job.summary).run(todo)
-    finally:
-        torch.set_num_threads(threads_before)
+    with frozen_heap():  # what is alive now (modules, the stack) is never garbage: collections skip it
+        if job.runner is not None:
+            work = Work(plan, None, job.channels, job.out, job.device, job.config, job.weights)
+            job.runner.run(work, todo, manifest, job.summary, plan.batch)
+            return
+        work = Work(plan, job.stack, job.channels, job.out, job.device, job.config, job.weights)
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(compute_threads(plan.config.runtime.num_workers, job.device))
+        try:
+            LocalEngine(work, manifest, job.decode, job.summary).run(todo)
+        finally:
+            torch.set_num_threads(threads_before)

@@ -22,6 +22,7 @@ import numpy as np
 
 from conv_pipeline.config.compose import plain_config
 from conv_pipeline.config.plan import Plan, build_plan
+from conv_pipeline.engines.memory import frozen_heap
 from conv_pipeline.engines.progress import CountedBlocks, FileProgress, stack_passes
 from conv_pipeline.engines.work import (
     WEIGHTS_KEY,
@@ -164,7 +165,8 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     place = Location(out_path.name)
     with staging() as folder:  # output.format/dtype/layout other than plain npy/npz: staged, then the writer
         target = out_path if formats.plain else Path(folder) / "features.npy"
-        weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, target, device)
+        with frozen_heap():  # what is alive now (modules) is never garbage: collections skip it
+            weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, target, device)
         if not formats.plain:
             place = _store(plan, formats, out_dir, target, key, out_path.name, stack, sample_rate, num_samples)
             out_path = out_dir / place.output

@@ -188,3 +188,42 @@ def test_summary_lists_a_bounded_number_of_failures(tmp_path):
     assert s.failed == n and len(s.failures) == FAILURES_KEPT and s.exit_code == 1
     text = s.format(max_failures=50)
     assert "f49.wav: broken" in text and "f50.wav" not in text and f"... and {n - 50} more" in text
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_frozen_heap_turns_the_collector_on_over_what_is_alive_and_restores_it(enabled):
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert gc.get_freeze_count() == 0
+        with memory.frozen_heap():
+            assert gc.isenabled()
+            assert gc.get_freeze_count() > 1000  # the modules' objects, out of every collection
+            cycle: list = []
+            cycle.append(cycle)  # made inside: collected
+            del cycle
+            assert gc.collect() >= 1
+        assert gc.isenabled() is enabled and gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_entry_points_import_with_the_collector_off_and_work_with_it_on(tmp_path):
+    """``exit_after`` (every console entry point) turns the collector off for the imports; the
+    engines turn it on for the work (``frozen_heap``)."""
+    import subprocess
+
+    code = (
+        "import gc\n"
+        "from conv_pipeline.cli.common import exit_after\n"
+        "from conv_pipeline.engines.memory import frozen_heap\n"
+        "def main():\n"
+        "    print('imports', gc.isenabled())\n"
+        "    with frozen_heap():\n"
+        "        print('work', gc.isenabled())\n"
+        "exit_after(main)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["imports False", "work True"]
