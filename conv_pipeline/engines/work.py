@@ -146,13 +146,16 @@ def decode_item(
 ) -> Decoded:
     """Runs in a decode worker (thread, process or Ray task). ``path``: a path or URL (its
     header is read in place; ``decode`` must take URLs: ``load.remote.UrlDecoder``). The input's
-    fingerprint is taken here, just before it is read (in the workers, not up front)."""
+    fingerprint is taken here, just before it is read (in the workers, not up front). The header
+    read for the long-file check is handed to ``decode`` when it takes one (``UrlDecoder.takes_info``)."""
     t0 = time.perf_counter()
     fingerprint = input_fingerprint(path, options)
     if long_after_s is not None:
         info = probe(path, options, getattr(audio, "decoder", "auto"))
         if info.duration_s > long_after_s:
             return Decoded(None, time.perf_counter() - t0, fingerprint)
+        if getattr(decode, "takes_info", False):
+            return Decoded(decode(path, audio, info=info), time.perf_counter() - t0, fingerprint)
     return Decoded(decode(path, audio), time.perf_counter() - t0, fingerprint)
 
 

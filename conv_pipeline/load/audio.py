@@ -57,18 +57,20 @@ class Audio:
         return int(self.waveform.shape[-1])
 
 
-def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None) -> Audio:
+def load_audio(path: Union[str, os.PathLike], audio: AudioConfig | None = None, info: AudioInfo | None = None) -> Audio:
     """Decode ``path`` and apply ``audio.channels`` then ``audio.sample_rate``.
 
     Raises ``InputError`` (one line, naming the file) for a missing, empty, corrupt, truncated or
     non-audio file, a FIFO or device, zero frames, NaN/Inf samples, a resampling the rates make
     impossible, or a file too large for the memory available (``runtime.chunk_seconds`` streams
     it). A file shorter than its header says (a truncated WAV) is decoded as far as it goes, with
-    a warning.
+    a warning. ``info``: the file's header when the caller has just read it (``probe`` with
+    ``audio.decoder``), so it is not read twice.
     """
     audio = audio or AudioConfig()
     validate_audio(audio)
-    info = probe(path, getattr(audio, "decoder", "auto"))
+    if info is None:
+        info = probe(path, getattr(audio, "decoder", "auto"))
     target = audio.sample_rate or info.sample_rate
     resampler = getattr(audio, "resampler", "torchaudio")
     check_resample(path, info.sample_rate, target, resampler)

@@ -12,6 +12,7 @@ copy. Local paths (and ``file://`` URLs) go straight to the local code.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import posixpath
 import re
@@ -109,9 +110,15 @@ class UrlDecoder:
     def __init__(self, inner: Callable, options: Optional[Mapping[str, Any]] = None) -> None:
         self.inner = inner
         self.options = dict(options or {})
+        # the inner decoder takes the header its caller has read (``load_audio(..., info=)``)
+        self.takes_info = "info" in inspect.signature(inner).parameters
 
-    def __call__(self, path: str, audio: Any) -> Any:
+    def __call__(self, path: str, audio: Any, info: Any = None) -> Any:
+        """``inner`` on the path (with ``info``, a header already read, when ``inner`` takes it) or
+        on a local copy of the URL (whose header is read again: ``info`` describes the remote file)."""
         if not is_url(path):
+            if info is not None and self.takes_info:
+                return self.inner(local_path(path), audio, info=info)
             return self.inner(local_path(path), audio)
         with fetched(path, self.options) as local:
             return self.inner(local, audio)

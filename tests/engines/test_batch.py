@@ -444,3 +444,37 @@ def test_sigkill_then_rerun_completes_every_output(tmp_path):
         got = np.load(out / rec.output, allow_pickle=False)
         want = np.load(tmp_path / "ref" / rec.output)
         assert got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-5
+
+
+def test_a_decode_worker_reads_each_header_once_and_custom_decoders_still_work(tmp_path, monkeypatch):
+    """The long-file check's header is handed to ``load_audio`` (``UrlDecoder.takes_info``): the
+    decoded audio is the same as a plain ``load_audio``, with no second ``probe``; a decoder that
+    takes no header is called as before."""
+    import conv_pipeline.load.audio as audio_mod
+    from conv_pipeline.engines.work import decode_item
+    from conv_pipeline.load.remote import UrlDecoder
+
+    path = str(tmp_path / "a.flac")
+    write_audio(path, seconds=1.3, sr=44100, channels=2)
+    cfg = AudioConfig(sample_rate=16000, channels="mono")
+    expected = load_audio(path, cfg)
+
+    def no_second_probe(*args, **kwargs):
+        raise AssertionError("the header was read twice")
+
+    monkeypatch.setattr(audio_mod, "probe", no_second_probe)
+    decoder = UrlDecoder(load_audio)
+    assert decoder.takes_info
+    got = decode_item(path, cfg, 600.0, decoder).audio
+    assert got.info == expected.info and np.array_equal(got.waveform.numpy(), expected.waveform.numpy())
+    monkeypatch.undo()
+
+    calls = []
+
+    def custom(p, audio):  # run_batch(decode=...) callables take (path, audio)
+        calls.append(p)
+        return load_audio(p, audio)
+
+    plain = UrlDecoder(custom)
+    assert not plain.takes_info
+    assert decode_item(path, cfg, 600.0, plain).audio.frames == expected.frames and calls == [path]
