@@ -89,7 +89,7 @@ def apply_channel_policy(waveform: torch.Tensor, channels: ChannelPolicy, path: 
     if channels == "keep":
         return waveform
     if channels == "mono":
-        if waveform.shape[0] == 2 and waveform.is_floating_point():
+        if waveform.shape[0] == 2 and waveform.dtype in (torch.float32, torch.float64):
             # (a + b) / 2 as the mean computes it (one sum, then an exact halving), without a
             # reduction over the 2-long channel axis, which is slow on the decoder's interleaved
             # layout (a (C, T) view of (T, C)): 10x faster, equal bit for bit

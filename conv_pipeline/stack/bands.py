@@ -9,7 +9,8 @@ groups, and each group is one product with the input channels its rows reach
 instead of 16,080, 2.5x faster on one thread (1,080 frames, AMD EPYC) with the per-call costs.
 
 The bands are read from the weights, not from a preset's name, so a checkpoint with other
-weights gets its own (or the dense product, when no grouping saves enough). The sums are the
+weights gets its own (or the dense product, when no grouping saves enough). On the CPU only
+(``layer.py``): a GPU runs the dense product in one kernel. The sums are the
 dense product's with the zero terms left out: equal up to float32 rounding (about 1e-7 of the
 largest value).
 

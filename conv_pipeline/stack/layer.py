@@ -171,7 +171,7 @@ class ConvLayer(nn.Module):
         strides, no copy; a filterbank over its bands only), else ``Conv1d`` on a row-major input."""
         c = self.conv
         if c.kernel_size == (1,) and c.stride == (1,) and c.padding in ((0,), "valid") and c.groups == 1:
-            bands = self.bands.bands(c, x)  # a filterbank: its bands only (bands.py)
+            bands = self.bands.bands(c, x) if x.device.type == "cpu" else None  # a filterbank: its bands (bands.py)
             if bands is not None:
                 return bands.apply(x, c.bias)
             y = torch.matmul(c.weight[:, :, 0], x)  # (C_out, C_in) @ (B, C_in, T) -> (B, C_out, T)
