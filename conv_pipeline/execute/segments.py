@@ -4,8 +4,15 @@ Flow: source -> load -> stack -> **execute** -> sink -> engines. Used by ``execu
 (``StreamingStack.pipelined``): instead of cutting the layers into two pipeline stages
 (``pipeline.py``, as balanced as the layers' costs allow: the wav2vec2-shaped stack's second
 layer alone is half the work), the output frames are cut into segments of ``S`` frames, and the
-two threads compute alternate segments, each from its own input range, with all the layers, one
-torch thread each. Both cores do the same work whatever the layers' costs.
+two threads compute segments, each from its own input range, with all the layers, one torch
+thread each. Both cores do the same work whatever the layers' costs.
+
+Neither thread waits for the other: the worker always holds ``WORKER_QUEUE`` segments (one it
+computes, one waiting), the caller computes each segment that comes while it is full, and
+``push`` returns the frames of every computed segment that no segment still with the worker
+precedes; the others are returned by a later ``push`` or ``flush``, in order (at most ``MAX_HELD``
+held). When the caller waited for the worker's segment before going on, it waited 5-9% of a
+180 s wav2vec2-shaped run (AMD EPYC, 2 vCPUs; BENCHMARKS.md).
 
 Segment ``[f, f + S)`` of the last layer needs, walking the layers backwards (``docs/geometry.md``),
 outputs ``[a_i, b_i)`` of layer ``i`` and so input samples ``[a_0, b_0)``:
@@ -27,8 +34,9 @@ counts), not bit for bit; ``pipeline.py``'s two stages are bit for bit.
 Public API:
 
 * ``SegmentPlan(shapes, frames)``: the input range of each segment, ``shapes`` ``(k, s, p, d)`` per layer.
-* ``Segments(streamers, shapes, min_frames, empty)``: ``push(x (C_in, n)) -> (C_out, m)``, ``flush()``,
-  ``close()``; segments of the first block's frames, at least ``min_frames``.
+* ``Segments(streamers, shapes, min_frames, empty)``: ``push(x (C_in, n)) -> (C_out, m)`` (the frames
+  ready so far, in order), ``flush()`` (the rest), ``close()``; segments of the first block's
+  frames, at least ``min_frames``.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 _STOP = object()
+WORKER_QUEUE = 2  # segments with the worker: one it computes, one waiting, so it never idles
+MAX_HELD = 8  # segments computed but not yet returned (they wait for an earlier one of the worker's)
 
 
 class SegmentPlan:
@@ -84,7 +94,7 @@ class SegmentPlan:
 
 
 class Segments:
-    """Alternate segments on a worker thread and the caller's, in order; see the module docstring.
+    """Segments on a worker thread and the caller's, returned in order; see the module docstring.
 
     Args:
         streamers: two ``StreamingStack``s of the same stack (one per thread), fresh.
@@ -105,7 +115,8 @@ class Segments:
         self.next = 0  # the next segment
         self.inbox: queue.Queue = queue.Queue()
         self.outbox: queue.Queue = queue.Queue()
-        self.pending = False  # a segment is with the worker
+        self.sent = 0  # segments with the worker (running or waiting), not yet collected
+        self.results: list[Optional[torch.Tensor]] = []  # computed segments in order; None: the worker's, not back yet
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)
         self.worker: Optional[threading.Thread] = threading.Thread(
@@ -126,14 +137,20 @@ class Segments:
                 return
             self.outbox.put(y)
 
-    def _collect(self) -> list[torch.Tensor]:
-        if not self.pending:
-            return []
-        self.pending = False
-        y = self.outbox.get()
-        if isinstance(y, BaseException):
-            raise y
-        return [y]
+    def _collect(self, wait: bool) -> None:
+        """Put the worker's finished segments in their places: those done (all of them, ``wait``)."""
+        while self.sent and (wait or not self.outbox.empty()):
+            y = self.outbox.get()
+            if isinstance(y, BaseException):
+                raise y
+            self.sent -= 1
+            self.results[self.results.index(None)] = y
+
+    def _ready(self) -> list[torch.Tensor]:
+        """Remove and return the computed segments that no unfinished one precedes."""
+        n = next((i for i, y in enumerate(self.results) if y is None), len(self.results))
+        done, self.results = self.results[:n], self.results[n:]
+        return done  # type: ignore[return-value]
 
     def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
         parts = [p for p in parts if p.shape[-1]]
@@ -168,19 +185,26 @@ class Segments:
             j = self.next
             b0 = self.plan.ranges(self.plan.start(j), self.plan.start(j + 1))[1][0]
             if b0 > self.base + self.inp.shape[0]:
-                return self._join(parts)
+                break
             rows, first = self._input(j, b0)
             self.next += 1
-            if not self.pending:  # to the worker; the next one runs here
+            self._collect(False)
+            if self.sent < WORKER_QUEUE:  # the worker always has the next one waiting
                 self.inbox.put((rows, first, False))
-                self.pending = True
-                continue
-            y = self.streamers[0].segment(rows, first, False)
-            parts += self._collect() + [y]
+                self.sent += 1
+                self.results.append(None)
+            else:  # it is busy: this one runs here
+                self.results.append(self.streamers[0].segment(rows, first, False))
+            if len(self.results) > MAX_HELD:  # bounded: wait for the worker's before going on
+                self._collect(True)
+                parts += self._ready()
+        self._collect(False)
+        return self._join(parts + self._ready())
 
     def flush(self) -> torch.Tensor:
         """The true end: the segment with the worker, then the rest of the input as the last segment."""
-        parts = self._collect()
+        self._collect(True)
+        parts = self._ready()
         self.streamers[0].frames_in = self.frames_in
         if self.plan is None:
             self.plan = SegmentPlan(self.shapes, self.min_frames)

@@ -91,6 +91,42 @@ def test_segments_equal_the_whole_file(always_segments, shapes, length, sizes):
     assert workers() == []
 
 
+@pytest.mark.parametrize("slow", ["worker", "caller"])
+def test_the_caller_goes_on_while_the_worker_computes_and_the_frames_stay_in_order(always_segments, monkeypatch, slow):
+    """The worker keeps two segments; the caller computes the others and returns the frames no
+    segment of the worker's still precedes (the rest later, in order, at most ``MAX_HELD`` held):
+    whichever thread is slower, the frames are the whole file's."""
+    import time
+
+    import conv_pipeline.execute.segments as segments
+
+    stack = make_stack(W2V, 16)
+    original = StreamingStack.segment
+
+    def segment(self, *args, **kwargs):
+        here = threading.current_thread().name == WORKER
+        if (slow == "worker") == here:
+            time.sleep(0.02)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StreamingStack, "segment", segment)
+    held: list[int] = []
+    push = segments.Segments.push
+
+    def watched(self, x):
+        y = push(self, x)
+        held.append(len(self.results))
+        return y
+
+    monkeypatch.setattr(segments.Segments, "push", watched)
+    x = torch.randn(1, 120000)
+    got = torch.cat(list(iter_features(split(x, [3200]), stack)), dim=1)
+    assert rel_diff(got, whole(stack, x)) < 1e-5
+    assert max(held) >= 1  # some segments waited for an earlier one of the worker's
+    assert max(held) <= segments.MAX_HELD + 1
+    assert workers() == []
+
+
 def test_segments_of_one_layer_equal_conv1d(always_segments):
     stack = make_stack([(3, 2, 0, 1), (3, 2, 0, 1)], 64)
     x = torch.randn(1, 20000)
