@@ -23,8 +23,8 @@ How a layer is computed: activations are kept time-major (``(frames, channels)``
 that are allocated once and reused, and a conv with ``groups=1`` is one matrix product
 (``execute/matmul.py``: oneDNN on the CPU) of the windows (a strided view of the buffer, copied
 once when windows overlap) with the layer's own weight, written into the next layer's buffer;
-windows that overlap by fewer taps than the stride (``(3, 2)``) go two at a time with the overlap
-shared (``PairProduct``, 5/6 of the multiply-adds); ``groups > 1`` uses
+windows that overlap by fewer taps than the stride (``(3, 2)``) go three at a time with the overlaps
+shared (``TripleProduct``, 7/9 of the multiply-adds); ``groups > 1`` uses
 ``F.conv1d`` with ``padding=0``. A windowed-DFT conv (the stft/mel front-ends) is an FFT of the
 strided frames, its ``PairMagnitude`` computed from the complex spectra
 (``stack/spectral.py``). Norms and activations are the layer's own modules; an activation with
@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conv_pipeline.errors import ConfigError, InputError
-from conv_pipeline.execute.matmul import PairProduct, Product
+from conv_pipeline.execute.matmul import Product, TripleProduct
 from conv_pipeline.execute.passes import PassCounts
 from conv_pipeline.execute.pipeline import TwoStages, layer_costs, split_point
 from conv_pipeline.execute.segments import SegmentPlan, Segments
@@ -151,9 +151,9 @@ class _Layer:
             self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
             self.product = Product(self.wt, self.bias)  # oneDNN on the CPU (execute/matmul.py)
         # windows overlapping by fewer taps than the stride: two outputs at a time, the overlap shared
-        self.pair = None
-        if PairProduct.applies(k, s, d, self.groups, self.c_in):
-            self.pair = PairProduct(self.wt, self.bias, k, s, self.c_in)
+        self.overlap = None
+        if TripleProduct.applies(k, s, d, self.groups, self.c_in):
+            self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in)
         self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
         self.cols = torch.empty(0, dtype=dtype, device=device)
         self.scratch = torch.empty(0, dtype=dtype, device=device)
@@ -207,8 +207,8 @@ class _Layer:
                 spectra = frame_spectra(frames, self.fft_win, torch.empty(m, self.c_out // 2, dtype=out.dtype.to_complex(), device=out.device))
                 torch.cat([spectra.real, spectra.imag], dim=1, out=out)
         elif self.groups == 1:
-            if self.pair is not None:
-                self.pair.pairs(buf, m, out)
+            if self.overlap is not None:
+                self.overlap.outputs(buf, m, out)
             else:
                 self.product(self.columns(m), out)
         else:
