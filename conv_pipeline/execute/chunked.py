@@ -34,7 +34,7 @@ Few, large products: ``iter_features`` runs a layer only once ``MIN_ROWS`` of it
 complete (``flush`` runs the rest); a product under ``SERIAL_MACS`` multiply-adds runs on one torch
 thread (``spectral.one_thread``: forking idle, spinning OpenMP threads costs more). On the CPU with
 >= 2 threads, a stack of ``PIPELINE_MACS`` per input sample runs on two threads, one torch thread
-each: its output pass as alternate segments of the file (``execute/segments.py``: each thread runs
+each: its output pass as segments of the file shared by the threads (``execute/segments.py``: each thread runs
 every layer on its own segment, so the work is shared evenly whatever the layers' costs) when the
 context they recompute is under ``SEGMENT_OVERHEAD``, else as two pipeline stages
 (``execute/pipeline.py``). Which frames come out does not change, only when.
@@ -150,7 +150,7 @@ class _Layer:
         if self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
             self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
             self.product = Product(self.wt, self.bias)  # oneDNN on the CPU (execute/matmul.py)
-        # windows overlapping by fewer taps than the stride: two outputs at a time, the overlap shared
+        # windows overlapping by fewer taps than the stride: three outputs at a time, the overlaps shared
         self.overlap = None
         if TripleProduct.applies(k, s, d, self.groups, self.c_in):
             self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in)
@@ -377,7 +377,7 @@ class StreamingStack:
     def pipelined(self, choice: Optional[bool] = None) -> "Union[StreamingStack, TwoStages, Segments]":
         """``push``/``flush`` on two threads, or ``self``. ``choice`` True: two pipeline stages
         (``execute/pipeline.py``, bit for bit the one-thread frames). None: when it pays (CPU, >= 2
-        torch threads, ``PIPELINE_MACS`` per input sample): alternate segments of the file
+        torch threads, ``PIPELINE_MACS`` per input sample): segments of the file shared by two threads
         (``execute/segments.py``) where their shared context is small and this is the output pass,
         else two stages where the cut is balanced. False: ``self``."""
         if choice is False or (choice is None and (self.device.type != "cpu" or torch.get_num_threads() < 2)):
