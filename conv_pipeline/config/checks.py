@@ -85,7 +85,6 @@ class FrontendLayer(LayerConfig):
     edge: str = "zeros"
 
 
-SPECTRAL = ("stft", "mel", "mfcc", "fbank")  # front-ends whose first conv is a (windowed) DFT
 DELTA_WIDTH = 5  # torchaudio.functional.compute_deltas' default win_length
 
 
@@ -317,6 +316,8 @@ def validate_audio(audio: AudioConfig) -> None:
 OPTIONAL_PACKAGES = {
     ("audio.resampler", "soxr"): ("soxr", "pip install soxr", "audio.resampler=torchaudio"),
     ("audio.decoder", "ffmpeg"): ("av", "pip install 'conv_pipeline[ffmpeg]'", "audio.decoder=auto"),
+    **{("output.format", fmt): (module, "pip install 'conv_pipeline[formats]'", "output.format=npy")
+       for fmt, module in (("parquet", "pyarrow"), ("kaldi", "kaldiio"), ("lhotse", "lhotse"))},
 }
 
 
@@ -346,9 +347,9 @@ def _short_list(values: Sequence) -> object:
 
 
 def validate_output(output: object, fmt: str, engine: Optional[str] = None) -> None:
-    """The ``output.*`` settings beside ``dir`` and ``format`` (``fmt``: its value, already checked;
-    ``engine``: the batch job's, None for one file): ``ConfigError`` (one line) for a wrong value, a
-    format the engine cannot write, or a format whose library is not installed."""
+    """The ``output.*`` settings beside ``dir`` and ``format`` (``fmt``: its value, already checked
+    with its library, ``check_package_choice``; ``engine``: the batch job's, None for one file):
+    ``ConfigError`` (one line) for a wrong value or a format the engine cannot write."""
     check_choice("output.dtype", getattr(output, "dtype", "float32"), OUTPUT_DTYPES)
     check_int("output.shard_items", getattr(output, "shard_items", 1000), 1)
     mb = getattr(output, "shard_mb", 256.0)
@@ -360,9 +361,6 @@ def validate_output(output: object, fmt: str, engine: Optional[str] = None) -> N
     if engine == "ray" and fmt in ("kaldi", "lhotse"):  # one index file (feats.scp, cuts.jsonl.gz), one writer
         raise ConfigError(f"engine=ray cannot write output.format={fmt} yet (its index file has one writer): "
                           "use engine=local, or output.format=parquet with engine=ray")
-    needs = {"parquet": "pyarrow", "kaldi": "kaldiio", "lhotse": "lhotse"}.get(fmt)
-    if needs is not None and importlib.util.find_spec(needs) is None:
-        raise ConfigError(f"output.format={fmt} needs the {needs} package: pip install 'conv_pipeline[formats]'")
 
 
 def validate_chunk_seconds(value: object) -> float:

@@ -30,6 +30,7 @@ from conv_pipeline.config.channels import ChannelRule, channel_rule
 from conv_pipeline.config.checks import (
     MAX_BLOCK_BYTES,
     check_choice,
+    check_package_choice,
     check_int,
     check_seconds,
     layer_channels,
@@ -224,7 +225,7 @@ def build_plan(cfg: Any, kind: str = "file", output_dir: Optional[str] = None, n
     if kind == "batch":
         _check_batch(opts, engine, storage)
     fmt = _enum_value(cfg.output.format)
-    check_choice("output.format", fmt, tuple(f.value for f in OutputFormat))
+    check_package_choice("output.format", fmt, tuple(f.value for f in OutputFormat))
     validate_output(cfg.output, fmt, engine.name if kind == "batch" else None)
     policy = cfg.audio.channels if isinstance(cfg.audio.channels, str) else tuple(cfg.audio.channels)
     specs_groups = geometry_first_groups(cfg)

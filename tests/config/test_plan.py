@@ -177,3 +177,14 @@ def test_every_entry_point_builds_the_same_plan(tmp_path):
     typed = BatchConfig(input="x.wav", model=compose_config(["model=mel"]).model, output=OutputConfig())
     typed.audio.sample_rate, typed.audio.channels, typed.runtime.chunk_seconds = 16000, "mono", 0.5
     assert build_plan(typed, "batch").channels == batch.channels
+
+
+@pytest.mark.parametrize("fmt,module", [("parquet", "pyarrow"), ("kaldi", "kaldiio"), ("lhotse", "lhotse")])
+def test_a_format_whose_library_is_missing_is_refused_with_its_install(monkeypatch, fmt, module):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    with pytest.raises(ConfigError, match=rf"output.format={fmt} needs the {module} package.*"
+                                          r"pip install 'conv_pipeline\[formats\]' \(or set output.format=npy\)"):
+        build_plan(compose_config(["input=x.wav", f"output.format={fmt}"]))

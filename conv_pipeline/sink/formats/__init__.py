@@ -18,7 +18,6 @@ from typing import Any, Optional
 
 from conv_pipeline.geometry import StackGeometry
 from conv_pipeline.sink.formats.base import (
-    DTYPES,
     Entry,
     FormatOptions,
     FormatWriter,
@@ -27,9 +26,8 @@ from conv_pipeline.sink.formats.base import (
     item_id,
 )
 
-SHARDED_FORMATS = {"parquet": "pyarrow", "kaldi": "kaldiio", "lhotse": "lhotse"}  # format -> module it needs
 
-__all__ = ["DTYPES", "SHARDED_FORMATS", "Entry", "FormatOptions", "FormatWriter", "Location", "cast_features",
+__all__ = ["Entry", "FormatOptions", "FormatWriter", "Location", "cast_features",
            "item_id", "open_writer"]
 
 

@@ -38,7 +38,6 @@ import numpy as np
 from conv_pipeline.errors import InputError
 from conv_pipeline.geometry import StackGeometry
 
-DTYPES = ("float32", "float16")
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 
