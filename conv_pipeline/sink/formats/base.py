@@ -100,13 +100,11 @@ class Location:
     offset: Optional[int] = None
 
 
-def cast_features(features: np.ndarray, dtype: str, time_major: bool, what: str) -> np.ndarray:
+def cast_features(features: np.ndarray, dtype: str, time_major: bool) -> np.ndarray:
     """``features`` ``(channels, frames)`` as stored: ``dtype`` (float32 or float16), transposed to
-    ``(frames, channels)`` when ``time_major``, C-contiguous. float16 refuses values beyond its range
-    (``InputError`` naming ``what``): a feature is never silently ``inf``."""
+    ``(frames, channels)`` when ``time_major``, C-contiguous. The writers' ``write`` refuses values
+    beyond float16's range first (``check_float16``, naming the input), once per input."""
     features = np.asarray(features)
-    if dtype == "float16":
-        check_float16(features, what)
     out = features.T if time_major else features
     return np.ascontiguousarray(out, dtype=np.float16 if dtype == "float16" else np.float32)
 
@@ -156,7 +154,7 @@ class FormatWriter(abc.ABC):
 
     def stored(self, entry: Entry, time_major: bool = True) -> np.ndarray:
         """``entry``'s features as this writer stores them (``cast_features``)."""
-        return cast_features(entry.features, self.options.dtype, time_major, entry.input)
+        return cast_features(entry.features, self.options.dtype, time_major)
 
     @abc.abstractmethod
     def write(self, entry: Entry, sync: bool = True) -> list[tuple[Entry, Location]]:

@@ -47,7 +47,7 @@ def write_feature_file(
     path = Path(path)
     if options.plain:
         return write_features(path, features, geometry, sample_rate, config, sync, checked=True)
-    stored = cast_features(features, options.dtype, options.time_major, str(path))
+    stored = cast_features(features, options.dtype, options.time_major)
     if path.suffix == ".npy":
 
         def write(tmp: Path) -> None:
