@@ -224,9 +224,15 @@ def validate_frontend_options(fe: FrontendConfig) -> None:
 
 
 def cmvn_mode(fe: FrontendConfig) -> Optional[str]:
-    """``model.frontend.cmvn`` as None, ``mean`` or ``mean_var`` (``false`` reads as None; typed as a
-    string, the command line's false arrives as ``"False"``)."""
-    return None if fe.cmvn in (None, False, "False", "false", "null", "none") else fe.cmvn
+    """``model.frontend.cmvn`` as None, ``mean`` or ``mean_var`` (``cmvn_value``)."""
+    return cmvn_value(fe.cmvn)
+
+
+def cmvn_value(value: object) -> Optional[str]:
+    """A ``cmvn`` setting (a config's, or a written ``config.yaml``'s) as None, ``mean`` or ``mean_var``:
+    ``false``/``null``/``none`` read as None (typed as a string, the command line's false arrives as
+    ``"False"``)."""
+    return None if value in (None, False, "False", "false", "null", "none") else value  # type: ignore[return-value]
 
 
 def model_layer_specs(model: ModelConfig) -> list[LayerConfig]:

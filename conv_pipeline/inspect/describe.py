@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from conv_pipeline.config.checks import cmvn_value
 from conv_pipeline.config.schema import LayerConfig
 from conv_pipeline.dataset.folder import FEATURE_SUFFIXES, OutputRoot, find_output_root, is_regular_file
 from conv_pipeline.dataset.model import layer_configs
@@ -48,7 +49,8 @@ def _frontend_text(fe: dict) -> str:
             "sinc": ("n_filters", "kernel_size", "hop_length", "log"),
             "mfcc": ("n_fft", "hop_length", "n_mels", "n_mfcc", "top_db"),
             "fbank": ("win_length", "hop_length", "n_mels")}.get(fe.get("type"), ())
-    set_options = [k for k in ("center", "db", "deltas", "cmvn") if fe.get(k) not in (None, False, 0, "False", "false")]
+    set_options = [k for k in ("center", "db", "deltas") if fe.get(k) not in (None, False, 0, "False", "false")]
+    set_options += ["cmvn"] if cmvn_value(fe.get("cmvn")) is not None else []
     return f"{fe.get('type')} front-end (" + ", ".join(f"{k} {fe.get(k)}" for k in (*keys, *set_options)) + ")"
 
 

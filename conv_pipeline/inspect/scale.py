@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from conv_pipeline.config.checks import cmvn_value
+
 DB_RANGE = 80.0  # dB shown below the loudest column of a spectrum
 MEAN_SHARE = 0.25  # averaging keeps less than this share of the channels' variance: draw the RMS instead
 
@@ -53,7 +55,7 @@ def spectrum_power(model: Optional[dict]) -> Optional[float]:
     front = model["frontend"]
     kind = front.get("type")
     if front.get("log") or front.get("db") or kind in ("mfcc", "fbank") or front.get("deltas") \
-            or front.get("cmvn") not in (None, False, "False", "false"):
+            or cmvn_value(front.get("cmvn")) is not None:
         return None
     power = front.get("power")
     if power is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from conv_pipeline.config.checks import (
+    cmvn_mode,
     frontend_channels,
     frontend_out_channels,
     model_layer_specs,
@@ -176,7 +177,7 @@ def frontend_roles(fe: Any) -> list[str]:
     n = len(roles)
     roles += [f"layer {n + i + 1}: {'deltas' if i == 0 else 'delta-deltas'} (5 taps, edges replicated)"
               for i in range(int(fe.deltas or 0))]
-    if fe.cmvn not in (None, False, "False", "false"):
+    if cmvn_mode(fe) is not None:
         roles.append(f"CMVN ({fe.cmvn}) over the whole file on the last front-end layer (one statistics pass when chunked)")
     return roles
 

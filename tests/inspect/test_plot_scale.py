@@ -132,3 +132,17 @@ def test_zoom_panel_and_legend_cover_no_waveform(tmp_path):
 
     no_audio = _plot(_write(tmp_path, "b", feats, LEARNED, layers=layers), tmp_path, audio=tmp_path / "missing.wav")
     assert no_audio.zoom_box is None and no_audio.legend_box is None
+
+
+@pytest.mark.parametrize("cmvn,off", [(None, True), (False, True), ("False", True), ("none", True), ("null", True),
+                                      ("mean", False), ("mean_var", False)])
+def test_cmvn_reads_the_same_everywhere(cmvn, off):
+    """Every reader of ``model.frontend.cmvn`` (the summary, the plot's scale) takes ``false``/``null``/``none`` as off, as ``config.checks.cmvn_mode`` does."""
+    from conv_pipeline.config.compose import compose_config
+    from conv_pipeline.inspect.scale import spectrum_power
+    from conv_pipeline.inspect.summary import frontend_roles
+
+    model = {"frontend": {"type": "mel", "cmvn": cmvn}, "layers": []}
+    assert (spectrum_power(model) == 2.0) is off
+    fe = compose_config(["model=mel", f"model.frontend.cmvn={'null' if cmvn is None else cmvn}"]).model.frontend
+    assert any("CMVN" in role for role in frontend_roles(fe)) is not off
