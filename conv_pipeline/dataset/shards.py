@@ -12,8 +12,9 @@ imported only here, and only when such a file is read.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -56,11 +57,22 @@ def _parquet_row(path: Path, item: str, offset: Optional[int]) -> np.ndarray:
     if row is None:
         raise InputError(f"{path}: no row with id {item!r}; the manifest and the shard disagree (re-run the job)")
     group, index = row
-    table = pf.read_row_group(group, columns=["id", "features", "num_channels"])
-    one = table.column("features").combine_chunks()[index].values  # list<value> per frame
-    channels = int(table.column("num_channels")[index].as_py())
+    st = path.stat()
+    features, num_channels = _row_group(str(path), (st.st_size, st.st_mtime_ns), group)
+    one = features[index].values  # list<value> per frame
+    channels = int(num_channels[index].as_py())
     flat = one.flatten().to_numpy(zero_copy_only=False)
     return flat.reshape(-1, channels) if channels else flat.reshape(0, 0)
+
+
+@functools.lru_cache(maxsize=2)
+def _row_group(path: str, stamp: tuple[int, int], group: int) -> tuple[Any, Any]:
+    """The ``features`` and ``num_channels`` columns of one row group, decoded once for the items read
+    one after another from it (a ``FeatureDataset`` pass); ``stamp`` (size, mtime) keys a rewritten file apart."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path).read_row_group(group, columns=["features", "num_channels"])
+    return table.column("features"), table.column("num_channels")
 
 
 def _find_row(pf, item: str, offset: Optional[int]) -> Optional[tuple[int, int]]:

@@ -321,3 +321,23 @@ def test_output_settings_are_refused_in_one_line():
         with pytest.raises(ConfigError) as err:
             validate_output(OutputConfig(**kw), fmt, engine)
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_parquet_items_read_one_after_another_decode_their_row_group_once(tmp_path):
+    """``load_features`` of every item of a parquet shard decodes each row group once (the last one
+    is kept), and a shard rewritten in place is read anew."""
+    pytest.importorskip("pyarrow")
+    from conv_pipeline.dataset import shards
+
+    out = OutputDir(tmp_path)
+    items = entries()
+    done = write_all(out, "parquet", items, shard_items=5)
+    shards._row_group.cache_clear()
+    for e, loc in done:
+        np.testing.assert_array_equal(load_features(tmp_path / loc.output, item=loc.item)[0], e.features)
+    assert shards._row_group.cache_info().misses == 1 and shards._row_group.cache_info().hits == 4
+    e, loc = done[0]
+    changed = [Entry(x.input, x.key, x.out_rel, x.features + 1, x.sample_rate, x.num_samples) for x in items]
+    (tmp_path / loc.output).unlink()  # rewritten at the same path
+    write_all(out, "parquet", changed, shard_items=5)
+    np.testing.assert_array_equal(load_features(tmp_path / loc.output, item=loc.item)[0], e.features + 1)
