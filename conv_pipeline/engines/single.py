@@ -43,7 +43,6 @@ from conv_pipeline.sink.jobdir import (
     make_output_dir,
     prepare_output_dir,
 )
-from conv_pipeline.load.remote import probe
 from conv_pipeline.sink.formats import Entry, FormatOptions, Location, open_writer
 from conv_pipeline.sink.manifest import ManifestRecord, append_record, check_output_name
 from conv_pipeline.sink.outputs import OutputDir
@@ -85,7 +84,8 @@ def _written_config(plan: Plan, in_channels: int) -> dict:
 
 
 def _run_whole(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
-    """The whole file at once: decode, stack, write. ``(weights, sample_rate, samples, shape, stack)``."""
+    """The whole file at once: decode, stack, write. ``(weights, sample_rate, samples, shape, stack, info)``
+    (``info``: the input's header, with the frames decoded)."""
     cfg = plan.config
     audio = load_audio(cfg.input, cfg.audio)
     in_channels = plan.channels.stack_channels(audio.info.channels, audio.info.path)
@@ -95,11 +95,11 @@ def _run_whole(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
     weights = prepare_output_dir(out_dir, stack, cfg.overwrite, config)
     write_features(out_path, features.numpy(), stack.geometry, audio.sample_rate, _features_config(config, stack))
     _log_run(plan, audio.info.path, audio.info, in_channels, audio.frames, audio.sample_rate, stack)  # written: now say so
-    return weights, audio.sample_rate, audio.frames, tuple(features.shape), stack
+    return weights, audio.sample_rate, audio.frames, tuple(features.shape), stack, audio.info
 
 
 def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tuple:
-    """Block by block, the features written as they come (bounded memory)."""
+    """Block by block, the features written as they come (bounded memory); returns what ``_run_whole`` does."""
     cfg = plan.config
     stream = open_audio_stream(cfg.input, cfg.audio, plan.chunk_seconds)  # header checks
     in_channels = plan.channels.stack_channels(stream.reader.info.channels, stream.path)
@@ -127,13 +127,13 @@ def _run_chunked(plan: Plan, out_dir: Path, out_path: Path, device: Any) -> tupl
         raise
     bar.close()
     _log_run(plan, stream.path, stream.reader.info, in_channels, stream.frames_read, stream.sample_rate, stack)  # written: now say so
-    return done["weights"], result.sample_rate, result.num_samples, result.shape, stack
+    return done["weights"], result.sample_rate, result.num_samples, result.shape, stack, stream.reader.info
 
 
 def _store(plan: Plan, formats: FormatOptions, out_dir: Path, staged: Path, key: str, name: str, stack: ConvStack,
-           sample_rate: int, num_samples: int) -> Location:
-    """The staged float32 ``.npy`` through the ``output.format`` writer (``sink/formats/``): where it went."""
-    info = probe(str(plan.input), plan.storage_options)
+           sample_rate: int, num_samples: int, info: Any) -> Location:
+    """The staged float32 ``.npy`` through the ``output.format`` writer (``sink/formats/``): where it went.
+    ``info``: the input's header as the run read it (its rate and frames are recorded)."""
     config = _features_config(_written_config(plan, stack.in_channels), stack)
     writer = open_writer(OutputDir(out_dir), formats, stack.geometry, config, stack.in_channels)
     entry = Entry(str(plan.input), key, name, np.load(staged, mmap_mode="r"), sample_rate, num_samples,
@@ -166,9 +166,9 @@ def run(cfg: Any, output_dir: Optional[str] = None) -> Result:
     with staging() as folder:  # output.format/dtype/layout other than plain npy/npz: staged, then the writer
         target = out_path if formats.plain else Path(folder) / "features.npy"
         with frozen_heap():  # what is alive now (modules) is never garbage: collections skip it
-            weights, sample_rate, num_samples, shape, stack = execute(plan, out_dir, target, device)
+            weights, sample_rate, num_samples, shape, stack, info = execute(plan, out_dir, target, device)
         if not formats.plain:
-            place = _store(plan, formats, out_dir, target, key, out_path.name, stack, sample_rate, num_samples)
+            place = _store(plan, formats, out_dir, target, key, out_path.name, stack, sample_rate, num_samples, info)
             out_path = out_dir / place.output
     append_record(
         out_dir,

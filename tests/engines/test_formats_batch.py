@@ -180,7 +180,7 @@ def test_the_single_file_run_writes_each_format(tmp_path, fmt):
     from conv_pipeline.engines.single import run
     from helpers.jobs import LAYERS
 
-    write_audio(tmp_path / "a.wav", 0.3, seed=1)
+    write_audio(tmp_path / "a.wav", 0.3, sr=22050, seed=1)  # resampled to SR: the source keeps its own rate
     outs = {}
     for name in ("npy", fmt):
         cfg = Config(input=str(tmp_path / "a.wav"), model=ModelConfig(layers=list(LAYERS)), audio=AudioConfig(sample_rate=SR),
@@ -189,6 +189,11 @@ def test_the_single_file_run_writes_each_format(tmp_path, fmt):
     want = np.load(tmp_path / "npy/a.npy")
     got = peer_arrays(fmt, tmp_path / fmt)
     np.testing.assert_array_equal(got[str(tmp_path / "a.wav")], want.T)
+    if fmt == "lhotse":  # the recording is the input as its header says
+        from lhotse import CutSet
+
+        (cut,) = CutSet.from_file(str(tmp_path / fmt / "cuts.jsonl.gz"))
+        assert (cut.recording.sampling_rate, cut.recording.num_samples) == (22050, round(0.3 * 22050))
 
 
 @pytest.mark.slow
