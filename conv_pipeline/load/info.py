@@ -27,7 +27,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import soundfile as sf
 
@@ -205,17 +205,22 @@ def ffmpeg_info(path: Union[str, os.PathLike], source: Any, spath: str) -> Audio
     return AudioInfo(spath, rate, channels, frames, container.upper(), codec.upper(), False, "ffmpeg", False)
 
 
-def _fallback(path: Union[str, os.PathLike], spath: str, err: Exception) -> AudioInfo:
-    """``audio.decoder=auto`` after libsndfile refused the header: FFmpeg's reading of the file,
-    or libsndfile's refusal when FFmpeg cannot read it either (FFmpeg takes random bytes named
-    ``.flac`` for a FLAC stream that decodes to nothing) or PyAV is not installed."""
-    refused = decode_error(spath, err)
+def ffmpeg_fallback(refused: InputError, read: Callable[[], AudioInfo]) -> AudioInfo:
+    """``audio.decoder=auto`` after libsndfile refused a header (``refused``, its one line): FFmpeg's
+    reading of the file (``read()``, local or remote), or the refusal when FFmpeg cannot read it
+    either (FFmpeg takes random bytes named ``.flac`` for a FLAC stream that decodes to nothing),
+    with how to install PyAV when it is not installed."""
     if importlib.util.find_spec("av") is None:
         raise InputError(f"{refused} (if FFmpeg reads it: {INSTALL_HINT})") from None
     try:
-        return ffmpeg_info(path, spath, spath)
+        return read()
     except InputError:
         raise refused from None
+
+
+def _fallback(path: Union[str, os.PathLike], spath: str, err: Exception) -> AudioInfo:
+    """``ffmpeg_fallback`` for a local file."""
+    return ffmpeg_fallback(decode_error(spath, err), lambda: ffmpeg_info(path, spath, spath))
 
 
 def probe(path: Union[str, os.PathLike], decoder: str = "auto") -> AudioInfo:

@@ -34,7 +34,7 @@ def probe(path: str, options: Optional[Mapping[str, Any]] = None, decoder: str =
     """``info.probe`` for a path or URL, with ``decoder`` (``audio.decoder``): the header only (a
     remote file is read through a file object, never copied). Raises ``InputError`` as
     ``info.probe`` does."""
-    from conv_pipeline.load.info import AudioInfo, wants_ffmpeg
+    from conv_pipeline.load.info import AudioInfo, ffmpeg_fallback, wants_ffmpeg
     from conv_pipeline.load.info import probe as probe_local
 
     if not is_url(path):
@@ -61,10 +61,7 @@ def probe(path: str, options: Optional[Mapping[str, Any]] = None, decoder: str =
         refused = InputError(f"{path}: not a readable audio file ({detail})")
         if decoder != "auto":
             raise refused from None
-        try:  # as info.probe: FFmpeg when libsndfile cannot read it
-            return _remote_ffmpeg(path, fs, p)
-        except InputError:
-            raise refused from None
+        return ffmpeg_fallback(refused, lambda: _remote_ffmpeg(path, fs, p))  # as info.probe
     except Exception as err:  # noqa: BLE001
         raise storage_error(path, err, "read it") from None
     return AudioInfo(path, int(header.samplerate), int(header.channels), int(header.frames), header.format, header.subtype)

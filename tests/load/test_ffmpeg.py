@@ -220,6 +220,10 @@ def test_without_pyav_one_line_with_the_install_hint(media, monkeypatch, tmp_pat
     junk.write_bytes(b"not audio at all" * 64)
     with pytest.raises(InputError, match=r"not a readable audio file .*conv_pipeline\[ffmpeg\]"):
         probe(junk)
+    fsspec = pytest.importorskip("fsspec")
+    fsspec.filesystem("memory").pipe_file("/nopyav/junk.wav", junk.read_bytes())
+    with pytest.raises(InputError, match=r"memory://nopyav/junk\.wav: not a readable audio file .*conv_pipeline\[ffmpeg\]"):
+        remote.probe("memory://nopyav/junk.wav")  # a URL says the same as a path
 
 
 def test_remote_probe_reads_ffmpeg_headers(media):
