@@ -8,5 +8,6 @@ and ``engines`` drive it all.
 * ``whole.py``: a decoded file at once (``extract``) or several as a padded batch
   (``extract_batch``); ``check_finite``, the overflow check every path uses; ``resolve_device``.
 * ``chunked.py``: a file as a stream, in bounded memory, with the same frames (``iter_features``);
-  ``stream_file.py``: one file through it to a writer (``extract_stream``).
+  ``stream_layer.py``: one layer of it; ``stream_file.py``: one file through it to a writer
+  (``extract_stream``).
 """

@@ -1,8 +1,8 @@
 """The matrix product of chunked execution: windows ``(m, K)`` times a layer's weight ``(K, C_out)``.
 
-Flow: source -> load -> stack -> **execute** -> sink -> engines. Used by ``execute/chunked.py``
-(``_Layer.conv_into``): a ``groups=1`` conv over a stream is one product of its input windows with
-the layer's weight, plus the bias.
+Flow: source -> load -> stack -> **execute** -> sink -> engines. Used by chunked execution
+(``execute/stream_layer.py: StreamLayer.conv_into``): a ``groups=1`` conv over a stream is one
+product of its input windows with the layer's weight, plus the bias.
 
 On the CPU in float32, the product runs through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
 the kernel behind torch's own CPU ``Conv1d``, with the weight packed once into oneDNN's blocked
