@@ -61,9 +61,14 @@ class Window(Rows):
 
     def __init__(self, span: int, stride: int, left: int, right: int, channels: int, dtype, device) -> None:
         super().__init__(max(64, span + left), channels, dtype, device)
-        self.span, self.stride, self.right = span, stride, right
+        self.span, self.stride, self.left, self.right = span, stride, left, right
         self.n = left  # the zeros at the true start
         self.skip = 0
+
+    def rewind(self, at_start: bool) -> None:
+        """Empty, as constructed (the zeros at the true start) when ``at_start``, else with nothing buffered."""
+        self.n, self.skip = (self.left if at_start else 0), 0
+        self.buf[: self.n].zero_()
 
     def commit(self, rows: int) -> None:
         """``rows`` written into ``tail(rows)`` become input (after the samples still to skip)."""

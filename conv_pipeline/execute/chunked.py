@@ -111,6 +111,8 @@ class StreamingStack:
         min_rows: a layer runs once at least this many of its outputs are complete (``flush`` runs
             the rest). 1: every frame is pushed out as soon as its window is read. More: late
             layers, which get few frames per chunk, run as fewer, larger products (same frames).
+        like: a ``StreamingStack`` of the same stack, device and ``time_stats`` (and ``collect`` None)
+            whose weights, packed once, this one shares read-only (``Segments``' second thread).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class StreamingStack:
         time_stats: Optional[dict[int, tuple[torch.Tensor, torch.Tensor]]] = None,
         collect: Optional[int] = None,
         min_rows: int = 1,
+        like: Optional["StreamingStack"] = None,
     ) -> None:
         param = next(stack.parameters())
         self.min_rows = min_rows
@@ -130,7 +133,8 @@ class StreamingStack:
             raise RuntimeError("internal error: the stack's layers and its geometry disagree")
         stats = time_stats or {}
         last = len(stack.layers) if collect is None else collect + 1
-        self.layers = [StreamLayer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect)
+        self.layers = [StreamLayer(layer, stats.get(i), self.dtype, self.device, conv_only=i == collect,
+                                   like=like.layers[i] if like is not None else None)
                        for i, layer in enumerate(stack.layers[:last])]
         self.collect = collect
         self.peak_stat = collect is not None and _peak(stack.layers[collect].norm)
@@ -191,7 +195,8 @@ class StreamingStack:
             return self
         costs = layer_costs(self.layers)
         if choice is None and sum(costs) >= PIPELINE_MACS and self.segmentable():
-            return Segments([self, StreamingStack(self.stack, self.device, self.time_stats)], self.shapes(),
+            twin = StreamingStack(self.stack, self.device, self.time_stats, like=self)  # the same packed weights
+            return Segments([self, twin], self.shapes(),
                             MIN_SEGMENT_FRAMES, self.sink.buf[:0].t())
         j = split_point(costs, 0 if choice else PIPELINE_MACS)
         return self if j is None else self.split(j)
@@ -213,11 +218,11 @@ class StreamingStack:
     @torch.inference_mode()
     def segment(self, rows: torch.Tensor, first: bool, last: bool) -> torch.Tensor:
         """One segment (``execute/segments.py``): time-major input ``rows`` ``(n, C_in)`` -> every
-        output frame they complete ``(C_out, m)``. ``first``: the windows are as constructed (the true
-        start); else they are emptied first (no left padding). ``last``: the true end follows."""
-        if not first:
-            for layer in self.layers:
-                layer.window.n, layer.window.skip = 0, 0
+        output frame they complete ``(C_out, m)``, whatever this streamer computed before. ``first``:
+        the windows start as constructed (the true start, its zero padding); else empty (no left
+        padding). ``last``: the true end follows."""
+        for layer in self.layers:
+            layer.window.rewind(first)
         self.layers[0].window.append(rows)
         for layer, sink in zip(self.layers, self._sinks()):
             if last:

@@ -32,12 +32,14 @@ channels: 1.04x ``F(2, 2)`` on 3,200 and 1,600 outputs, 0.98x on 400.
 Public API:
 
 * ``Product(wt, bias)``: ``product(cols, out, add=None)`` writes ``cols @ wt + bias (+ add)`` into ``out``.
-* ``TripleProduct(wt, bias, k, s, c_in)`` (``TripleProduct.applies(k, s, dilation, groups, c_in)``):
-  ``outputs(buf, m, out)``, the ``m`` outputs of windows ``buf[t*s : t*s + k]`` into ``out`` ``(m, C_out)``.
+* ``TripleProduct(wt, bias, k, s, c_in, whole=None)`` (``TripleProduct.applies(k, s, dilation, groups, c_in)``):
+  ``outputs(buf, m, out)``, the ``m`` outputs of windows ``buf[t*s : t*s + k]`` into ``out`` ``(m, C_out)``;
+  ``twin()``, the same packed weights with scratch of its own (another thread's).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -91,7 +93,8 @@ class TripleProduct:
     three outputs at a time with the overlaps shared (module docstring). ``wt`` ``(k * C_in, C_out)``,
     rows in (tap, channel) order."""
 
-    def __init__(self, wt: torch.Tensor, bias: Optional[torch.Tensor], k: int, s: int, c_in: int) -> None:
+    def __init__(self, wt: torch.Tensor, bias: Optional[torch.Tensor], k: int, s: int, c_in: int,
+                 whole: Optional[Product] = None) -> None:
         self.k, self.s, self.r, self.c = k, s, k - s, c_in
         rc, sc = self.r * c_in, s * c_in
         a, c = wt[:rc], wt[sc:]
@@ -101,8 +104,15 @@ class TripleProduct:
         self.minus = Product((a - c) / 2, None)  # for P2 - P1
         self.middle = Product(wt[rc:sc], bias) if sc > rc else None  # B for Q1, with the bias
         self.bias = bias
-        self.one = Product(wt, bias)  # the last one or two outputs of a count not divisible by 3
+        # the last one or two outputs of a count not divisible by 3 (``whole``: the layer's own Product(wt, bias))
+        self.one = whole if whole is not None else Product(wt, bias)
         self.scratch = torch.empty(0, dtype=wt.dtype, device=wt.device)
+
+    def twin(self) -> "TripleProduct":
+        """The same products (weights packed once, read-only) with scratch of its own, for another thread."""
+        twin = copy.copy(self)
+        twin.scratch = torch.empty(0, dtype=self.scratch.dtype, device=self.scratch.device)
+        return twin
 
     @staticmethod
     def applies(k: int, s: int, dilation: int, groups: int, c_in: int) -> bool:

@@ -12,7 +12,12 @@ computes, one waiting), the caller computes each segment that comes while it is 
 ``push`` returns the frames of every computed segment that no segment still with the worker
 precedes; the others are returned by a later ``push`` or ``flush``, in order (at most ``MAX_HELD``
 held). When the caller waited for the worker's segment before going on, it waited 5-9% of a
-180 s wav2vec2-shaped run (AMD EPYC, 2 vCPUs; BENCHMARKS.md).
+180 s wav2vec2-shaped run (AMD EPYC, 2 vCPUs; BENCHMARKS.md). At the true end, ``flush`` queues
+the last segment behind the worker's and computes, on the caller, every queued segment the worker
+has not started, so the two threads finish together (the caller no longer waits for the worker's
+two before computing the last one alone). A segment runs the same on either thread
+(``StreamingStack.segment`` rewinds the windows), and the second thread's ``StreamingStack``
+shares the first one's packed weights (``like``), so it costs no second packing before the start.
 
 Segment ``[f, f + S)`` of the last layer needs, walking the layers backwards (``docs/geometry.md``),
 outputs ``[a_i, b_i)`` of layer ``i`` and so input samples ``[a_0, b_0)``:
@@ -113,10 +118,11 @@ class Segments:
         self.base = 0  # the input sample of inp's first row
         self.frames_in = 0
         self.next = 0  # the next segment
-        self.inbox: queue.Queue = queue.Queue()
-        self.outbox: queue.Queue = queue.Queue()
-        self.sent = 0  # segments with the worker (running or waiting), not yet collected
-        self.results: list[Optional[torch.Tensor]] = []  # computed segments in order; None: the worker's, not back yet
+        self.inbox: queue.Queue = queue.Queue()  # (j, rows, first, last), taken by the worker (and by flush)
+        self.outbox: queue.Queue = queue.Queue()  # (j, frames) or an exception, from the worker
+        self.sent = 0  # segments given to the worker (running or waiting), not yet collected
+        self.results: dict[int, Optional[torch.Tensor]] = {}  # computed segments not yet returned; None: the worker's
+        self.returned = 0  # the next segment to return
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)
         self.worker: Optional[threading.Thread] = threading.Thread(
@@ -130,27 +136,48 @@ class Segments:
             item = self.inbox.get()
             if item is _STOP:
                 return
+            j, *args = item
             try:
-                y = self.streamers[1].segment(*item)
+                y = self.streamers[1].segment(*args)
             except BaseException as exc:  # handed to the caller, raised there
                 self.outbox.put(exc)
                 return
-            self.outbox.put(y)
+            self.outbox.put((j, y))
+
+    def _send(self, j: int, rows: torch.Tensor, first: bool, last: bool) -> None:
+        self.inbox.put((j, rows, first, last))
+        self.sent += 1
+        self.results[j] = None
 
     def _collect(self, wait: bool) -> None:
         """Put the worker's finished segments in their places: those done (all of them, ``wait``)."""
         while self.sent and (wait or not self.outbox.empty()):
-            y = self.outbox.get()
-            if isinstance(y, BaseException):
-                raise y
+            item = self.outbox.get()
+            if isinstance(item, BaseException):
+                raise item
             self.sent -= 1
-            self.results[self.results.index(None)] = y
+            j, y = item
+            self.results[j] = y
+
+    def _take_back(self) -> None:
+        """Compute here the segments the worker has not started (the end of the file: both threads
+        finish together, not the worker alone)."""
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            j, *args = item
+            self.sent -= 1
+            self.results[j] = self.streamers[0].segment(*args)
 
     def _ready(self) -> list[torch.Tensor]:
         """Remove and return the computed segments that no unfinished one precedes."""
-        n = next((i for i, y in enumerate(self.results) if y is None), len(self.results))
-        done, self.results = self.results[:n], self.results[n:]
-        return done  # type: ignore[return-value]
+        done = []
+        while self.results.get(self.returned) is not None:
+            done.append(self.results.pop(self.returned))
+            self.returned += 1
+        return done
 
     def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
         parts = [p for p in parts if p.shape[-1]]
@@ -190,11 +217,9 @@ class Segments:
             self.next += 1
             self._collect(False)
             if self.sent < WORKER_QUEUE:  # the worker always has the next one waiting
-                self.inbox.put((rows, first, False))
-                self.sent += 1
-                self.results.append(None)
+                self._send(j, rows, first, False)
             else:  # it is busy: this one runs here
-                self.results.append(self.streamers[0].segment(rows, first, False))
+                self.results[j] = self.streamers[0].segment(rows, first, False)
             if len(self.results) > MAX_HELD:  # bounded: wait for the worker's before going on
                 self._collect(True)
                 parts += self._ready()
@@ -202,16 +227,18 @@ class Segments:
         return self._join(parts + self._ready())
 
     def flush(self) -> torch.Tensor:
-        """The true end: the segment with the worker, then the rest of the input as the last segment."""
-        self._collect(True)
-        parts = self._ready()
+        """The true end: the rest of the input as the last segment, queued after the worker's; this
+        thread takes every queued segment the worker has not started, then waits for the worker's."""
         self.streamers[0].frames_in = self.frames_in
         if self.plan is None:
             self.plan = SegmentPlan(self.shapes, self.min_frames)
         if self.plan.start(self.next) < self.plan.output_length(self.frames_in):  # frames left to compute
             rows, first = self._input(self.next, None)
-            parts.append(self.streamers[0].segment(rows, first, True))
-        return self._join(parts)
+            self._send(self.next, rows, first, True)
+            self.next += 1
+        self._take_back()
+        self._collect(True)
+        return self._join(self._ready())
 
     def close(self) -> None:
         """Stop and join the worker, restore torch's thread count; safe to call twice."""

@@ -76,6 +76,7 @@ class StreamLayer:
         dtype,
         device,
         conv_only: bool = False,
+        like: Optional["StreamLayer"] = None,
     ) -> None:
         conv = layer.conv
         if conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple):
@@ -89,13 +90,16 @@ class StreamLayer:
         else:
             self.window = Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
         self.weight, self.bias = conv.weight.detach(), (conv.bias.detach() if conv.bias is not None else None)
-        if self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
+        self.overlap: Optional[TripleProduct] = None
+        if like is not None and self.groups == 1:  # the same layer's weights, packed once (read-only)
+            self.wt, self.product = like.wt, like.product
+            self.overlap = like.overlap.twin() if like.overlap is not None else None
+        elif self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
             self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
             self.product = Product(self.wt, self.bias)  # oneDNN on the CPU (execute/matmul.py)
-        # windows overlapping by fewer taps than the stride: three outputs at a time, the overlaps shared
-        self.overlap = None
-        if TripleProduct.applies(k, s, d, self.groups, self.c_in):
-            self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in)
+            # windows overlapping by fewer taps than the stride: three outputs at a time, the overlaps shared
+            if TripleProduct.applies(k, s, d, self.groups, self.c_in):
+                self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in, whole=self.product)
         self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
         self.cols = torch.empty(0, dtype=dtype, device=device)
         self.scratch = torch.empty(0, dtype=dtype, device=device)

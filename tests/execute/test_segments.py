@@ -127,6 +127,59 @@ def test_the_caller_goes_on_while_the_worker_computes_and_the_frames_stay_in_ord
     assert workers() == []
 
 
+def test_the_second_thread_shares_the_packed_weights_not_the_scratch(always_segments):
+    stack = make_stack(W2V, 64)
+    run = StreamingStack(stack).pipelined()
+    try:
+        assert isinstance(run, Segments)
+        mine, twin = run.streamers
+        for a, b in zip(mine.layers, twin.layers):
+            assert b.product is a.product and b.wt is a.wt  # packed once
+            assert b.window is not a.window and b.cols is not a.cols
+        overlaps = [(a.overlap, b.overlap) for a, b in zip(mine.layers, twin.layers) if a.overlap is not None]
+        assert len(overlaps) == 4  # the (3, 2) layers
+        for a, b in overlaps:
+            assert b is not a and b.plus is a.plus and b.scratch is not a.scratch
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("shapes,length", [(W2V, 120000), (PADDED, 23000)])  # 6 segments of 64 frames
+def test_flush_takes_back_what_the_worker_has_not_started(always_segments, monkeypatch, shapes, length):
+    """At the true end this thread computes every queued segment the worker has not started. Here
+    the worker starts nothing until the run is over, so the caller computes all of them, the first
+    segment (the left zeros of the padded stack) after later ones: the frames are the whole file's."""
+    import conv_pipeline.execute.segments as segments
+
+    gate = threading.Event()
+    work, close = segments.Segments._work, segments.Segments.close
+    on_worker: list[int] = []
+    original = StreamingStack.segment
+
+    def segment(self, *args, **kwargs):
+        on_worker.append(threading.current_thread().name == WORKER)
+        return original(self, *args, **kwargs)
+
+    def late_work(self):
+        gate.wait(60)  # (a bound: were more than MAX_HELD segments held, the caller would wait for it)
+        work(self)
+
+    def release_and_close(self):
+        gate.set()
+        close(self)
+
+    monkeypatch.setattr(StreamingStack, "segment", segment)
+    monkeypatch.setattr(segments.Segments, "_work", late_work)
+    monkeypatch.setattr(segments.Segments, "close", release_and_close)
+    stack = make_stack(shapes, 16)
+    x = torch.randn(1, length)  # fewer segments than MAX_HELD: none waits for the worker's first
+    got = torch.cat(list(iter_features(split(x, [4000]), stack)), dim=1)
+    assert got.shape == (16, stack.geometry.output_length(length))
+    assert rel_diff(got, whole(stack, x)) < 1e-5
+    assert len(on_worker) >= 5 and not any(on_worker)  # all on the caller, the worker's two taken back
+    assert workers() == []
+
+
 def test_segments_of_one_layer_equal_conv1d(always_segments):
     stack = make_stack([(3, 2, 0, 1), (3, 2, 0, 1)], 64)
     x = torch.randn(1, 20000)
