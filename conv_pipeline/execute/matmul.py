@@ -18,10 +18,10 @@ the ``(3, 2)`` layers of wav2vec2's encoder) shares work between neighbouring ou
 output ``t``'s window is ``[P_t, Q_t, P_{t+1}]`` (``P``: ``r`` rows, ``Q``: ``s - r`` rows) and its
 weight ``[A; B; C]``, so for three outputs, with ``P_j = P_3i+j``, ``Q_j = Q_3i+j``,
 
-    M1 = (P1 + P2) (A + C) / 2        M2 = (P2 - P1) (A - C) / 2
-    y_3i   = (P0 - P2) A + Q0 B + (M1 + M2) + bias
-    y_3i+1 = Q1 B                 + (M1 - M2) + bias
-    y_3i+2 = Q2 B + (P3 - P1) C   + (M1 + M2) + bias
+    M1 = (P1 + P2) (A + C) / 2 + bias        M2 = (P2 - P1) (A - C) / 2
+    y_3i   = (P0 - P2) A + Q0 B + (M1 + M2)
+    y_3i+1 = Q1 B                 + (M1 - M2)
+    y_3i+2 = Q2 B + (P3 - P1) C   + (M1 + M2)
 
 five products with ``(3s + r) * C_in`` rows of weight per three outputs instead of
 ``3 * k * C_in`` (``(3, 2)``: 7/9 of the multiply-adds; two at a time, ``F(2, 2)``, made 5/6). The
@@ -31,7 +31,8 @@ channels: 1.04x ``F(2, 2)`` on 3,200 and 1,600 outputs, 0.98x on 400.
 
 Public API:
 
-* ``Product(wt, bias)``: ``product(cols, out, add=None)`` writes ``cols @ wt + bias (+ add)`` into ``out``.
+* ``Product(wt, bias)``: ``product(cols, out, add=None)`` writes ``cols @ wt + bias (+ add)`` into ``out``;
+  ``product.new(cols)`` returns ``cols @ wt + bias`` as the product's own new tensor.
 * ``TripleProduct(wt, bias, k, s, c_in, whole=None)`` (``TripleProduct.applies(k, s, dilation, groups, c_in)``):
   ``outputs(buf, m, out)``, the ``m`` outputs of windows ``buf[t*s : t*s + k]`` into ``out`` ``(m, C_out)``;
   ``twin()``, the same packed weights with scratch of its own (another thread's).
@@ -70,6 +71,12 @@ class Product:
         if onednn_usable(wt):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(wt.t().contiguous(), None)
 
+    def new(self, cols: torch.Tensor) -> torch.Tensor:
+        """``cols @ wt + bias`` as a new ``(m, C_out)`` tensor (the product's own output, not copied)."""
+        if self.packed is not None and cols.shape[0]:
+            return torch.ops.mkldnn._linear_pointwise(cols, self.packed, self.bias, "none", [], "")
+        return torch.mm(cols, self.wt) if self.bias is None else torch.addmm(self.bias, cols, self.wt)
+
     def __call__(self, cols: torch.Tensor, out: torch.Tensor, add: Optional[torch.Tensor] = None) -> None:
         if self.packed is not None and cols.shape[0]:
             y = torch.ops.mkldnn._linear_pointwise(cols, self.packed, self.bias, "none", [], "")
@@ -100,10 +107,9 @@ class TripleProduct:
         a, c = wt[:rc], wt[sc:]
         self.first = Product(wt[:sc], None)  # [A; B] for [P0 - P2, Q0]
         self.last = Product(wt[rc:], None)  # [B; C] for [Q2, P3 - P1]
-        self.plus = Product((a + c) / 2, None)  # for P1 + P2
+        self.plus = Product((a + c) / 2, bias)  # for P1 + P2, with the bias: M1 + M2 and M1 - M2 carry it
         self.minus = Product((a - c) / 2, None)  # for P2 - P1
-        self.middle = Product(wt[rc:sc], bias) if sc > rc else None  # B for Q1, with the bias
-        self.bias = bias
+        self.middle = Product(wt[rc:sc], None) if sc > rc else None  # B for Q1
         # the last one or two outputs of a count not divisible by 3 (``whole``: the layer's own Product(wt, bias))
         self.one = whole if whole is not None else Product(wt, bias)
         self.scratch = torch.empty(0, dtype=wt.dtype, device=wt.device)
@@ -147,21 +153,14 @@ class TripleProduct:
         h = m // 3
         if h:
             x0, x1, x2, x3 = self._inputs(buf, h)
-            m1 = torch.empty(h, out.shape[1], dtype=out.dtype, device=out.device)
-            m2 = torch.empty_like(m1)
-            self.plus(x1, m1)
-            self.minus(x2, m2)
-            both = torch.add(m1, m2)  # + bias: y_3i and y_3i+2
-            if self.bias is not None:
-                both += self.bias
+            m1, m2 = self.plus.new(x1), self.minus.new(x2)  # M1 + bias, M2: the products' own outputs
+            both = torch.add(m1, m2)  # y_3i and y_3i+2
             diff = m1.sub_(m2)  # y_3i+1
             triples = out[: 3 * h].view(h, 3, out.shape[1])
             self.first(x0, triples[:, 0], both)
             self.last(x3, triples[:, 2], both)
             if self.middle is not None:
                 self.middle(self._rows(buf, h, self.s + self.r, self.s - self.r), triples[:, 1], diff)
-            elif self.bias is not None:
-                torch.add(diff, self.bias, out=triples[:, 1])
             else:
                 triples[:, 1].copy_(diff)
         c = self.c
