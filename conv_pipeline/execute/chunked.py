@@ -27,7 +27,8 @@ windows that overlap by fewer taps than the stride (``(3, 2)``) go three at a ti
 shared (``TripleProduct``, 7/9 of the multiply-adds); ``groups > 1`` uses
 ``F.conv1d`` with ``padding=0``. A windowed-DFT conv (the stft/mel front-ends) is an FFT of the
 strided frames, its ``PairMagnitude`` computed from the complex spectra
-(``stack/spectral.py``). Norms and activations are the layer's own modules; an activation with
+(``stack/spectral.py``); a filterbank 1x1 conv (the mel matrix) one product per band of its input
+channels (``stack/bands.py``, on the CPU). Norms and activations are the layer's own modules; an activation with
 an in-place form in ``stack/layer.py``'s ``ACTIVATION_TABLE`` is applied in place.
 
 Few, large products: ``iter_features`` runs a layer only once ``MIN_ROWS`` of its outputs are

@@ -107,6 +107,11 @@ class StreamLayer:
         # a windowed-DFT conv (stft/mel) runs as an FFT; followed by PairMagnitude, it yields the magnitude
         with torch.no_grad():  # the layer's cached decision (stack/spectral.py)
             self.fft_win = layer.spectral.window(conv) if self.c_in == 1 else None
+        # a filterbank 1x1 conv (the mel matrix): a product per band of its input channels, on the CPU
+        self.bands = None
+        if self.groups == 1 and (k, s, p, d) == (1, 1, 0, 1) and torch.device(device).type == "cpu":
+            with torch.no_grad():  # the layer's cached decision (stack/bands.py)
+                self.bands = layer.bands.bands(conv)
         self.magnitude = None
         if self.fft_win is not None and self.norm is None:
             self.magnitude, self.act = split_magnitude(self.act)
@@ -155,6 +160,8 @@ class StreamLayer:
         elif self.groups == 1:
             if self.overlap is not None:
                 self.overlap.outputs(buf, m, out)
+            elif self.bands is not None:
+                self.bands.rows_into(self.columns(m), out, self.bias)
             else:
                 self.product(self.columns(m), out)
         else:

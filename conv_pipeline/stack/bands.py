@@ -10,14 +10,16 @@ instead of 16,080, 2.5x faster on one thread (1,080 frames, AMD EPYC) with the p
 
 The bands are read from the weights, not from a preset's name, so a checkpoint with other
 weights gets its own (or the dense product, when no grouping saves enough). On the CPU only
-(``layer.py``): a GPU runs the dense product in one kernel. The sums are the
+(``layer.py``, and chunked execution's ``execute/stream_layer.py``): a GPU runs the dense product
+in one kernel. The sums are the
 dense product's with the zero terms left out: equal up to float32 rounding (about 1e-7 of the
 largest value).
 
 Public API:
 
 * ``row_bands(weight)``: ``(C_out, C_in)`` -> ``RowBands``, or None when the dense product is as cheap.
-* ``RowBands.apply(x, bias)``: ``(B, C_in, T)`` (any strides) -> ``(B, C_out, T)``.
+* ``RowBands.apply(x, bias)``: ``(B, C_in, T)`` (any strides) -> ``(B, C_out, T)``;
+  ``RowBands.rows_into(x, out, bias)``: time-major ``(T, C_in)`` -> ``(T, C_out)`` in place.
 * ``BandCache``: the decision for one conv, cached per weight (``spectral.WeightDecision``).
 """
 
@@ -54,6 +56,17 @@ class RowBands:
                 else:
                     out[b, r0:r1].zero_()
         return out if bias is None else out.add_(bias[:, None])
+
+    def rows_into(self, x: torch.Tensor, out: torch.Tensor, bias: Optional[torch.Tensor] = None) -> None:
+        """Time-major ``x`` ``(T, C_in)`` (any strides) -> ``out`` ``(T, C_out)``, written in place
+        (chunked execution, ``execute/stream_layer.py``): each group's input columns times its block."""
+        for (r0, r1, c0, c1), w in zip(self.groups, self.weights):
+            if c1 > c0:
+                torch.mm(x[:, c0:c1], w.t(), out=out[:, r0:r1])  # (T, span) @ (span, rows)
+            else:
+                out[:, r0:r1].zero_()
+        if bias is not None:
+            out.add_(bias)
 
 
 def _groups(lo: torch.Tensor, hi: torch.Tensor, n: int) -> list[tuple[int, int, int, int]]:

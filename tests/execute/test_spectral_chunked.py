@@ -91,3 +91,26 @@ def test_user_layers_after_the_mel_front_end_stream_exactly():
         whole = stack(x[None, None])[0]
     for size in (333, 4000):
         assert rel(chunked(stack, x, size), whole) <= 1e-5
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_chunked_filterbank_runs_over_its_bands_or_dense(dense):
+    """The mel matrix (1x1 conv, 392 non-zero weights of 16,080) streams as one product per band of
+    its input channels (``stack/bands.py``); the same layer with every weight non-zero as the full
+    product. Either way: ``F.conv1d`` of the power spectrum with the layer's weights, chunk by chunk."""
+    from conv_pipeline.execute.chunked import StreamingStack
+
+    stack = ConvStack.from_preset("mel", in_channels=1).eval()
+    fb = stack.layers[1].conv
+    if dense:
+        with torch.no_grad():
+            fb.weight.add_(1e-4)
+    assert (StreamingStack(stack).layers[1].bands is None) == dense
+    x = signal(9000, seed=4)
+    got = chunked(stack, x, 1000)
+    with torch.no_grad():
+        y = F.conv1d(x[None, None], stack.layers[0].conv.weight, None, 160)
+        re, im = y.chunk(2, dim=1)
+        ref = F.conv1d(re * re + im * im, fb.weight, fb.bias)[0]
+    assert got.shape == ref.shape
+    assert rel(got, ref) <= 1e-5
