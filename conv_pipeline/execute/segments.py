@@ -24,7 +24,8 @@ outputs ``[a_i, b_i)`` of layer ``i`` and so input samples ``[a_0, b_0)``:
 
     a_{i-1} = a_i * s_i - p_i        b_{i-1} = (b_i - 1) * s_i - p_i + e_i
 
-A ``StreamingStack`` started with empty windows (no left padding: ``restart``) and fed exactly
+A ``StreamingStack`` started with empty windows (no left padding: ``StreamingStack.segment``,
+``Window.rewind``) and fed exactly
 ``[a_0, b_0)`` computes exactly outputs ``[a_i, b_i)`` of every layer (``a_{i-1} = a_i * s_i - p_i``
 keeps every window on the whole file's grid), so the segment's frames are the whole file's. The
 first segment starts from the true start (the windows' left zeros), the last one ends at the true
@@ -229,6 +230,8 @@ class Segments:
     def flush(self) -> torch.Tensor:
         """The true end: the rest of the input as the last segment, queued after the worker's; this
         thread takes every queued segment the worker has not started, then waits for the worker's."""
+        if self.worker is None:
+            raise RuntimeError("internal error: flush after close")
         self.streamers[0].frames_in = self.frames_in
         if self.plan is None:
             self.plan = SegmentPlan(self.shapes, self.min_frames)
@@ -241,9 +244,15 @@ class Segments:
         return self._join(self._ready())
 
     def close(self) -> None:
-        """Stop and join the worker, restore torch's thread count; safe to call twice."""
+        """Stop and join the worker (the segments it has not started are dropped: after an error or
+        an early stop nobody wants them), restore torch's thread count; safe to call twice."""
         worker, self.worker = self.worker, None
         if worker is not None:
+            while True:
+                try:
+                    self.inbox.get_nowait()
+                except queue.Empty:
+                    break
             self.inbox.put(_STOP)
             worker.join()
             torch.set_num_threads(self.threads)

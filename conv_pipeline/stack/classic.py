@@ -87,6 +87,13 @@ class EdgeWindow(Window):
             self.n, self.started = 0, True
             self._put(head)
 
+    def rewind(self, at_start: bool) -> None:
+        """Empty; at the true start (``at_start``) the start's padding is made again from the first
+        frames to come, else there is none (a restart mid-file)."""
+        super().rewind(at_start)
+        self.started = self.pad == 0 or not at_start
+        self.last = self.last[:0]
+
     def finish(self) -> None:
         """The true end: ``pad`` frames reflected or replicated from the last ones."""
         if self.started and self.pad:

@@ -180,6 +180,29 @@ def test_flush_takes_back_what_the_worker_has_not_started(always_segments, monke
     assert workers() == []
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_a_rewound_edge_window_starts_like_a_new_one(mode):
+    """``EdgeWindow.rewind(True)`` makes the start's padding again from the next frames; ``False``:
+    none (a restart mid-file), the end's padding still made from the last frames."""
+    from conv_pipeline.stack.classic import EdgeWindow
+
+    def fed(window, rows, finish=False):
+        window.append(rows)
+        if finish:
+            window.finish()
+        return window.buf[: window.n].clone()
+
+    x, other = torch.randn(40, 3), torch.randn(25, 3)
+    fresh = fed(EdgeWindow(9, 2, 4, mode, 3, torch.float32, "cpu"), x, True)
+    used = EdgeWindow(9, 2, 4, mode, 3, torch.float32, "cpu")
+    fed(used, other, True)
+    used.rewind(True)
+    assert torch.equal(fed(used, x, True), fresh)
+    assert fresh.shape[0] == 48 and torch.equal(fresh[4:44], x)
+    used.rewind(False)
+    assert torch.equal(fed(used, x, True), fresh[4:])  # no padding at the start, the same at the end
+
+
 def test_segments_of_one_layer_equal_conv1d(always_segments):
     stack = make_stack([(3, 2, 0, 1), (3, 2, 0, 1)], 64)
     x = torch.randn(1, 20000)
