@@ -79,20 +79,17 @@ class Product:
 
     def __call__(self, cols: torch.Tensor, out: torch.Tensor, add: Optional[torch.Tensor] = None) -> None:
         if self.packed is not None and cols.shape[0]:
-            y = torch.ops.mkldnn._linear_pointwise(cols, self.packed, self.bias, "none", [], "")
+            y = self.new(cols)
             if add is None:
                 out.copy_(y)
             else:
                 torch.add(y, add, out=out)
             return
-        if add is not None and self.bias is not None:
-            add = add + self.bias
-        if add is not None:
-            torch.addmm(add, cols, self.wt, out=out)
-        elif self.bias is not None:
-            torch.addmm(self.bias, cols, self.wt, out=out)
-        else:
+        base = add if self.bias is None else (self.bias if add is None else add + self.bias)
+        if base is None:
             torch.mm(cols, self.wt, out=out)
+        else:
+            torch.addmm(base, cols, self.wt, out=out)
 
 
 class TripleProduct:

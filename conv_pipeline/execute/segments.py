@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -160,15 +160,18 @@ class Segments:
             j, y = item
             self.results[j] = y
 
+    def _not_started(self) -> Iterator[tuple]:
+        """Take, one at a time, the segments queued for the worker that it has not started."""
+        while True:
+            try:
+                yield self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
     def _take_back(self) -> None:
         """Compute here the segments the worker has not started (the end of the file: both threads
         finish together, not the worker alone)."""
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            j, *args = item
+        for j, *args in self._not_started():
             self.sent -= 1
             self.results[j] = self.streamers[0].segment(*args)
 
@@ -248,11 +251,8 @@ class Segments:
         an early stop nobody wants them), restore torch's thread count; safe to call twice."""
         worker, self.worker = self.worker, None
         if worker is not None:
-            while True:
-                try:
-                    self.inbox.get_nowait()
-                except queue.Empty:
-                    break
+            for _ in self._not_started():
+                pass
             self.inbox.put(_STOP)
             worker.join()
             torch.set_num_threads(self.threads)

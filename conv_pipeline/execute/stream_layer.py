@@ -90,20 +90,6 @@ class StreamLayer:
         else:
             self.window = Window(d * (k - 1) + 1, s, p, p, self.c_in, dtype, device)
         self.weight, self.bias = conv.weight.detach(), (conv.bias.detach() if conv.bias is not None else None)
-        self.overlap: Optional[TripleProduct] = None
-        if like is not None and self.groups == 1:  # the same layer's weights, packed once (read-only)
-            self.wt, self.product = like.wt, like.product
-            self.overlap = like.overlap.twin() if like.overlap is not None else None
-        elif self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
-            self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
-            self.product = Product(self.wt, self.bias)  # oneDNN on the CPU (execute/matmul.py)
-            # windows overlapping by fewer taps than the stride: three outputs at a time, the overlaps shared
-            if TripleProduct.applies(k, s, d, self.groups, self.c_in):
-                self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in, whole=self.product)
-        self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
-        self.cols = torch.empty(0, dtype=dtype, device=device)
-        self.scratch = torch.empty(0, dtype=dtype, device=device)
-        self.norm, self.act = (None, None) if conv_only else (layer.norm, layer.act)
         # a windowed-DFT conv (stft/mel) runs as an FFT; followed by PairMagnitude, it yields the magnitude
         with torch.no_grad():  # the layer's cached decision (stack/spectral.py)
             self.fft_win = layer.spectral.window(conv) if self.c_in == 1 else None
@@ -112,6 +98,22 @@ class StreamLayer:
         if self.groups == 1 and (k, s, p, d) == (1, 1, 0, 1) and torch.device(device).type == "cpu":
             with torch.no_grad():  # the layer's cached decision (stack/bands.py)
                 self.bands = layer.bands.bands(conv)
+        self.overlap: Optional[TripleProduct] = None
+        self.product: Optional[Product] = None
+        if like is not None and self.groups == 1:  # the same layer's weights, packed once (read-only)
+            self.wt, self.product = like.wt, like.product
+            self.overlap = like.overlap.twin() if like.overlap is not None else None
+        elif self.groups == 1:  # (C_out, C_in, k) -> (k * C_in, C_out), rows in (tap, channel) order
+            self.wt = self.weight.permute(2, 1, 0).reshape(k * self.c_in, self.c_out).contiguous()
+            if self.fft_win is None and self.bands is None:  # oneDNN on the CPU (execute/matmul.py)
+                self.product = Product(self.wt, self.bias)
+            # windows overlapping by fewer taps than the stride: three outputs at a time, the overlaps shared
+            if self.fft_win is None and TripleProduct.applies(k, s, d, self.groups, self.c_in):
+                self.overlap = TripleProduct(self.wt, self.bias, k, s, self.c_in, whole=self.product)
+        self.strided_view = d == 1 and k <= s  # the windows are rows of a strided view, no copy
+        self.cols = torch.empty(0, dtype=dtype, device=device)
+        self.scratch = torch.empty(0, dtype=dtype, device=device)
+        self.norm, self.act = (None, None) if conv_only else (layer.norm, layer.act)
         self.magnitude = None
         if self.fft_win is not None and self.norm is None:
             self.magnitude, self.act = split_magnitude(self.act)

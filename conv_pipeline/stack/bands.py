@@ -49,12 +49,8 @@ class RowBands:
     def apply(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, C_in, T)`` -> ``(B, C_out, T)``: each group's block times its input rows."""
         out = x.new_empty(x.shape[0], self.out_channels, x.shape[-1])  # (B, C_out, T)
-        for b in range(x.shape[0]):
-            for (r0, r1, c0, c1), w in zip(self.groups, self.weights):
-                if c1 > c0:
-                    torch.mm(w, x[b, c0:c1], out=out[b, r0:r1])  # (rows, span) @ (span, T)
-                else:
-                    out[b, r0:r1].zero_()
+        for b in range(x.shape[0]):  # (T, C_in) -> (T, C_out) views: the same (rows, span) @ (span, T) products
+            self.rows_into(x[b].t(), out[b].t())
         return out if bias is None else out.add_(bias[:, None])
 
     def rows_into(self, x: torch.Tensor, out: torch.Tensor, bias: Optional[torch.Tensor] = None) -> None:
